@@ -1,0 +1,27 @@
+"""odibi_dagster: run Odibi YAML pipelines as Dagster assets.
+
+    import odibi_dagster
+    defs = odibi_dagster.load_definitions("project.yaml")
+"""
+
+from odibi_dagster.compile import build_definitions, load_definitions
+from odibi_dagster.config.loader import LoadedProject, load_project
+from odibi_dagster.errors import OdibiConfigError, OdibiRunError
+from odibi_dagster.io_managers.pandas import PandasIOManager
+from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.transforms import StepContext, transform
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LoadedProject",
+    "LocalStorage",
+    "OdibiConfigError",
+    "OdibiRunError",
+    "PandasIOManager",
+    "StepContext",
+    "build_definitions",
+    "load_definitions",
+    "load_project",
+    "transform",
+]

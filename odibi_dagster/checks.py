@@ -1,0 +1,90 @@
+"""A node's ``validation:`` block, evaluated on its result and reported as asset checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from odibi_dagster.config.models import COLUMN_TYPES, ValidationConfig
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
+    """(check name, what it checks) for each check a validation block defines."""
+    out: list[tuple[str, str]] = []
+    if validation.not_empty:
+        out.append(("not_empty", "The result has at least one row."))
+    for col in validation.no_nulls:
+        out.append((f"no_nulls_{_safe(col)}", f"Column '{col}' has no null values."))
+    schema = validation.schema_
+    if schema is not None and (schema.required_columns or schema.types):
+        parts = []
+        if schema.required_columns:
+            parts.append("required columns " + ", ".join(schema.required_columns))
+        if schema.types:
+            parts.append("types " + ", ".join(f"{c}: {t}" for c, t in schema.types.items()))
+        out.append(("schema", "Schema has " + "; ".join(parts) + "."))
+    return out
+
+
+def _safe(col: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in col)
+
+
+def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOutcome]:
+    """Run every check of ``validation`` on ``df`` with the engine's column statistics."""
+    outcomes: list[CheckOutcome] = []
+    columns = dict(engine.column_schema(df))
+    if validation.not_empty:
+        n = engine.row_count(df)
+        outcomes.append(
+            CheckOutcome(
+                "not_empty",
+                n > 0,
+                f"{n} rows" if n else "the result has no rows",
+                {"row_count": n},
+            )
+        )
+    for col in validation.no_nulls:
+        name = f"no_nulls_{_safe(col)}"
+        if col not in columns:
+            outcomes.append(
+                CheckOutcome(name, False, f"column '{col}' is missing; columns: {', '.join(columns)}")
+            )
+            continue
+        nulls = engine.null_count(df, col)
+        outcomes.append(
+            CheckOutcome(
+                name,
+                nulls == 0,
+                "no nulls" if nulls == 0 else f"column '{col}' has {nulls} null values",
+                {"null_count": nulls},
+            )
+        )
+    schema = validation.schema_
+    if schema is not None and (schema.required_columns or schema.types):
+        problems = [f"missing column '{c}'" for c in schema.required_columns if c not in columns]
+        for col, want in schema.types.items():
+            if col not in columns:
+                problems.append(f"missing column '{col}'")
+                continue
+            family = COLUMN_TYPES[want.lower()]
+            got = engine.type_family(columns[col])
+            if got != family:
+                problems.append(f"column '{col}' is {columns[col]}, expected {want}")
+        outcomes.append(
+            CheckOutcome(
+                "schema",
+                not problems,
+                "; ".join(dict.fromkeys(problems)) or "schema as expected",
+                {"columns": ", ".join(f"{c}: {t}" for c, t in columns.items())},
+            )
+        )
+    return outcomes

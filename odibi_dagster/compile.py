@@ -1,0 +1,352 @@
+"""Compile a loaded Odibi project into ``dagster.Definitions``.
+
+Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
+
+- connection -> resource keyed by its name
+- pipeline   -> asset group + job of the same name (+ a schedule if it has one)
+- node       -> asset keyed [pipeline, node]; a read-only node is an external asset
+- validation -> asset checks on the node's asset
+- a read of a path another node writes -> a lineage edge (also across pipelines)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+
+from odibi_dagster import checks
+from odibi_dagster.config.loader import LoadedProject, load_project
+from odibi_dagster.config.models import (
+    AzureAdlsConnection,
+    LocalConnection,
+    NodeConfig,
+    PipelineConfig,
+    ProjectConfig,
+)
+from odibi_dagster.errors import OdibiConfigError, OdibiRunError
+from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, PandasIOManager
+from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.transforms import run_steps
+
+PANDAS_IO_MANAGER_KEY = "odibi_pandas_io_manager"
+DEFAULT_EXECUTOR = "in_process"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def load_definitions(path: str | os.PathLike[str]) -> dg.Definitions:
+    """Load the Odibi project at ``path`` (a YAML file or a project directory) as Definitions.
+
+    Example ``definitions.py``::
+
+        import odibi_dagster
+
+        defs = odibi_dagster.load_definitions("pipelines/project.yaml")
+
+    Then ``dagster job execute -f definitions.py -j <pipeline>`` runs one pipeline.
+    """
+    return build_definitions(load_project(path))
+
+
+def build_definitions(project: LoadedProject) -> dg.Definitions:
+    """The Definitions of an already loaded project (no I/O)."""
+    cfg = project.config
+    _check_runnable(project)
+    connections = _connection_resources(cfg)
+    writers = _writers_by_uri(cfg, connections)
+
+    assets: list[Any] = []
+    asset_checks: list[Any] = []
+    jobs: list[Any] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    for pipe in cfg.pipelines:
+        for node in pipe.nodes:
+            asset, node_checks = _node_asset(cfg, pipe, node, connections, writers)
+            assets.append(asset)
+            asset_checks.extend(node_checks)
+        job = _pipeline_job(cfg, pipe)
+        jobs.append(job)
+        if pipe.schedule is not None:
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{pipe.pipeline}_schedule",
+                    cron_schedule=pipe.schedule.cron,
+                    execution_timezone=pipe.schedule.timezone,
+                    job_name=pipe.pipeline,
+                    description=f"Runs pipeline {pipe.pipeline} on '{pipe.schedule.cron}'.",
+                )
+            )
+
+    resources: dict[str, Any] = dict(connections)
+    resources[PANDAS_IO_MANAGER_KEY] = PandasIOManager(connections=connections)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=asset_checks,
+        jobs=jobs,
+        schedules=schedules,
+        resources=resources,
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_runnable(project: LoadedProject) -> None:
+    """What the schema accepts but this version cannot run yet, reported like any mistake."""
+    cfg, smap = project.config, project.smap
+    problems = []
+    for name, conn in cfg.connections.items():
+        if isinstance(conn, AzureAdlsConnection):
+            problems.append(
+                smap.problem(
+                    ("connections", name, "type"),
+                    f"connection '{name}' is a valid azure_adls connection, but this version "
+                    "runs local connections only; use type: local for now",
+                )
+            )
+    for pi, pipe in enumerate(cfg.pipelines):
+        if (pipe.engine or cfg.engine) == "spark":
+            where = ("pipelines", pi, "engine") if pipe.engine else ("engine",)
+            problems.append(
+                smap.problem(
+                    where,
+                    f"pipeline '{pipe.pipeline}' uses engine spark, which this version does not "
+                    "run yet; use engine: pandas",
+                )
+            )
+    if problems:
+        raise OdibiConfigError(problems)
+
+
+def _connection_resources(cfg: ProjectConfig) -> dict[str, LocalStorage]:
+    out: dict[str, LocalStorage] = {}
+    for name, conn in cfg.connections.items():
+        if isinstance(conn, LocalConnection):
+            out[name] = LocalStorage(base_path=conn.base_path, connection_name=name)
+    return out
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def _uri(connections: Mapping[str, LocalStorage], connection: str, path: str) -> str:
+    return connections[connection].uri(path).rstrip("/")
+
+
+def _writers_by_uri(
+    cfg: ProjectConfig, connections: Mapping[str, LocalStorage]
+) -> dict[str, list[dg.AssetKey]]:
+    writers: dict[str, list[dg.AssetKey]] = {}
+    for pipe in cfg.pipelines:
+        for node in pipe.nodes:
+            if node.write is not None:
+                uri = _uri(connections, node.write.connection, node.write.path)
+                writers.setdefault(uri, []).append(dg.AssetKey([pipe.pipeline, node.name]))
+    return writers
+
+
+# --------------------------------------------------------------------------- assets
+
+
+def _is_external(node: NodeConfig) -> bool:
+    return (
+        node.read is not None
+        and node.transform is None
+        and node.write is None
+        and not node.depends_on
+    )
+
+
+def _description(node: NodeConfig, pipe: PipelineConfig, uri_of: Any) -> str:
+    lines = [node.description] if node.description else []
+    if node.read is not None:
+        lines.append(f"Reads {node.read.format} `{uri_of(node.read)}`.")
+    if node.transform is not None:
+        kinds = ["SQL" if s.sql is not None else f"function `{s.function}`" for s in node.transform.steps]
+        lines.append(f"Transforms with {len(kinds)} step(s): {', '.join(kinds)}.")
+    if node.write is not None:
+        lines.append(f"Writes {node.write.format} `{uri_of(node.write)}` (mode {node.write.mode}).")
+    lines.append(f"Defined at {node._file}:{node._line} (pipeline {pipe.pipeline}).")
+    return "\n\n".join(lines)
+
+
+def _node_metadata(node: NodeConfig) -> dict[str, Any]:
+    meta: dict[str, Any] = {NODE_KEY: node.where}
+    if node.write is not None:
+        meta[WRITE_KEY] = node.write.model_dump(mode="json")
+    if _is_external(node):
+        assert node.read is not None
+        meta[READ_KEY] = node.read.model_dump(mode="json")
+    return meta
+
+
+def _retry_policy(cfg: ProjectConfig) -> dg.RetryPolicy | None:
+    r = cfg.retry
+    if r is None or not r.enabled or r.max_attempts <= 1:
+        return None
+    backoff = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(r.backoff)
+    return dg.RetryPolicy(max_retries=r.max_attempts - 1, delay=r.backoff_seconds, backoff=backoff)
+
+
+def _node_asset(
+    cfg: ProjectConfig,
+    pipe: PipelineConfig,
+    node: NodeConfig,
+    connections: Mapping[str, LocalStorage],
+    writers: Mapping[str, list[dg.AssetKey]],
+) -> tuple[Any, list[Any]]:
+    key = dg.AssetKey([pipe.pipeline, node.name])
+
+    def uri_of(io: Any) -> str:
+        return _uri(connections, io.connection, io.path)
+
+    lineage: list[dg.AssetKey] = []
+    if node.read is not None:
+        lineage = [k for k in writers.get(uri_of(node.read), []) if k != key]
+    engine = pipe.engine or cfg.engine
+    fmt = (node.write or node.read).format if (node.write or node.read) else "python"
+    kinds = {engine, fmt} if fmt != engine else {engine}
+    tags = {"odibi/layer": pipe.layer} if pipe.layer else None
+    owners = [cfg.owner] if cfg.owner and _EMAIL.match(cfg.owner) else None
+    description = _description(node, pipe, uri_of)
+    metadata = _node_metadata(node)
+    check_list = checks.check_names(node.validation) if node.validation else []
+
+    if _is_external(node):
+        spec = dg.AssetSpec(
+            key=key,
+            deps=lineage,
+            description=description,
+            group_name=pipe.pipeline,
+            metadata={**metadata, "dagster/uri": uri_of(node.read)},
+            kinds=kinds,
+            tags=tags,
+            owners=owners,
+        ).with_io_manager_key(PANDAS_IO_MANAGER_KEY)
+        node_checks = [_external_checks(key, node, check_list)] if check_list else []
+        return spec, node_checks
+
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=key, description=desc, blocking=True)
+        for name, desc in check_list
+    ]
+    required = {node.read.connection} if node.read is not None else set()
+
+    def compute(context, **inputs: Any) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+        from odibi_dagster.engines.pandas import PandasEngine
+
+        eng = PandasEngine()
+        frames = {dep: inputs[dep] for dep in node.depends_on}
+        current = None
+        if node.read is not None:
+            conn = getattr(context.resources, node.read.connection)
+            current = eng.read(
+                conn.location(node.read.path),
+                node.read.format,
+                node.read.options,
+                where=node.where,
+            )
+        if node.transform is not None:
+            current = run_steps(
+                eng,
+                node.transform.steps,
+                frames,
+                current,
+                node=node.name,
+                where=node.where,
+            )
+        elif current is None:
+            current = frames[node.depends_on[0]]
+        if node.validation is not None:
+            failed = []
+            for outcome in checks.evaluate(eng, current, node.validation):
+                yield dg.AssetCheckResult(
+                    check_name=outcome.name,
+                    passed=outcome.passed,
+                    asset_key=key,
+                    description=outcome.description,
+                    metadata=outcome.metadata,
+                )
+                if not outcome.passed:
+                    failed.append(f"{outcome.name}: {outcome.description}")
+            if failed:
+                raise dg.Failure(
+                    description=f"{node.where}: validation failed, nothing was written: "
+                    + "; ".join(failed),
+                )
+        yield dg.Output(current)
+
+    asset = dg.asset(
+        key=key,
+        ins={dep: dg.AssetIn(key=dg.AssetKey([pipe.pipeline, dep])) for dep in node.depends_on},
+        deps=lineage,
+        description=description,
+        group_name=pipe.pipeline,
+        metadata=metadata,
+        io_manager_key=PANDAS_IO_MANAGER_KEY,
+        required_resource_keys=required,
+        check_specs=check_specs or None,
+        retry_policy=_retry_policy(cfg),
+        kinds=kinds,
+        tags=tags,
+        owners=owners,
+    )(compute)
+    return asset, []
+
+
+def _external_checks(
+    key: dg.AssetKey, node: NodeConfig, check_list: list[tuple[str, str]]
+) -> dg.AssetChecksDefinition:
+    """Checks on a source the project only reads: they load it through the IO manager."""
+    specs = [dg.AssetCheckSpec(name, asset=key, description=desc) for name, desc in check_list]
+    validation = node.validation
+    assert validation is not None
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{'__'.join(key.path)}_checks",
+        ins={"data": dg.AssetIn(key=key)},
+    )
+    def _checks(data: Any) -> Iterator[dg.AssetCheckResult]:
+        from odibi_dagster.engines.pandas import PandasEngine
+
+        for outcome in checks.evaluate(PandasEngine(), data, validation):
+            yield dg.AssetCheckResult(
+                check_name=outcome.name,
+                passed=outcome.passed,
+                asset_key=key,
+                description=outcome.description,
+                metadata=outcome.metadata,
+            )
+
+    return _checks
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def _pipeline_job(cfg: ProjectConfig, pipe: PipelineConfig) -> Any:
+    executor_name = pipe.executor or cfg.executor or DEFAULT_EXECUTOR
+    executor = dg.in_process_executor if executor_name == "in_process" else dg.multiprocess_executor
+    tags: dict[str, str] = {"odibi/executor": executor_name}
+    if cfg.logging is not None:
+        tags.update({f"odibi/{k}": str(v) for k, v in cfg.logging.metadata.items()})
+    config = None
+    if cfg.logging is not None:
+        config = {"loggers": {"console": {"config": {"log_level": cfg.logging.level}}}}
+    title = pipe.name or pipe.pipeline
+    description = f"{title}: {pipe.description}" if pipe.description else title
+    return dg.define_asset_job(
+        name=pipe.pipeline,
+        selection=dg.AssetSelection.groups(pipe.pipeline),
+        executor_def=executor,
+        description=description,
+        tags=tags,
+        config=config,
+    )
+
+
+__all__ = ["OdibiRunError", "build_definitions", "load_definitions"]

@@ -1,0 +1,578 @@
+"""Load an Odibi project (one YAML file or a project directory) into validated models.
+
+Every problem found is reported at once, each as ``<file>:<line>: <key path>: <message>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from odibi_dagster.config.models import (
+    AzureAdlsConnection,
+    LocalConnection,
+    NodeConfig,
+    PipelineConfig,
+    ProjectConfig,
+)
+from odibi_dagster.config.yaml_source import KeyPath, SourceMap, interpolate_env, load_yaml
+from odibi_dagster.errors import OdibiConfigError, Problem
+from odibi_dagster.transforms import check_params, get_function, import_transforms_file
+
+PROJECT_FILES = ("project.yaml", "project.yml")
+TRANSFORMS_FILE = "transforms.py"
+
+
+@dataclass
+class LoadedProject:
+    """A validated project plus where it came from."""
+
+    config: ProjectConfig
+    source: Path
+    root_dir: Path
+    files: list[Path] = field(default_factory=list)
+    smap: SourceMap = field(default_factory=SourceMap)
+
+    @property
+    def name(self) -> str:
+        return self.config.project or self.source.stem
+
+
+def display_name(path: Path) -> str:
+    """A path as short as it can be while still leading to the file from the cwd."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)
+
+
+def load_project(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> LoadedProject:
+    """Read, check and return the project at ``path``; raise OdibiConfigError otherwise."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        project_file = next((p / f for f in PROJECT_FILES if (p / f).is_file()), None)
+        if project_file is None:
+            raise OdibiConfigError(
+                [
+                    Problem(
+                        display_name(p),
+                        None,
+                        "no project.yaml in this directory; a project directory holds "
+                        "project.yaml and pipelines/*.yaml (or pass a single YAML file)",
+                    )
+                ]
+            )
+        pipeline_files = sorted(
+            f for f in (p / "pipelines").glob("*.y*ml") if f.suffix in (".yaml", ".yml")
+        )
+    elif p.is_file():
+        project_file, pipeline_files = p, []
+    else:
+        raise OdibiConfigError(
+            [Problem(display_name(p), None, "no such file or directory")]
+        )
+
+    data, smap = load_yaml(project_file, display_name(project_file))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise OdibiConfigError(
+            [smap.problem((), "the project file must be a mapping (key: value) at the top")]
+        )
+    problems: list[Problem] = []
+    data = _merge_pipeline_files(data, smap, pipeline_files, problems)
+    if problems:
+        raise OdibiConfigError(problems)
+
+    data = interpolate_env(data, smap, environ)
+
+    transforms = project_file.parent / TRANSFORMS_FILE
+    if transforms.is_file():
+        _import_transforms(transforms, problems)
+
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from_validation(exc, data, smap))
+        raise OdibiConfigError(_sorted(problems)) from None
+
+    _apply_defaults(config, smap, problems)
+    _resolve_paths(config, smap)
+    _locate_nodes(config, smap)
+    problems.extend(check_semantics(config, smap))
+    if problems:
+        raise OdibiConfigError(_sorted(problems))
+    return LoadedProject(
+        config=config,
+        source=project_file,
+        root_dir=project_file.parent,
+        files=[project_file, *pipeline_files],
+        smap=smap,
+    )
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda pr: (pr.file, pr.line or 0))
+
+
+def _merge_pipeline_files(
+    data: dict[str, Any], smap: SourceMap, files: list[Path], problems: list[Problem]
+) -> dict[str, Any]:
+    """Append each ``pipelines/*.yaml`` (one pipeline, or a ``pipelines:`` list)."""
+    if not files:
+        return data
+    pipelines = data.get("pipelines")
+    if pipelines is None:
+        pipelines = []
+    if not isinstance(pipelines, list):
+        return data  # the model reports the wrong type
+    for f in files:
+        fdata, fmap = load_yaml(f, display_name(f))
+        if fdata is None:
+            problems.append(Problem(fmap.default_file, None, "the pipeline file is empty"))
+            continue
+        if isinstance(fdata, dict) and "pipelines" in fdata and "pipeline" not in fdata:
+            extra = set(fdata) - {"pipelines"}
+            if extra:
+                problems.append(
+                    fmap.problem(
+                        (sorted(extra)[0],),
+                        "a pipeline file holds one pipeline (`pipeline:` + `nodes:`) or a "
+                        "`pipelines:` list, nothing else; move project settings to project.yaml",
+                    )
+                )
+            items = fdata["pipelines"] if isinstance(fdata["pipelines"], list) else []
+            for i, item in enumerate(items):
+                smap.graft(_sub_map(fmap, ("pipelines", i)), ("pipelines", len(pipelines)))
+                pipelines.append(item)
+        elif isinstance(fdata, dict):
+            smap.graft(fmap, ("pipelines", len(pipelines)))
+            pipelines.append(fdata)
+        else:
+            problems.append(
+                fmap.problem((), "a pipeline file must be a mapping with `pipeline:` and `nodes:`")
+            )
+    data = dict(data)
+    data["pipelines"] = pipelines
+    return data
+
+
+def _sub_map(smap: SourceMap, prefix: KeyPath) -> SourceMap:
+    out = SourceMap(default_file=smap.default_file)
+    n = len(prefix)
+    for k, v in smap.entries.items():
+        if k[:n] == prefix:
+            out.entries[k[n:]] = v
+    return out
+
+
+def _import_transforms(path: Path, problems: list[Problem]) -> None:
+    try:
+        import_transforms_file(path)
+    except Exception as exc:
+        tb = exc.__traceback__
+        line = None
+        while tb is not None:
+            if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+                line = tb.tb_lineno
+            tb = tb.tb_next
+        problems.append(
+            Problem(
+                display_name(path),
+                line,
+                f"importing the transform functions failed: {type(exc).__name__}: {exc}",
+            )
+        )
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _problems_from_validation(
+    exc: ValidationError, data: Any, smap: SourceMap
+) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[tuple[KeyPath, str]] = set()
+    for err in exc.errors(include_url=False):
+        path = _data_path(err["loc"], data, err["type"])
+        message = _message(err, path, data)
+        key = (path, message)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(smap.problem(path, message))
+    return out
+
+
+def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> KeyPath:
+    """Drop the union tags pydantic puts in ``loc``, keeping only real data keys."""
+    path: list[str | int] = []
+    cur = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(cur, dict) and part in cur:
+            path.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            path.append(part)
+            cur = cur[part]
+        elif last and err_type in ("missing", "extra_forbidden"):
+            path.append(part)
+        # otherwise ``part`` is a union tag or model name: not a key of the data
+    return tuple(path)
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    cur = data
+    for part in path:
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return cur
+
+
+def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``path`` (for did-you-mean)."""
+    model: Any = ProjectConfig
+    cur = data
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        fld = model.model_fields.get(part) if isinstance(part, str) else None
+        if fld is None:
+            fld = next(
+                (f for f in model.model_fields.values() if f.alias == part), None
+            )
+        if fld is None:
+            return None
+        cur = cur.get(part) if isinstance(cur, dict) else None
+        model = _unwrap(fld.annotation, cur)
+        if isinstance(cur, list) or (
+            isinstance(cur, dict) and not (isinstance(model, type) and issubclass(model, BaseModel))
+        ):
+            # a list or dict of models: the next part is an index / key
+            model = ("container", model)
+        if isinstance(model, tuple):
+            model = model[1]
+            continue
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(ann: Any, value: Any) -> Any:
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(ann)[0], value)
+    if origin in (list, dict):
+        inner = typing.get_args(ann)[-1]
+        if isinstance(value, list):
+            return ("container", _unwrap(inner, value[0] if value else None))
+        if isinstance(value, dict):
+            return _unwrap(inner, None) if origin is list else ("container", _unwrap(inner, None))
+        return _unwrap(inner, None)
+    if origin in (typing.Union, types.UnionType):
+        candidates = [_unwrap(a, value) for a in typing.get_args(ann) if a is not type(None)]
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if isinstance(value, dict) and value.get("type") == "azure_adls":
+            return AzureAdlsConnection
+        if isinstance(value, dict) and value.get("type") == "local":
+            return LocalConnection
+        return models[0] if models else (candidates[0] if candidates else None)
+    return ann
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (allowed here: {', '.join(allowed)})"
+
+
+def _message(err: Any, path: KeyPath, data: Any) -> str:
+    typ = err["type"]
+    key = path[-1] if path else ""
+    inp = err.get("input")
+    if typ == "extra_forbidden":
+        parent = _model_at(path[:-1], data)
+        hint = _did_you_mean(str(key), _allowed_keys(parent)) if parent else ""
+        return f"unknown key '{key}'{hint}"
+    if typ == "missing":
+        return f"missing required key '{key}'"
+    if typ == "unknown_connection_type" or typ == "union_tag_invalid":
+        t = inp.get("type") if isinstance(inp, dict) else inp
+        return f"unsupported connection type '{t}'; supported: local, azure_adls"
+    if typ == "union_tag_not_found":
+        return "missing required key 'type' (local or azure_adls)"
+    if typ == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        what = {"format": "format", "mode": "write mode", "engine": "engine"}.get(
+            str(key), str(key) or "value"
+        )
+        return f"unsupported {what} '{inp}'; use one of: {expected.replace(' or ', ', ')}"
+    if typ == "string_pattern_mismatch":
+        return (
+            f"'{inp}' is not a valid name: use letters, digits and underscores, not starting "
+            "with a digit (it becomes a Dagster name and a SQL table name)"
+        )
+    if typ in ("too_short",) and isinstance(inp, list | dict):
+        return "needs at least one entry"
+    if typ in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping (key: value), got {_type_name(inp)}"
+    if typ == "list_type":
+        return f"expected a list, got {_type_name(inp)}"
+    if typ == "value_error":
+        msg = str(err.get("msg", ""))
+        return msg.removeprefix("Value error, ")
+    if typ in ("string_type", "bool_type", "bool_parsing", "int_type", "int_parsing", "float_type", "float_parsing"):
+        want = {"string": "a string", "bool": "true or false", "int": "a whole number", "float": "a number"}
+        kind = typ.split("_")[0]
+        return f"expected {want[kind]}, got {_type_name(inp)}"
+    msg = str(err.get("msg", "invalid value"))
+    return msg[:1].lower() + msg[1:]
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "nothing (null)"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, int | float):
+        return "a number"
+    return type(v).__name__
+
+
+# --------------------------------------------------------------------------- after validation
+
+
+def _apply_defaults(config: ProjectConfig, smap: SourceMap, problems: list[Problem]) -> None:
+    d = config.defaults
+    if d is None:
+        return
+    for name in ("retry", "logging", "story"):
+        value = getattr(d, name)
+        if value is None:
+            continue
+        if getattr(config, name) is not None:
+            top = smap.locate((name,))
+            problems.append(
+                smap.problem(
+                    ("defaults", name),
+                    f"'{name}' is set both here and at the top level (line {top[1]}); keep one",
+                )
+            )
+            continue
+        setattr(config, name, value)
+
+
+def _declaring_dir(smap: SourceMap, path: KeyPath) -> Path:
+    file, _ = smap.locate(path)
+    return Path(file).resolve().parent if file else Path.cwd()
+
+
+def _resolve_paths(config: ProjectConfig, smap: SourceMap) -> None:
+    for name, conn in config.connections.items():
+        if isinstance(conn, LocalConnection):
+            base = Path(os.path.expanduser(conn.base_path))
+            if not base.is_absolute():
+                base = _declaring_dir(smap, ("connections", name, "base_path")) / base
+            conn.base_path = os.path.normpath(str(base))
+    story = config.story
+    if story is not None and story.output_path:
+        out = Path(os.path.expanduser(story.output_path))
+        if not out.is_absolute():
+            where = ("story", "output_path")
+            if smap.entries.get(where) is None:
+                where = ("defaults", "story", "output_path")
+            out = _declaring_dir(smap, where) / out
+        story.output_path = os.path.normpath(str(out))
+
+
+def _locate_nodes(config: ProjectConfig, smap: SourceMap) -> None:
+    for pi, pipe in enumerate(config.pipelines):
+        pipe._file = smap.locate(("pipelines", pi))[0]
+        for ni, node in enumerate(pipe.nodes):
+            node._file, node._line = smap.locate(("pipelines", pi, "nodes", ni))
+
+
+def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
+    """Checks across keys: names, references, cycles, functions."""
+    problems: list[Problem] = []
+    conns = list(config.connections)
+
+    def unknown_conn(path: KeyPath, name: str) -> None:
+        if name not in config.connections:
+            problems.append(
+                smap.problem(
+                    path,
+                    f"unknown connection '{name}'{_suggest(name, conns)}; defined connections: "
+                    f"{', '.join(conns)}",
+                )
+            )
+
+    if config.story is not None and config.story.active and config.story.connection:
+        unknown_conn(("story", "connection"), config.story.connection)
+
+    seen_pipes: dict[str, int] = {}
+    for pi, pipe in enumerate(config.pipelines):
+        ppath: KeyPath = ("pipelines", pi)
+        if pipe.pipeline in seen_pipes:
+            first = smap.locate(("pipelines", seen_pipes[pipe.pipeline], "pipeline"))
+            problems.append(
+                smap.problem(
+                    (*ppath, "pipeline"),
+                    f"duplicate pipeline name '{pipe.pipeline}' (also at {first[0]}:{first[1]}); "
+                    "pipeline names become job names and must be unique",
+                )
+            )
+        else:
+            seen_pipes[pipe.pipeline] = pi
+        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+    return problems
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_pipeline(
+    pipe: PipelineConfig, ppath: KeyPath, smap: SourceMap, unknown_conn: Any
+) -> list[Problem]:
+    problems: list[Problem] = []
+    names: dict[str, int] = {}
+    for ni, node in enumerate(pipe.nodes):
+        npath: KeyPath = (*ppath, "nodes", ni)
+        if node.name in names:
+            first = smap.locate((*ppath, "nodes", names[node.name], "name"))
+            problems.append(
+                smap.problem(
+                    (*npath, "name"),
+                    f"duplicate node name '{node.name}' in pipeline '{pipe.pipeline}' "
+                    f"(first at line {first[1]})",
+                )
+            )
+        else:
+            names[node.name] = ni
+    node_names = list(names)
+    for ni, node in enumerate(pipe.nodes):
+        npath = (*ppath, "nodes", ni)
+        for di, dep in enumerate(node.depends_on):
+            if dep == node.name:
+                problems.append(
+                    smap.problem((*npath, "depends_on", di), f"node '{dep}' depends on itself")
+                )
+            elif dep not in names:
+                problems.append(
+                    smap.problem(
+                        (*npath, "depends_on", di),
+                        f"unknown node '{dep}' in depends_on{_suggest(dep, node_names)}; nodes "
+                        f"of pipeline '{pipe.pipeline}': {', '.join(node_names)}",
+                    )
+                )
+        if node.read is not None:
+            unknown_conn((*npath, "read", "connection"), node.read.connection)
+        if node.write is not None:
+            unknown_conn((*npath, "write", "connection"), node.write.connection)
+        if node.write is not None and node.read is None and node.transform is None:
+            if len(node.depends_on) != 1:
+                problems.append(
+                    smap.problem(
+                        (*npath, "write"),
+                        "a node with only `write:` writes its one upstream node: give it "
+                        f"exactly one depends_on (it has {len(node.depends_on)}), or add a "
+                        "`transform:` that combines them",
+                    )
+                )
+        if node.transform is not None:
+            problems.extend(_check_functions(node, npath, smap))
+        if node.read is not None and node.read.options.get("partition_by"):
+            problems.append(
+                smap.problem(
+                    (*npath, "read", "options", "partition_by"),
+                    "partition_by is a write option; move it under `write.options`",
+                )
+            )
+    cycle = find_cycle({n.name: [d for d in n.depends_on if d in names] for n in pipe.nodes})
+    if cycle:
+        first = names[cycle[0]]
+        problems.append(
+            smap.problem(
+                (*ppath, "nodes", first, "depends_on"),
+                f"dependency cycle in pipeline '{pipe.pipeline}': {' -> '.join(cycle)}; "
+                "remove one of these depends_on entries",
+            )
+        )
+    return problems
+
+
+def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[Problem]:
+    from odibi_dagster.transforms import registered_functions
+
+    problems: list[Problem] = []
+    assert node.transform is not None
+    for si, step in enumerate(node.transform.steps):
+        if step.function is None:
+            continue
+        spath: KeyPath = (*npath, "transform", "steps", si, "function")
+        func = get_function(step.function)
+        if func is None:
+            known = sorted(registered_functions())
+            problems.append(
+                smap.problem(
+                    spath,
+                    f"unknown function '{step.function}'{_suggest(step.function, known)}. "
+                    "Register it with @odibi_dagster.transform in transforms.py beside the "
+                    "project file, or in a module your definitions.py imports before "
+                    "load_definitions"
+                    + (f" (registered: {', '.join(known)})" if known else ""),
+                )
+            )
+            continue
+        why = check_params(func, step.params)
+        if why:
+            problems.append(smap.problem((*npath, "transform", "steps", si, "params"), why))
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle as ``[a, b, c, a]`` (following depends_on edges), or None.
+
+    Iterative, so a long chain of nodes cannot exhaust Python's recursion limit.
+    """
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in graph:
+        if start in state:
+            continue
+        path: list[str] = [start]
+        iters = [iter(graph.get(start, []))]
+        state[start] = 1
+        while iters:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                iters.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                iters.append(iter(graph.get(nxt, [])))
+    return None

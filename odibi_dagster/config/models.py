@@ -1,0 +1,429 @@
+"""Pydantic models of the Odibi YAML format.
+
+Strict: an unknown key is an error (with a "did you mean" hint added by the loader).
+Each field carries a description, which the JSON Schema (``odibi-dagster schema``)
+passes on to editors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from odibi_dagster.formats import EngineName, ExecutorName, Format, WriteMode
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_NODE_NAMES = frozenset({"context", "__result__"})
+ENV_REF_PATTERN = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+# Column types a ``validation.schema.types`` entry may name, grouped by family.
+COLUMN_TYPES: dict[str, str] = {
+    "string": "string",
+    "str": "string",
+    "int": "integer",
+    "integer": "integer",
+    "int64": "integer",
+    "long": "integer",
+    "float": "float",
+    "double": "float",
+    "float64": "float",
+    "decimal": "float",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "date": "datetime",
+    "datetime": "datetime",
+    "timestamp": "datetime",
+}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class LocalConnection(StrictModel):
+    """A directory on local disk (or a mounted volume such as /dbfs)."""
+
+    type: Literal["local"] = Field(description="Connection type.")
+    base_path: str = Field(
+        description="Directory that node paths are relative to; a relative path is "
+        "resolved against the directory of the YAML file that declares it."
+    )
+
+
+class AzureAdlsConnection(StrictModel):
+    """An Azure Data Lake Storage Gen2 container, one storage account per connection.
+
+    ``auth_mode: key_vault`` (default) reads the account key from Azure Key Vault with
+    DefaultAzureCredential; ``direct_key`` takes it from ``account_key``, which must
+    reference an environment variable (``${MY_KEY}``) so the key is never in the file.
+    """
+
+    type: Literal["azure_adls"] = Field(description="Connection type.")
+    account: str = Field(description="Storage account name (3-24 lowercase letters/digits).")
+    container: str = Field(description="Container (file system) name.")
+    path_prefix: str = Field(default="", description="Prefix put before every node path.")
+    auth_mode: Literal["key_vault", "direct_key"] = Field(
+        default="key_vault", description="How the account key is obtained: key_vault or direct_key."
+    )
+    key_vault_name: str | None = Field(
+        default=None, description="Key Vault name (auth_mode key_vault)."
+    )
+    secret_name: str | None = Field(
+        default=None, description="Name of the Key Vault secret holding the account key."
+    )
+    account_key: str | None = Field(
+        default=None,
+        description="auth_mode direct_key: the account key, as an environment reference "
+        "like ${BRONZE_STORAGE_KEY}.",
+    )
+    endpoint_suffix: str = Field(
+        default="core.windows.net", description="Storage endpoint suffix (sovereign clouds)."
+    )
+    blob_endpoint: str | None = Field(
+        default=None, description="Full blob endpoint URL (e.g. an emulator's)."
+    )
+    key_vault_url: str | None = Field(
+        default=None, description="Vault URL; default https://<key_vault_name>.vault.azure.net."
+    )
+
+    @field_validator("account")
+    @classmethod
+    def _account_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]{3,24}", v):
+            raise ValueError(
+                f"storage account name '{v}' is invalid: use 3-24 lowercase letters and digits"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> AzureAdlsConnection:
+        if self.auth_mode == "key_vault":
+            missing = [
+                k
+                for k, ok in (
+                    ("key_vault_name", self.key_vault_name or self.key_vault_url),
+                    ("secret_name", self.secret_name),
+                )
+                if not ok
+            ]
+            if missing:
+                raise ValueError(
+                    f"auth_mode key_vault needs {' and '.join(missing)} (the vault and the "
+                    "secret that holds the account key)"
+                )
+            if self.account_key is not None:
+                raise ValueError(
+                    "account_key is only for auth_mode direct_key; with key_vault the key is "
+                    "read from secret_name in the vault. Remove account_key or set "
+                    "auth_mode: direct_key"
+                )
+        else:
+            if not self.account_key:
+                raise ValueError(
+                    "auth_mode direct_key needs account_key, e.g. account_key: ${MY_STORAGE_KEY}"
+                )
+            if not ENV_REF_PATTERN.match(self.account_key):
+                # Never echo the value: it may be the key itself.
+                raise ValueError(
+                    "account_key must reference an environment variable, like "
+                    "${MY_STORAGE_KEY}; a key written in the file would be committed with it"
+                )
+            extra = [k for k in ("key_vault_name", "secret_name") if getattr(self, k)]
+            if extra:
+                raise ValueError(
+                    f"{' and '.join(extra)} only apply to auth_mode key_vault; remove them "
+                    "or set auth_mode: key_vault"
+                )
+        return self
+
+
+def _connection_tag(v: Any) -> str | None:
+    if isinstance(v, dict):
+        t = v.get("type")
+        return t if isinstance(t, str) else None
+    return getattr(v, "type", None)
+
+
+Connection = Annotated[
+    Annotated[LocalConnection, Tag("local")] | Annotated[AzureAdlsConnection, Tag("azure_adls")],
+    Discriminator(
+        _connection_tag,
+        custom_error_type="unknown_connection_type",
+        custom_error_message="unsupported connection type; supported: local, azure_adls",
+    ),
+]
+
+# --------------------------------------------------------------------------- nodes
+
+
+class ReadConfig(StrictModel):
+    """Where a node reads its data from."""
+
+    connection: str = Field(description="Name of a connection under `connections:`.")
+    path: str = Field(description="Path relative to the connection's base path / prefix.")
+    format: Format = Field(description="Data format: csv, parquet, json or delta.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Format options passed to the reader."
+    )
+
+
+class WriteConfig(StrictModel):
+    """Where a node's result is written."""
+
+    connection: str = Field(description="Name of a connection under `connections:`.")
+    path: str = Field(description="Path relative to the connection's base path / prefix.")
+    format: Format = Field(description="Data format: csv, parquet, json or delta.")
+    mode: WriteMode = Field(
+        default="overwrite", description="overwrite, append, error (if exists) or ignore."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Format options passed to the writer."
+    )
+
+
+class Step(StrictModel):
+    """One transform step: a SQL query, or a registered Python function with params."""
+
+    sql: str | None = Field(default=None, description="A SQL query over upstream node names.")
+    function: str | None = Field(
+        default=None, description="Name of a function registered with @transform."
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Function parameters.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"sql": v}
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        if self.sql is not None and self.function is not None:
+            raise ValueError(
+                "a step is either SQL (`sql:`) or a function (`function:`), not both; split "
+                "it into two steps"
+            )
+        if self.sql is None and self.function is None:
+            raise ValueError("a step needs `sql:` (or a plain SQL string) or `function:`")
+        if self.sql is not None and self.params:
+            raise ValueError("`params:` only apply to function steps")
+        if self.sql is not None and not self.sql.strip():
+            raise ValueError("the SQL step is empty")
+        return self
+
+
+class TransformConfig(StrictModel):
+    """An ordered chain of steps; each step after the first sees `__result__`."""
+
+    steps: list[Step] = Field(min_length=1, description="SQL strings or function calls.")
+
+
+class SchemaCheck(StrictModel):
+    required_columns: list[str] = Field(
+        default_factory=list, description="Columns that must be present."
+    )
+    types: dict[str, str] = Field(
+        default_factory=dict, description="Column -> expected type (string, int, float, ...)."
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, t in v.items():
+            if str(t).lower() not in COLUMN_TYPES:
+                raise ValueError(
+                    f"column '{col}': unknown type '{t}'; use one of: "
+                    + ", ".join(sorted(set(COLUMN_TYPES)))
+                )
+        return v
+
+
+class ValidationConfig(StrictModel):
+    """Checks on a node's result, shown as Dagster asset checks."""
+
+    not_empty: bool = Field(default=False, description="The result has at least one row.")
+    no_nulls: list[str] = Field(
+        default_factory=list, description="Columns that must contain no nulls."
+    )
+    schema_: SchemaCheck | None = Field(
+        default=None, alias="schema", description="Required columns and column types."
+    )
+
+
+class NodeConfig(StrictModel):
+    """One step of a pipeline: read, transform and/or write. Becomes one Dagster asset."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Node name, unique in its pipeline.")
+    description: str | None = Field(default=None, description="Shown in the Dagster UI.")
+    depends_on: list[str] = Field(
+        default_factory=list, description="Nodes of the same pipeline this node reads."
+    )
+    read: ReadConfig | None = None
+    transform: TransformConfig | None = None
+    write: WriteConfig | None = None
+    cache: bool = Field(
+        default=False,
+        description="Accepted for Odibi compatibility; every result already passes through "
+        "the IO manager.",
+    )
+    validation: ValidationConfig | None = None
+
+    _file: str = PrivateAttr(default="")
+    _line: int | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_NODE_NAMES or v.startswith("__"):
+            raise ValueError(f"node name '{v}' is reserved; choose another name")
+        return v
+
+    @model_validator(mode="after")
+    def _does_something(self) -> NodeConfig:
+        if self.read is None and self.transform is None and self.write is None:
+            raise ValueError("a node needs at least one of `read:`, `transform:` or `write:`")
+        return self
+
+    @property
+    def where(self) -> str:
+        """``node 'x' (file.yaml:12)``, for messages."""
+        loc = f"{self._file}:{self._line}" if self._line else self._file
+        return f"node '{self.name}' ({loc})" if loc else f"node '{self.name}'"
+
+
+class ScheduleConfig(StrictModel):
+    cron: str = Field(description="Cron expression, e.g. '0 6 * * *'.")
+    timezone: str = Field(default="UTC", description="IANA time zone of the cron expression.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v: Any) -> Any:
+        return {"cron": v} if isinstance(v, str) else v
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError(f"cron expression '{v}' must have 5 fields, e.g. '0 6 * * *'")
+        return v
+
+
+class PipelineConfig(StrictModel):
+    """A named list of nodes. Becomes a Dagster asset group and a job of the same name."""
+
+    pipeline: str = Field(
+        pattern=NAME_PATTERN, description="Pipeline name; also the Dagster job name."
+    )
+    name: str | None = Field(default=None, description="Display name.")
+    description: str | None = None
+    layer: str | None = Field(default=None, description="Logical layer, shown as an asset tag.")
+    engine: EngineName | None = Field(default=None, description="Overrides the project engine.")
+    executor: ExecutorName | None = Field(
+        default=None, description="Overrides the project executor."
+    )
+    schedule: ScheduleConfig | None = Field(default=None, description="Run the job on a cron.")
+    nodes: list[NodeConfig] = Field(min_length=1)
+
+    _file: str = PrivateAttr(default="")
+
+
+# --------------------------------------------------------------------------- project
+
+
+class StoryConfig(StrictModel):
+    """The run story: an HTML + JSON report of every run."""
+
+    connection: str | None = Field(default=None, description="Connection the story goes to.")
+    path: str | None = Field(default=None, description="Directory on that connection.")
+    output_path: str | None = Field(
+        default=None, description="Legacy: a local directory, instead of connection + path."
+    )
+    max_sample_rows: int = Field(default=10, ge=0, le=100, description="Rows in each preview.")
+    auto_generate: bool = Field(default=True, description="Write a story after each run.")
+    enabled: bool = Field(default=True, description="Set false to write no story.")
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.auto_generate
+
+    @model_validator(mode="after")
+    def _has_target(self) -> StoryConfig:
+        if self.active and not (self.connection and self.path) and not self.output_path:
+            raise ValueError(
+                "story needs `connection:` and `path:` (or set `enabled: false`)"
+            )
+        return self
+
+
+class RetryConfig(StrictModel):
+    enabled: bool = Field(default=True, description="Retry a failed node.")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts in all (1-10).")
+    backoff: Literal["exponential", "linear", "constant"] = Field(
+        default="exponential", description="Delay growth between attempts."
+    )
+    backoff_seconds: float = Field(default=1.0, ge=0, description="Base delay in seconds.")
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Log level of runs."
+    )
+    structured: bool = Field(default=False, description="Accepted for Odibi compatibility.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Key/values added to every run as tags."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class DefaultsConfig(StrictModel):
+    """Legacy block (Odibi's getting_started layout): project settings nested one level.
+
+    Each key here is applied as if written at the top level; setting one in both places
+    is an error.
+    """
+
+    retry: RetryConfig | None = None
+    logging: LoggingConfig | None = None
+    story: StoryConfig | None = None
+
+
+class ProjectConfig(StrictModel):
+    """A whole Odibi project: connections, settings and pipelines."""
+
+    project: str | None = Field(default=None, description="Project name.")
+    description: str | None = None
+    version: str | None = None
+    owner: str | None = None
+    engine: EngineName = Field(default="pandas", description="pandas or spark.")
+    executor: ExecutorName | None = Field(
+        default=None,
+        description="in_process (default: one process, fast) or multiprocess (one process "
+        "per node).",
+    )
+    connections: dict[str, Connection] = Field(min_length=1)
+    story: StoryConfig | None = None
+    retry: RetryConfig | None = None
+    logging: LoggingConfig | None = None
+    defaults: DefaultsConfig | None = Field(
+        default=None, description="Legacy: retry/logging/story nested under `defaults:`."
+    )
+    pipelines: list[PipelineConfig] = Field(min_length=1)

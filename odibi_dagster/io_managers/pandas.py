@@ -1,0 +1,201 @@
+"""PandasIOManager: where Dagster meets the pandas engine.
+
+``handle_output`` writes an asset to its node's ``write:`` target; ``load_input`` reads an
+upstream asset (or an external source) back. What to read and write comes from the
+asset's definition metadata (``odibi/read``, ``odibi/write``), so the IO manager knows
+nothing about YAML and serves any asset that carries that metadata.
+
+Results that have no faithful copy on storage (nodes without ``write:``, or written as
+CSV/JSON or in append/ignore mode) are kept for downstream steps in an intermediate
+store: in memory within one process, and as Parquet under ``intermediate_dir``
+(default ``$DAGSTER_HOME/storage/odibi``) so that the multiprocess executor and later
+runs of a subset of assets can load them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, PrivateAttr
+
+from odibi_dagster.engines.pandas import PandasEngine
+from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.local import LocalStorage
+
+READ_KEY = "odibi/read"
+WRITE_KEY = "odibi/write"
+NODE_KEY = "odibi/node"
+
+
+def faithful_copy(write: dict[str, Any] | None) -> bool:
+    """Whether the write target holds exactly the node's result, with its column types."""
+    return bool(
+        write
+        and write.get("mode", "overwrite") in ("overwrite", "error")
+        and write.get("format") in ("parquet", "delta")
+        and not (write.get("options") or {}).get("partition_by")
+    )
+
+
+class PandasIOManager(dg.ConfigurableIOManager):
+    """Persists pandas DataFrames to Odibi connections and loads them back.
+
+    Example::
+
+        PandasIOManager(connections={"lake": LocalStorage(base_path="/data/lake")})
+
+    An asset with metadata ``{"odibi/write": {"connection": "lake", "path":
+    "gold/x.parquet", "format": "parquet", "mode": "overwrite"}}`` is written there.
+    """
+
+    connections: dict[str, LocalStorage] = Field(
+        default_factory=dict, description="The project's connections, by name."
+    )
+    intermediate_dir: str | None = Field(
+        default=None,
+        description="Directory for results with no faithful copy on storage. Default: "
+        "<DAGSTER_HOME>/storage/odibi (a temporary directory for ephemeral instances).",
+    )
+    preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
+
+    _cache: dict[tuple[str, ...], pd.DataFrame] = PrivateAttr(default_factory=dict)
+
+    @property
+    def engine(self) -> PandasEngine:
+        return PandasEngine()
+
+    # ------------------------------------------------------------------ Dagster API
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        key = tuple(context.asset_key.path)
+        meta = dict(context.definition_metadata or {})
+        where = str(meta.get(NODE_KEY) or "/".join(key))
+        if not isinstance(obj, pd.DataFrame):
+            raise OdibiRunError(
+                f"{where}: produced a {type(obj).__name__}, not a pandas DataFrame; a "
+                "function step must return a DataFrame"
+            )
+        write = meta.get(WRITE_KEY)
+        engine = self.engine
+        out_meta: dict[str, Any] = {}
+        if write:
+            loc = self._location(write, where)
+            written = engine.write(
+                obj,
+                loc,
+                write["format"],
+                write.get("mode", "overwrite"),
+                write.get("options") or {},
+                where=where,
+            )
+            out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
+            out_meta["written"] = written
+            if not written:
+                context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
+        if not faithful_copy(write):
+            stored = self._store_intermediate(context, key, obj)
+            out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored)
+        self._cache[key] = obj
+        out_meta.update(self._describe(obj))
+        context.add_output_metadata(out_meta)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        if upstream is None or not context.has_asset_key:
+            raise OdibiRunError("PandasIOManager only loads assets")
+        key = tuple(context.asset_key.path)
+        if key in self._cache:
+            return self._cache[key]
+        meta = dict(upstream.definition_metadata or {})
+        where = str(meta.get(NODE_KEY) or "/".join(key))
+        read = meta.get(READ_KEY)
+        write = meta.get(WRITE_KEY)
+        if read:
+            df = self.engine.read(
+                self._location(read, where), read["format"], read.get("options") or {}, where=where
+            )
+        elif faithful_copy(write):
+            df = self.engine.read(self._location(write, where), write["format"], where=where)
+        else:
+            df = self._load_intermediate(context, key, where)
+        self._cache[key] = df
+        return df
+
+    # ------------------------------------------------------------------ helpers
+
+    def _location(self, spec: dict[str, Any], where: str) -> Location:
+        name = spec["connection"]
+        conn = self.connections.get(name)
+        if conn is None:
+            raise OdibiRunError(
+                f"{where}: connection '{name}' is not configured on the PandasIOManager "
+                f"(known: {', '.join(self.connections) or 'none'})"
+            )
+        return conn.location(spec["path"])
+
+    def _describe(self, df: pd.DataFrame) -> dict[str, Any]:
+        engine = self.engine
+        schema = dg.TableSchema(
+            columns=[dg.TableColumn(name=str(c), type=t) for c, t in engine.column_schema(df)]
+        )
+        return {
+            "dagster/row_count": engine.row_count(df),
+            "dagster/column_schema": schema,
+            "preview": dg.MetadataValue.md(engine.preview_markdown(df, self.preview_rows)),
+        }
+
+    def _base_dir(self, context: dg.InputContext | dg.OutputContext) -> str:
+        if self.intermediate_dir:
+            return self.intermediate_dir
+        return os.path.join(context.step_context.instance.storage_directory(), "odibi")
+
+    def _paths(self, base: str, key: tuple[str, ...]) -> tuple[str, str]:
+        stem = os.path.join(base, *key)
+        return stem + ".parquet", stem + ".pickle"
+
+    def _store_intermediate(
+        self, context: dg.OutputContext, key: tuple[str, ...], df: pd.DataFrame
+    ) -> str:
+        base = self._base_dir(context)
+        parquet, pickled = self._paths(base, key)
+        storage = LocalStorage(base_path=base)
+        rel = os.path.relpath(parquet, base)
+        try:
+            self.engine.write(df, storage.location(rel), "parquet", "overwrite")
+            if os.path.exists(pickled):
+                os.remove(pickled)
+            return parquet
+        except Exception as exc:  # a column Parquet cannot hold (mixed Python objects)
+            context.log.debug(f"intermediate Parquet failed ({exc}); pickling instead")
+        os.makedirs(os.path.dirname(pickled), exist_ok=True)
+        tmp = f"{pickled}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            pickle.dump(df, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, pickled)
+        if os.path.exists(parquet):
+            os.remove(parquet)
+        return pickled
+
+    def _load_intermediate(
+        self, context: dg.InputContext, key: tuple[str, ...], where: str
+    ) -> pd.DataFrame:
+        base = self._base_dir(context)
+        parquet, pickled = self._paths(base, key)
+        if os.path.exists(parquet):
+            storage = LocalStorage(base_path=base)
+            return self.engine.read(storage.location(os.path.relpath(parquet, base)), "parquet")
+        if os.path.exists(pickled):
+            with open(pickled, "rb") as f:
+                df: pd.DataFrame = pickle.load(f)
+            return df
+        raise OdibiRunError(
+            f"{where}: no stored result yet (looked in {parquet}). Materialize this upstream "
+            "node first, or run the whole pipeline job."
+        )

@@ -1,0 +1,25 @@
+"""What an engine needs to know about a place where data lives, whatever the storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsspec import AbstractFileSystem
+
+
+@dataclass(frozen=True)
+class Location:
+    """One data path on one connection, in every form the engines need.
+
+    ``uri`` is what users see (and what lineage compares); ``fs``/``fs_path`` serve
+    file formats through fsspec; ``delta_uri``/``storage_options`` serve delta-rs.
+    ``storage_options`` may hold credentials: it is never logged or put in metadata.
+    """
+
+    uri: str
+    fs: AbstractFileSystem
+    fs_path: str
+    delta_uri: str
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    connection: str = ""

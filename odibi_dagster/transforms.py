@@ -1,0 +1,200 @@
+"""Python function steps: the ``@transform`` registry and the context a step receives.
+
+Odibi's signature is kept: ``f(context, **params)``, where ``context.get("<node>")``
+returns an upstream node's DataFrame and ``context.get("__result__")`` the previous
+step's result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+import types
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from odibi_dagster.errors import OdibiRunError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+
+RESULT_NAME = "__result__"
+
+
+@overload
+def transform(func: F) -> F: ...
+@overload
+def transform(func: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+def transform(func: F | None = None, *, name: str | None = None) -> Any:
+    """Register a function step under its name (or ``name=``).
+
+    Example::
+
+        @odibi_dagster.transform
+        def add_revenue(context, source: str):
+            df = context.get(source).copy()
+            df["revenue"] = df["quantity"] * df["price"]
+            return df
+
+    and in YAML: ``- function: add_revenue`` with ``params: {source: load_sales}``.
+    """
+
+    def register(f: F) -> F:
+        params = list(inspect.signature(f).parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise TypeError(
+                f"@transform function '{f.__name__}' must take the step context as its first "
+                "argument: def f(context, **params)"
+            )
+        _REGISTRY[name or f.__name__] = f
+        return f
+
+    return register(func) if func is not None else register
+
+
+def registered_functions() -> Mapping[str, Callable[..., Any]]:
+    return dict(_REGISTRY)
+
+
+def get_function(name: str) -> Callable[..., Any] | None:
+    return _REGISTRY.get(name)
+
+
+def check_params(func: Callable[..., Any], params: Mapping[str, Any]) -> str | None:
+    """Why ``params`` cannot be passed to ``func`` (None when they can)."""
+    sig = inspect.signature(func)
+    named = list(sig.parameters.values())[1:]
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in named)
+    allowed = [
+        p.name
+        for p in named
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    required = [
+        p.name
+        for p in named
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    missing = [p for p in required if p not in params]
+    unexpected = [] if accepts_any else [p for p in params if p not in allowed]
+    fname = getattr(func, "__name__", "function")
+    parts = []
+    if missing:
+        parts.append(f"missing param{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    if unexpected:
+        parts.append(
+            f"unexpected param{'s' if len(unexpected) > 1 else ''} {', '.join(unexpected)}"
+        )
+    if not parts:
+        return None
+    accepted = ", ".join(allowed) if allowed else "none"
+    return f"function '{fname}': {'; '.join(parts)} (it accepts: {accepted})"
+
+
+class StepContext:
+    """What a function step sees: upstream DataFrames by node name, and ``__result__``."""
+
+    def __init__(self, frames: Mapping[str, Any], *, node: str = "", engine: str = "pandas"):
+        self._frames = dict(frames)
+        self.node = node
+        self.engine = engine
+
+    def get(self, name: str) -> Any:
+        """The DataFrame of upstream node ``name`` (or ``__result__``)."""
+        try:
+            return self._frames[name]
+        except KeyError:
+            available = ", ".join(self._frames) or "none"
+            raise OdibiRunError(
+                f"node '{self.node}': context.get('{name}') names no available DataFrame. "
+                f"Available: {available}. Add '{name}' to the node's depends_on."
+            ) from None
+
+    def has(self, name: str) -> bool:
+        return name in self._frames
+
+    def names(self) -> list[str]:
+        return list(self._frames)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+
+def _odibi_shim() -> types.ModuleType:
+    """A stand-in ``odibi`` module so Odibi transform files (``from odibi import
+    transform``) load unchanged. Installed only where the real package is absent."""
+    mod = types.ModuleType("odibi")
+    mod.transform = transform  # type: ignore[attr-defined]
+    mod.__dict__["__odibi_dagster_shim__"] = True
+    return mod
+
+
+def import_transforms_file(path: Path) -> None:
+    """Import a user's transforms module from a file path (idempotent)."""
+    path = path.resolve()
+    mod_name = "odibi_user_transforms_" + str(abs(hash(str(path))))
+    if mod_name in sys.modules:
+        return
+    if "odibi" not in sys.modules and importlib.util.find_spec("odibi") is None:
+        sys.modules["odibi"] = _odibi_shim()
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import transforms from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+
+
+def run_steps(
+    engine: Any,
+    steps: list[Any],
+    frames: Mapping[str, Any],
+    current: Any = None,
+    *,
+    node: str,
+    where: str,
+) -> Any:
+    """Run a node's transform steps in order and return the last result.
+
+    SQL steps see every upstream node by name; every step after the first (and the first
+    too, when the node read data itself) also sees the previous result as ``__result__``.
+    Function steps get a StepContext over the same tables.
+    """
+    for i, step in enumerate(steps):
+        tables = dict(frames)
+        if current is not None:
+            tables[RESULT_NAME] = current
+        label = f"{where}, step {i + 1}"
+        if step.sql is not None:
+            current = engine.sql(step.sql, tables, where=label)
+            continue
+        func = get_function(step.function)
+        if func is None:
+            known = ", ".join(sorted(_REGISTRY)) or "none"
+            raise OdibiRunError(
+                f"{label}: unknown function '{step.function}' (registered: {known}). Import the "
+                "module that defines it before load_definitions."
+            )
+        why = check_params(func, step.params)
+        if why:
+            raise OdibiRunError(f"{label}: {why}")
+        result = func(StepContext(tables, node=node, engine=engine.name), **step.params)
+        if result is None:
+            raise OdibiRunError(
+                f"{label}: function '{step.function}' returned None; a function step must "
+                "return a DataFrame"
+            )
+        current = result
+    return current
