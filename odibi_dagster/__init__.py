@@ -1,7 +1,7 @@
 """odibi_dagster: run Odibi YAML pipelines as Dagster assets.
 
-    import odibi_dagster
-    defs = odibi_dagster.load_definitions("project.yaml")
+import odibi_dagster
+defs = odibi_dagster.load_definitions("project.yaml")
 """
 
 from odibi_dagster.compile import build_definitions, load_definitions

@@ -56,7 +56,9 @@ def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOu
         name = f"no_nulls_{_safe(col)}"
         if col not in columns:
             outcomes.append(
-                CheckOutcome(name, False, f"column '{col}' is missing; columns: {', '.join(columns)}")
+                CheckOutcome(
+                    name, False, f"column '{col}' is missing; columns: {', '.join(columns)}"
+                )
             )
             continue
         nulls = engine.null_count(df, col)

@@ -27,7 +27,7 @@ from odibi_dagster.config.models import (
     PipelineConfig,
     ProjectConfig,
 )
-from odibi_dagster.errors import OdibiConfigError, OdibiRunError
+from odibi_dagster.errors import OdibiConfigError, OdibiRunError, Problem
 from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, PandasIOManager
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.transforms import run_steps
@@ -67,7 +67,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
             asset, node_checks = _node_asset(cfg, pipe, node, connections, writers)
             assets.append(asset)
             asset_checks.extend(node_checks)
-        job = _pipeline_job(cfg, pipe)
+        job = _pipeline_job(cfg, pipe, [c for c in asset_checks if _targets(c, pipe.pipeline)])
         jobs.append(job)
         if pipe.schedule is not None:
             schedules.append(
@@ -94,8 +94,8 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_runnable(project: LoadedProject) -> None:
-    """What the schema accepts but this version cannot run yet, reported like any mistake."""
+def runnable_problems(project: LoadedProject) -> list[Problem]:
+    """What the schema accepts but this version cannot run yet, located like any mistake."""
     cfg, smap = project.config, project.smap
     problems = []
     for name, conn in cfg.connections.items():
@@ -109,7 +109,9 @@ def _check_runnable(project: LoadedProject) -> None:
             )
     for pi, pipe in enumerate(cfg.pipelines):
         if (pipe.engine or cfg.engine) == "spark":
-            where = ("pipelines", pi, "engine") if pipe.engine else ("engine",)
+            where: tuple[str | int, ...] = (
+                ("pipelines", pi, "engine") if pipe.engine else ("engine",)
+            )
             problems.append(
                 smap.problem(
                     where,
@@ -117,8 +119,37 @@ def _check_runnable(project: LoadedProject) -> None:
                     "run yet; use engine: pandas",
                 )
             )
+    return problems
+
+
+def _check_runnable(project: LoadedProject) -> None:
+    problems = runnable_problems(project)
     if problems:
         raise OdibiConfigError(problems)
+
+
+def pipeline_order(cfg: ProjectConfig) -> list[str]:
+    """Pipeline names, upstream first: a pipeline that reads what another writes runs after it.
+
+    Ties keep the order of the YAML. Pipelines that feed each other both ways keep YAML order.
+    """
+    connections = _connection_resources(cfg)
+    writers = _writers_by_uri(cfg, connections)
+    after: dict[str, set[str]] = {p.pipeline: set() for p in cfg.pipelines}
+    for pipe in cfg.pipelines:
+        for node in pipe.nodes:
+            if node.read is None or node.read.connection not in connections:
+                continue
+            for key in writers.get(_uri(connections, node.read.connection, node.read.path), []):
+                if key.path[0] != pipe.pipeline:
+                    after[pipe.pipeline].add(key.path[0])
+    order: list[str] = []
+    pending = [p.pipeline for p in cfg.pipelines]
+    while pending:
+        ready = [p for p in pending if after[p] <= set(order)] or [pending[0]]
+        order.append(ready[0])
+        pending.remove(ready[0])
+    return order
 
 
 def _connection_resources(cfg: ProjectConfig) -> dict[str, LocalStorage]:
@@ -165,7 +196,9 @@ def _description(node: NodeConfig, pipe: PipelineConfig, uri_of: Any) -> str:
     if node.read is not None:
         lines.append(f"Reads {node.read.format} `{uri_of(node.read)}`.")
     if node.transform is not None:
-        kinds = ["SQL" if s.sql is not None else f"function `{s.function}`" for s in node.transform.steps]
+        kinds = [
+            "SQL" if s.sql is not None else f"function `{s.function}`" for s in node.transform.steps
+        ]
         lines.append(f"Transforms with {len(kinds)} step(s): {', '.join(kinds)}.")
     if node.write is not None:
         lines.append(f"Writes {node.write.format} `{uri_of(node.write)}` (mode {node.write.mode}).")
@@ -207,8 +240,8 @@ def _node_asset(
     if node.read is not None:
         lineage = [k for k in writers.get(uri_of(node.read), []) if k != key]
     engine = pipe.engine or cfg.engine
-    fmt = (node.write or node.read).format if (node.write or node.read) else "python"
-    kinds = {engine, fmt} if fmt != engine else {engine}
+    io = node.write or node.read
+    kinds: set[str] = {engine, io.format} if io is not None else {engine, "python"}
     tags = {"odibi/layer": pipe.layer} if pipe.layer else None
     owners = [cfg.owner] if cfg.owner and _EMAIL.match(cfg.owner) else None
     description = _description(node, pipe, uri_of)
@@ -235,7 +268,14 @@ def _node_asset(
     ]
     required = {node.read.connection} if node.read is not None else set()
 
-    def compute(context, **inputs: Any) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    def compute(context, **inputs: Any) -> Iterator[Any]:
+        try:
+            yield from _run_node(context, inputs)
+        except OdibiRunError as exc:
+            # A mistake in the config or the data: retrying cannot help.
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+    def _run_node(context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
         from odibi_dagster.engines.pandas import PandasEngine
 
         eng = PandasEngine()
@@ -328,7 +368,14 @@ def _external_checks(
 # --------------------------------------------------------------------------- jobs
 
 
-def _pipeline_job(cfg: ProjectConfig, pipe: PipelineConfig) -> Any:
+def _targets(checks_def: dg.AssetChecksDefinition, pipeline: str) -> bool:
+    return any(k.asset_key.path[0] == pipeline for k in checks_def.check_keys)
+
+
+def _pipeline_job(
+    cfg: ProjectConfig, pipe: PipelineConfig, source_checks: list[dg.AssetChecksDefinition]
+) -> Any:
+    """The pipeline's job: its assets, plus the checks on the sources it reads."""
     executor_name = pipe.executor or cfg.executor or DEFAULT_EXECUTOR
     executor = dg.in_process_executor if executor_name == "in_process" else dg.multiprocess_executor
     tags: dict[str, str] = {"odibi/executor": executor_name}
@@ -341,7 +388,8 @@ def _pipeline_job(cfg: ProjectConfig, pipe: PipelineConfig) -> Any:
     description = f"{title}: {pipe.description}" if pipe.description else title
     return dg.define_asset_job(
         name=pipe.pipeline,
-        selection=dg.AssetSelection.groups(pipe.pipeline),
+        selection=dg.AssetSelection.groups(pipe.pipeline)
+        | dg.AssetSelection.checks(*source_checks),
         executor_def=executor,
         description=description,
         tags=tags,

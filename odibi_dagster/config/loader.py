@@ -54,7 +54,9 @@ def display_name(path: Path) -> str:
     return rel if not rel.startswith("..") else str(path)
 
 
-def load_project(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> LoadedProject:
+def load_project(
+    path: str | os.PathLike[str], environ: dict[str, str] | None = None
+) -> LoadedProject:
     """Read, check and return the project at ``path``; raise OdibiConfigError otherwise."""
     p = Path(path).expanduser().resolve()
     if p.is_dir():
@@ -76,9 +78,7 @@ def load_project(path: str | os.PathLike[str], environ: dict[str, str] | None = 
     elif p.is_file():
         project_file, pipeline_files = p, []
     else:
-        raise OdibiConfigError(
-            [Problem(display_name(p), None, "no such file or directory")]
-        )
+        raise OdibiConfigError([Problem(display_name(p), None, "no such file or directory")])
 
     data, smap = load_yaml(project_file, display_name(project_file))
     if data is None:
@@ -196,9 +196,7 @@ def _import_transforms(path: Path, problems: list[Problem]) -> None:
 # --------------------------------------------------------------------------- pydantic errors
 
 
-def _problems_from_validation(
-    exc: ValidationError, data: Any, smap: SourceMap
-) -> list[Problem]:
+def _problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) -> list[Problem]:
     out: list[Problem] = []
     seen: set[tuple[KeyPath, str]] = set()
     for err in exc.errors(include_url=False):
@@ -218,10 +216,9 @@ def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> KeyPath:
     cur = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(cur, dict) and part in cur:
-            path.append(part)
-            cur = cur[part]
-        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+        if (isinstance(cur, dict) and part in cur) or (
+            isinstance(cur, list) and isinstance(part, int) and part < len(cur)
+        ):
             path.append(part)
             cur = cur[part]
         elif last and err_type in ("missing", "extra_forbidden"):
@@ -249,9 +246,7 @@ def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
             return None
         fld = model.model_fields.get(part) if isinstance(part, str) else None
         if fld is None:
-            fld = next(
-                (f for f in model.model_fields.values() if f.alias == part), None
-            )
+            fld = next((f for f in model.model_fields.values() if f.alias == part), None)
         if fld is None:
             return None
         cur = cur.get(part) if isinstance(cur, dict) else None
@@ -335,8 +330,21 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
     if typ == "value_error":
         msg = str(err.get("msg", ""))
         return msg.removeprefix("Value error, ")
-    if typ in ("string_type", "bool_type", "bool_parsing", "int_type", "int_parsing", "float_type", "float_parsing"):
-        want = {"string": "a string", "bool": "true or false", "int": "a whole number", "float": "a number"}
+    if typ in (
+        "string_type",
+        "bool_type",
+        "bool_parsing",
+        "int_type",
+        "int_parsing",
+        "float_type",
+        "float_parsing",
+    ):
+        want = {
+            "string": "a string",
+            "bool": "true or false",
+            "int": "a whole number",
+            "float": "a number",
+        }
         kind = typ.split("_")[0]
         return f"expected {want[kind]}, got {_type_name(inp)}"
     msg = str(err.get("msg", "invalid value"))
@@ -398,7 +406,7 @@ def _resolve_paths(config: ProjectConfig, smap: SourceMap) -> None:
     if story is not None and story.output_path:
         out = Path(os.path.expanduser(story.output_path))
         if not out.is_absolute():
-            where = ("story", "output_path")
+            where: KeyPath = ("story", "output_path")
             if smap.entries.get(where) is None:
                 where = ("defaults", "story", "output_path")
             out = _declaring_dir(smap, where) / out
@@ -491,16 +499,16 @@ def _check_pipeline(
             unknown_conn((*npath, "read", "connection"), node.read.connection)
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
-        if node.write is not None and node.read is None and node.transform is None:
-            if len(node.depends_on) != 1:
-                problems.append(
-                    smap.problem(
-                        (*npath, "write"),
-                        "a node with only `write:` writes its one upstream node: give it "
-                        f"exactly one depends_on (it has {len(node.depends_on)}), or add a "
-                        "`transform:` that combines them",
-                    )
+        write_only = node.write is not None and node.read is None and node.transform is None
+        if write_only and len(node.depends_on) != 1:
+            problems.append(
+                smap.problem(
+                    (*npath, "write"),
+                    "a node with only `write:` writes its one upstream node: give it "
+                    f"exactly one depends_on (it has {len(node.depends_on)}), or add a "
+                    "`transform:` that combines them",
                 )
+            )
         if node.transform is not None:
             problems.extend(_check_functions(node, npath, smap))
         if node.read is not None and node.read.options.get("partition_by"):
@@ -512,10 +520,10 @@ def _check_pipeline(
             )
     cycle = find_cycle({n.name: [d for d in n.depends_on if d in names] for n in pipe.nodes})
     if cycle:
-        first = names[cycle[0]]
+        first_index = names[cycle[0]]
         problems.append(
             smap.problem(
-                (*ppath, "nodes", first, "depends_on"),
+                (*ppath, "nodes", first_index, "depends_on"),
                 f"dependency cycle in pipeline '{pipe.pipeline}': {' -> '.join(cycle)}; "
                 "remove one of these depends_on entries",
             )
@@ -541,8 +549,7 @@ def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[
                     f"unknown function '{step.function}'{_suggest(step.function, known)}. "
                     "Register it with @odibi_dagster.transform in transforms.py beside the "
                     "project file, or in a module your definitions.py imports before "
-                    "load_definitions"
-                    + (f" (registered: {', '.join(known)})" if known else ""),
+                    "load_definitions" + (f" (registered: {', '.join(known)})" if known else ""),
                 )
             )
             continue

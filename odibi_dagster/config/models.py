@@ -364,9 +364,7 @@ class StoryConfig(StrictModel):
     @model_validator(mode="after")
     def _has_target(self) -> StoryConfig:
         if self.active and not (self.connection and self.path) and not self.output_path:
-            raise ValueError(
-                "story needs `connection:` and `path:` (or set `enabled: false`)"
-            )
+            raise ValueError("story needs `connection:` and `path:` (or set `enabled: false`)")
         return self
 
 

@@ -72,6 +72,19 @@ class PandasIOManager(dg.ConfigurableIOManager):
     # ------------------------------------------------------------------ Dagster API
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        try:
+            self._handle_output(context, obj)
+        except OdibiRunError as exc:
+            # A mistake in the config or the data: retrying cannot help.
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        try:
+            return self._load_input(context)
+        except OdibiRunError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+    def _handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
         key = tuple(context.asset_key.path)
@@ -106,7 +119,7 @@ class PandasIOManager(dg.ConfigurableIOManager):
         out_meta.update(self._describe(obj))
         context.add_output_metadata(out_meta)
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def _load_input(self, context: dg.InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
         if upstream is None or not context.has_asset_key:
             raise OdibiRunError("PandasIOManager only loads assets")
@@ -121,7 +134,7 @@ class PandasIOManager(dg.ConfigurableIOManager):
             df = self.engine.read(
                 self._location(read, where), read["format"], read.get("options") or {}, where=where
             )
-        elif faithful_copy(write):
+        elif write and faithful_copy(write):
             df = self.engine.read(self._location(write, where), write["format"], where=where)
         else:
             df = self._load_intermediate(context, key, where)

@@ -1,0 +1,244 @@
+"""The ``odibi-dagster`` command: validate, schema, init, run.
+
+A config mistake prints ``<file>:<line>: <key>: <message>`` lines and exits 1, never a
+traceback. ``run`` executes pipelines through Dagster (the same jobs the UI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from odibi_dagster.errors import OdibiConfigError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result: int = args.func(args)
+        return result
+    except OdibiConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="odibi-dagster",
+        description="Run Odibi YAML pipelines as Dagster assets.",
+    )
+    sub = p.add_subparsers(dest="command")
+
+    v = sub.add_parser("validate", help="check a project; one line per problem")
+    v.add_argument("paths", nargs="+", metavar="PATH", help="YAML file or project directory")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of the YAML format")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.set_defaults(func=cmd_schema)
+
+    i = sub.add_parser("init", help="create a new runnable project")
+    i.add_argument("directory", help="directory to create (must be empty or absent)")
+    i.set_defaults(func=cmd_init)
+
+    r = sub.add_parser("run", help="run pipelines through Dagster, in dependency order")
+    r.add_argument("path", metavar="PATH", help="YAML file or project directory")
+    r.add_argument(
+        "--pipeline",
+        "-p",
+        action="append",
+        dest="pipelines",
+        help="run only this pipeline (repeatable); default: all, upstream first",
+    )
+    r.add_argument("--verbose", "-v", action="store_true", help="show Dagster's event log")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from odibi_dagster.compile import build_definitions, runnable_problems
+    from odibi_dagster.config.loader import load_project
+
+    failed = False
+    for path in args.paths:
+        try:
+            project = load_project(path)
+        except OdibiConfigError as exc:
+            for problem in exc.problems:
+                print(str(problem), file=sys.stderr)
+            failed = True
+            continue
+        cfg = project.config
+        nodes = sum(len(p.nodes) for p in cfg.pipelines)
+        notes = runnable_problems(project)
+        for note in notes:
+            print(f"{note} (valid, not yet runnable)", file=sys.stderr)
+        if not notes:
+            build_definitions(project)  # catches what only Dagster can check
+        print(
+            f"ok: {path}: project '{project.name}', {len(cfg.pipelines)} pipeline(s), "
+            f"{nodes} node(s), {len(cfg.connections)} connection(s)"
+        )
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from odibi_dagster.config.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- init
+
+
+TEMPLATE_DIR = Path(__file__).parent / "templates" / "project"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.directory)
+    if target.exists() and any(target.iterdir()):
+        print(
+            f"{target}: directory is not empty; choose a new directory name",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    shutil.copytree(TEMPLATE_DIR, target, dirs_exist_ok=True)
+    for junk in target.rglob("__pycache__"):
+        shutil.rmtree(junk, ignore_errors=True)
+    print(f"created {target}/ (project.yaml, pipelines/, data/, transforms.py, definitions.py)")
+    print(f"  run it:       odibi-dagster run {target}")
+    print(f"  open the UI:  dagster dev -f {target / 'definitions.py'}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- run
+
+
+def pipeline_job(path: str, pipeline: str) -> Any:
+    """Rebuild one pipeline's job (used by Dagster to reconstruct it in step processes)."""
+    from odibi_dagster.compile import load_definitions
+
+    return load_definitions(path).resolve_job_def(pipeline)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from odibi_dagster.compile import build_definitions, pipeline_order
+    from odibi_dagster.config.loader import display_name, load_project
+
+    project = load_project(args.path)
+    build_definitions(project)  # report config problems before any run starts
+    names = [p.pipeline for p in project.config.pipelines]
+    wanted = args.pipelines or names
+    unknown = [p for p in wanted if p not in names]
+    if unknown:
+        print(
+            f"{args.path}: no pipeline named {', '.join(unknown)}; pipelines: {', '.join(names)}",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    order = [p for p in pipeline_order(project.config) if p in wanted]
+
+    home = os.environ.get("DAGSTER_HOME")
+    tmp_home = None
+    if home:
+        instance = dg.DagsterInstance.get()
+    else:
+        tmp_home = tempfile.mkdtemp(prefix="odibi-dagster-home-")
+        instance = dg.DagsterInstance.local_temp(
+            tmp_home, overrides={"telemetry": {"enabled": False}}
+        )
+    source = str(project.source.parent if project.files[1:] else project.source)
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    ok = True
+    try:
+        for name in order:
+            job = dg.build_reconstructable_job(
+                "odibi_dagster.cli",
+                "pipeline_job",
+                reconstructable_args=(source, name),  # type: ignore[arg-type]
+            )
+            print(f"pipeline {name}")
+            result = dg.execute_job(
+                job, instance=instance, run_config=None if args.verbose else quiet
+            )
+            _report(result)
+            if not result.success:
+                ok = False
+                break
+    finally:
+        instance.dispose()
+        if tmp_home:
+            shutil.rmtree(tmp_home, ignore_errors=True)
+    if ok:
+        print(f"done: {len(order)} pipeline(s) succeeded")
+        defs_file = project.root_dir / "definitions.py"
+        target = f"-f {display_name(defs_file)}" if defs_file.is_file() else "-f <definitions.py>"
+        print(f"open the UI: dagster dev {target}  (set DAGSTER_HOME to keep run history)")
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def _report(result: Any) -> None:
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        meta = mat.metadata
+        rows = meta.get("dagster/row_count")
+        uri = meta.get("dagster/uri") or meta.get("odibi/stored_at")
+        written = meta.get("written")
+        label = "/".join(mat.asset_key.path)
+        rows_txt = f"{rows.value} rows" if rows is not None else ""
+        where = ""
+        if uri is not None and "dagster/uri" in meta:
+            where = " -> " + str(uri.value)
+            if written is not None and written.value is False:
+                where += " (exists, mode ignore: not written)"
+        print(f"  ok    {label}: {rows_txt}{where}")
+    for event in result.get_step_failure_events():
+        data = event.event_specific_data
+        text = ""
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            text = data.user_failure_data.description
+        elif data.error is not None:
+            err = data.error
+            while err.cause is not None and "odibi" not in err.message:
+                err = err.cause
+            text = err.message.strip().splitlines()[-1]
+        print(f"  FAIL  {event.step_key}: {text}", file=sys.stderr)
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            ev = event.event_specific_data
+            status = "pass" if ev.passed else "FAIL"
+            print(f"  check {'/'.join(ev.asset_key.path)}:{ev.check_name}: {status}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+from pathlib import Path
+
+import odibi_dagster
+
+defs = odibi_dagster.load_definitions(Path(__file__).parent)

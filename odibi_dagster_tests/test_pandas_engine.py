@@ -1,0 +1,443 @@
+"""PandasEngine: reads, writes (every format x every mode), atomicity, SQL, previews.
+
+Results are checked with readers independent of the engine (csv module, json module,
+pyarrow.parquet, deltalake.DeltaTable) against literal expected values.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from fsspec.implementations.memory import MemoryFileSystem
+
+from odibi_dagster.engines.pandas import PandasEngine
+from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.local import LocalStorage
+
+WHERE = "node 'n' (p.yaml:7)"
+NAMES = {"csv": "out.csv", "parquet": "out.parquet", "json": "out.json", "delta": "out_delta"}
+
+OLD = pd.DataFrame({"id": [1, 2], "name": ["a", "b"]})
+NEW = pd.DataFrame({"id": [3], "name": ["c"]})
+OLD_ROWS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+NEW_ROWS = [{"id": 3, "name": "c"}]
+
+
+@pytest.fixture
+def engine() -> PandasEngine:
+    return PandasEngine()
+
+
+def loc_for(tmp_path: Path, rel: str) -> Location:
+    return LocalStorage(base_path=str(tmp_path)).location(rel)
+
+
+def read_back(path: Path, fmt: str) -> list[dict[str, Any]]:
+    """Rows at ``path``, read without the engine, sorted by id, ids as int."""
+    if fmt == "csv":
+        with open(path, newline="") as f:
+            rows: list[dict[str, Any]] = list(csv.DictReader(f))
+    elif fmt == "json":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    elif fmt == "parquet":
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    return sorted(({**r, "id": int(r["id"])} for r in rows), key=lambda r: r["id"])
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every byte under ``path`` (a file or a directory), keyed by relative name."""
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+# ----------------------------------------------------------------- write modes
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_overwrite_replaces_existing_data(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    assert engine.write(OLD, loc, fmt, "overwrite") is True
+    assert engine.write(NEW, loc, fmt, "overwrite") is True
+    assert read_back(tmp_path / NAMES[fmt], fmt) == NEW_ROWS
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_append_adds_new_rows_after_existing_rows(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    engine.write(OLD, loc, fmt, "overwrite")
+    assert engine.write(NEW, loc, fmt, "append") is True
+    assert read_back(tmp_path / NAMES[fmt], fmt) == OLD_ROWS + NEW_ROWS
+
+
+def test_csv_append_keeps_a_single_header_and_old_lines_first(engine, tmp_path):
+    loc = loc_for(tmp_path, "out.csv")
+    engine.write(OLD, loc, "csv", "overwrite")
+    engine.write(NEW, loc, "csv", "append")
+    assert (tmp_path / "out.csv").read_text().splitlines() == ["id,name", "1,a", "2,b", "3,c"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_append_creates_the_target_when_absent(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, f"sub/dir/{NAMES[fmt]}")
+    assert engine.write(OLD, loc, fmt, "append") is True
+    assert read_back(tmp_path / "sub" / "dir" / NAMES[fmt], fmt) == OLD_ROWS
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_error_mode_fails_when_target_exists_and_changes_nothing(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    engine.write(OLD, loc, fmt, "overwrite")
+    before = snapshot(tmp_path / NAMES[fmt])
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(NEW, loc, fmt, "error", where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert str(tmp_path / NAMES[fmt]) in message
+    assert "already exists" in message
+    assert "overwrite" in message and "append" in message and "remove" in message
+    assert snapshot(tmp_path / NAMES[fmt]) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_error_mode_writes_when_target_absent(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    assert engine.write(OLD, loc, fmt, "error") is True
+    assert read_back(tmp_path / NAMES[fmt], fmt) == OLD_ROWS
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ignore_mode_skips_and_leaves_old_bytes_untouched(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    engine.write(OLD, loc, fmt, "overwrite")
+    before = snapshot(tmp_path / NAMES[fmt])
+    assert engine.write(NEW, loc, fmt, "ignore") is False
+    assert snapshot(tmp_path / NAMES[fmt]) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ignore_mode_writes_when_target_absent(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    assert engine.write(OLD, loc, fmt, "ignore") is True
+    assert read_back(tmp_path / NAMES[fmt], fmt) == OLD_ROWS
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_append_with_different_columns_fails_and_leaves_target_unchanged(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    engine.write(OLD, loc, fmt, "overwrite")
+    before = snapshot(tmp_path / NAMES[fmt])
+    other = pd.DataFrame({"id": [3], "label": ["c"]})
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(other, loc, fmt, "append", where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert "['id', 'name']" in message and "['id', 'label']" in message
+    assert snapshot(tmp_path / NAMES[fmt]) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_existing_target_is_reported_by_exists(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    assert engine.exists(loc, fmt) is False
+    engine.write(OLD, loc, fmt)
+    assert engine.exists(loc, fmt) is True
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_file_formats_go_through_the_location_filesystem(engine, tmp_path, fmt):
+    fs = MemoryFileSystem()
+    root = f"/{tmp_path.name}-{fmt}"
+    loc = Location(uri=f"memory:/{root}/out", fs=fs, fs_path=f"{root}/d/out.{fmt}", delta_uri="")
+    try:
+        engine.write(OLD, loc, fmt, "overwrite")
+        engine.write(NEW, loc, fmt, "append")
+        assert engine.read(loc, fmt).to_dict("records") == OLD_ROWS + NEW_ROWS
+        assert fs.ls(f"{root}/d", detail=False) == [f"{root}/d/out.{fmt}"]
+        assert not (tmp_path / "d").exists()
+    finally:
+        fs.rm(root, recursive=True)
+
+
+def test_unknown_mode_lists_the_valid_modes(engine, tmp_path):
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(OLD, loc_for(tmp_path, "x.csv"), "csv", "upsert", where=WHERE)
+    assert "'upsert'" in str(err.value)
+    assert all(mode in str(err.value) for mode in WRITE_MODES)
+
+
+def test_unknown_format_lists_the_valid_formats(engine, tmp_path):
+    with pytest.raises(OdibiRunError) as err:
+        engine.read(loc_for(tmp_path, "x.avro"), "avro", where=WHERE)
+    assert "'avro'" in str(err.value)
+    assert all(fmt in str(err.value) for fmt in FORMATS)
+
+
+# ------------------------------------------------------------------ atomicity
+
+MIXED = pd.DataFrame({"id": [1, 2], "name": [1, "two"]})  # pyarrow cannot convert "name"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "frame", "options"),
+    [
+        ("parquet", "overwrite", MIXED, {}),
+        ("parquet", "append", MIXED, {}),
+        ("csv", "overwrite", pd.DataFrame({"id": [1], "name": ["é"]}), {"encoding": "ascii"}),
+        ("csv", "append", pd.DataFrame({"id": [1], "name": ["é"]}), {"encoding": "ascii"}),
+    ],
+    ids=["parquet-overwrite", "parquet-append", "csv-overwrite", "csv-append"],
+)
+def test_failed_serialization_leaves_old_file_byte_identical_and_no_temp_file(
+    engine, tmp_path, fmt, mode, frame, options
+):
+    target = tmp_path / f"out.{fmt}"
+    loc = loc_for(tmp_path, target.name)
+    engine.write(OLD, loc, fmt, "overwrite")
+    before = target.read_bytes()
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(frame, loc, fmt, mode, options, where=WHERE)
+    assert str(err.value).startswith(WHERE + ": ")
+    assert "left unchanged" in str(err.value)
+    if fmt == "parquet":
+        assert "column 'name'" in str(err.value)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_failed_delta_write_leaves_the_table_unchanged(engine, tmp_path):
+    loc = loc_for(tmp_path, "t")
+    engine.write(OLD, loc, "delta")
+    with pytest.raises(OdibiRunError, match="column 'name'"):
+        engine.write(MIXED, loc, "delta", "overwrite", where=WHERE)
+    assert DeltaTable(str(tmp_path / "t")).version() == 0
+
+
+# ---------------------------------------------------------------- read options
+
+
+def test_csv_header_true_takes_column_names_from_the_first_line(engine, tmp_path):
+    (tmp_path / "in.csv").write_text("id,name\n1,a\n2,b\n")
+    df = engine.read(loc_for(tmp_path, "in.csv"), "csv", {"header": True})
+    assert list(df.columns) == ["id", "name"]
+    assert df.to_dict("records") == OLD_ROWS
+
+
+def test_csv_header_false_reads_every_line_as_data(engine, tmp_path):
+    (tmp_path / "in.csv").write_text("id,name\n1,a\n")
+    df = engine.read(loc_for(tmp_path, "in.csv"), "csv", {"header": False})
+    assert list(df.columns) == [0, 1]
+    assert df.to_dict("records") == [{0: "id", 1: "name"}, {0: "1", 1: "a"}]
+
+
+def test_csv_dtype_option_is_passed_to_pandas(engine, tmp_path):
+    (tmp_path / "in.csv").write_text("code,qty\n007,1\n010,2\n")
+    df = engine.read(loc_for(tmp_path, "in.csv"), "csv", {"dtype": {"code": "str"}})
+    assert df["code"].tolist() == ["007", "010"]
+    assert df["qty"].tolist() == [1, 2]
+
+
+def test_csv_write_options_are_passed_to_pandas(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "out.csv"), "csv", options={"sep": ";"})
+    assert (tmp_path / "out.csv").read_text().splitlines() == ["id;name", "1;a", "2;b"]
+
+
+def test_parquet_directory_of_part_files_is_read_as_one_table(engine, tmp_path):
+    folder = tmp_path / "spark_out.parquet"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "name": ["a", "b"]}), folder / "part-00000.parquet")
+    pq.write_table(pa.table({"id": [3], "name": ["c"]}), folder / "part-00001.parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
+    df = engine.read(loc_for(tmp_path, "spark_out.parquet"), "parquet")
+    assert sorted(df.to_dict("records"), key=lambda r: r["id"]) == OLD_ROWS + NEW_ROWS
+
+
+def test_csv_directory_of_part_files_is_read_as_one_table(engine, tmp_path):
+    folder = tmp_path / "spark_out.csv"
+    folder.mkdir()
+    (folder / "part-00000.csv").write_text("id,name\n1,a\n2,b\n")
+    (folder / "part-00001.csv").write_text("id,name\n3,c\n")
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / ".part-00000.csv.crc").write_bytes(b"\x00garbage")
+    df = engine.read(loc_for(tmp_path, "spark_out.csv"), "csv", {"header": True})
+    assert df.to_dict("records") == OLD_ROWS + NEW_ROWS
+
+
+def test_parquet_compression_write_option_is_applied(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "out.parquet"), "parquet", options={"compression": "gzip"})
+    meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
+    assert meta.row_group(0).column(0).compression == "GZIP"
+
+
+def test_json_is_written_as_json_lines_by_default(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "out.json"), "json")
+    lines = (tmp_path / "out.json").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == OLD_ROWS
+
+
+def test_json_lines_false_writes_one_array(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "out.json"), "json", options={"lines": False})
+    assert json.loads((tmp_path / "out.json").read_text()) == OLD_ROWS
+
+
+def test_json_lines_are_read_by_default(engine, tmp_path):
+    (tmp_path / "in.json").write_text('{"id": 1, "name": "a"}\n{"id": 2, "name": "b"}\n')
+    df = engine.read(loc_for(tmp_path, "in.json"), "json")
+    assert df.to_dict("records") == OLD_ROWS
+
+
+def test_delta_version_as_of_reads_an_older_version(engine, tmp_path):
+    loc = loc_for(tmp_path, "t")
+    engine.write(OLD, loc, "delta", "overwrite")
+    engine.write(NEW, loc, "delta", "overwrite")
+    old = engine.read(loc, "delta", {"versionAsOf": 0})
+    latest = engine.read(loc, "delta")
+    assert sorted(old.to_dict("records"), key=lambda r: r["id"]) == OLD_ROWS
+    assert latest.to_dict("records") == NEW_ROWS
+
+
+def test_delta_timestamp_as_of_reads_the_version_current_then(engine, tmp_path):
+    loc = loc_for(tmp_path, "t")
+    engine.write(OLD, loc, "delta", "overwrite")
+    engine.write(NEW, loc, "delta", "append")
+    first_commit_ms = DeltaTable(str(tmp_path / "t")).history()[-1]["timestamp"]
+    when = pd.Timestamp(first_commit_ms, unit="ms", tz="UTC").isoformat()
+    df = engine.read(loc, "delta", {"timestampAsOf": when})
+    assert sorted(df.to_dict("records"), key=lambda r: r["id"]) == OLD_ROWS
+
+
+def test_delta_partition_by_creates_partition_directories(engine, tmp_path):
+    df = pd.DataFrame({"id": [1, 2, 3], "region": ["east", "west", "east"]})
+    engine.write(df, loc_for(tmp_path, "t"), "delta", options={"partition_by": ["region"]})
+    dirs = sorted(p.name for p in (tmp_path / "t").iterdir() if p.is_dir())
+    assert dirs == ["_delta_log", "region=east", "region=west"]
+    assert DeltaTable(str(tmp_path / "t")).metadata().partition_columns == ["region"]
+
+
+def test_delta_merge_schema_option_allows_new_columns_on_append(engine, tmp_path):
+    loc = loc_for(tmp_path, "t")
+    engine.write(OLD, loc, "delta")
+    extra = pd.DataFrame({"id": [3], "name": ["c"], "score": [9.5]})
+    engine.write(extra, loc, "delta", "append", {"mergeSchema": True})
+    rows = DeltaTable(str(tmp_path / "t")).to_pyarrow_table().to_pylist()
+    assert sorted((r["id"], r["score"]) for r in rows) == [(1, None), (2, None), (3, 9.5)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_partition_by_is_rejected_for_file_formats(engine, tmp_path, fmt):
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(OLD, loc_for(tmp_path, NAMES[fmt]), fmt, options={"partition_by": ["id"]})
+    assert "delta" in str(err.value) and "partition_by" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_read_option_is_named_in_the_error(engine, tmp_path):
+    (tmp_path / "in.csv").write_text("id\n1\n")
+    with pytest.raises(OdibiRunError) as err:
+        engine.read(loc_for(tmp_path, "in.csv"), "csv", {"inferSchema": True}, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": read option 'inferSchema' is not accepted by ")
+    assert "pandas.read_csv" in message and "Remove it" in message
+
+
+def test_unknown_delta_write_option_is_named_in_the_error(engine, tmp_path):
+    with pytest.raises(OdibiRunError, match="'zorder'"):
+        engine.write(OLD, loc_for(tmp_path, "t"), "delta", options={"zorder": "id"})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_missing_input_path_is_named_in_the_error(engine, tmp_path, fmt):
+    with pytest.raises(OdibiRunError) as err:
+        engine.read(loc_for(tmp_path, f"nope/{NAMES[fmt]}"), fmt, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert str(tmp_path / "nope" / NAMES[fmt]) in message
+    assert "does not exist" in message
+
+
+def test_storage_option_values_never_appear_in_error_messages(engine, tmp_path):
+    base = loc_for(tmp_path, "missing_table")
+    loc = Location(
+        uri=base.uri,
+        fs=base.fs,
+        fs_path=base.fs_path,
+        delta_uri=base.delta_uri,
+        storage_options={"timeout": "s3cr3t-key-value"},
+    )
+    with pytest.raises(OdibiRunError) as err:
+        engine.read(loc, "delta", where=WHERE)
+    assert "s3cr3t-key-value" not in str(err.value)
+
+
+# ------------------------------------------------------------------------ SQL
+
+
+def test_sql_joins_two_registered_tables(engine):
+    sales = pd.DataFrame({"id": [1, 2, 2], "qty": [5, 1, 2]})
+    products = pd.DataFrame({"id": [1, 2], "name": ["apple", "pear"]})
+    out = engine.sql(
+        "SELECT p.name, SUM(s.qty) AS total FROM sales s JOIN products p USING (id) "
+        "GROUP BY p.name ORDER BY p.name",
+        {"sales": sales, "products": products},
+    )
+    assert out.to_dict("records") == [{"name": "apple", "total": 5}, {"name": "pear", "total": 3}]
+
+
+def test_sql_steps_chain_through_a_table_named___result__(engine):
+    first = engine.sql("SELECT id * 10 AS id FROM src", {"src": OLD})
+    second = engine.sql("SELECT SUM(id) AS s FROM __result__", {"__result__": first})
+    assert second["s"].tolist() == [30]
+
+
+def test_sql_unknown_table_lists_the_available_tables(engine):
+    with pytest.raises(OdibiRunError) as err:
+        engine.sql("SELECT * FROM clean_temp", {"a": OLD, "b": NEW, "__result__": OLD}, where=WHERE)
+    assert str(err.value) == (
+        f"{WHERE}: SQL step refers to table 'clean_temp', which is not available. "
+        "Available tables: a, b, __result__."
+    )
+
+
+def test_sql_does_not_see_python_variables(engine):
+    # The engine holds each registered DataFrame in a local variable named ``frame``;
+    # with DuckDB's replacement scans on, "FROM frame" would silently read it.
+    with pytest.raises(OdibiRunError, match="refers to table 'frame'"):
+        engine.sql("SELECT * FROM frame", {"a": NEW})
+
+
+def test_sql_syntax_error_includes_duckdb_message_and_query_line(engine):
+    with pytest.raises(OdibiRunError) as err:
+        engine.sql("SELEC id\nFROM a", {"a": OLD}, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert "syntax error" in message and "SELEC id" in message
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def test_row_count_and_column_schema_describe_the_frame():
+    df = pd.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"], "x": [0.5, 1.0, 2.0]})
+    assert PandasEngine.row_count(df) == 3
+    assert PandasEngine.column_schema(df) == [("id", "int64"), ("name", "object"), ("x", "float64")]
+
+
+def test_preview_markdown_shows_first_rows_and_escapes_pipes():
+    df = pd.DataFrame({"id": [1, 2, 3], "text": ["a|b", "c", "d"]})
+    assert PandasEngine.preview_markdown(df, n=2) == (
+        "| id | text |\n| --- | --- |\n| 1 | a\\|b |\n| 2 | c |"
+    )
