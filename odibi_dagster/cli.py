@@ -192,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 job, instance=instance, run_config=None if args.verbose else quiet
             )
             _report(result)
+            story = _story_uri(project, name, result.run_id)
+            if story:
+                print(f"  story {story}")
             if not result.success:
                 ok = False
                 break
@@ -205,6 +208,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = f"-f {display_name(defs_file)}" if defs_file.is_file() else "-f <definitions.py>"
         print(f"open the UI: dagster dev {target}  (set DAGSTER_HOME to keep run history)")
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def _story_uri(project: Any, pipeline: str, run_id: str) -> str | None:
+    from odibi_dagster.compile import story_location
+
+    loc = story_location(project, pipeline, run_id)
+    return loc.uri if loc is not None and loc.fs.exists(loc.fs_path) else None
 
 
 def _report(result: Any) -> None:

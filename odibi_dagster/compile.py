@@ -12,6 +12,7 @@ Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,8 +30,9 @@ from odibi_dagster.config.models import (
 )
 from odibi_dagster.errors import OdibiConfigError, OdibiRunError, Problem
 from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, PandasIOManager
+from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
-from odibi_dagster.transforms import run_steps
+from odibi_dagster.runtime import NodeRunner, StorySettings
 
 PANDAS_IO_MANAGER_KEY = "odibi_pandas_io_manager"
 DEFAULT_EXECUTOR = "in_process"
@@ -57,6 +59,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     _check_runnable(project)
     connections = _connection_resources(cfg)
     writers = _writers_by_uri(cfg, connections)
+    story = _story_settings(project)
 
     assets: list[Any] = []
     asset_checks: list[Any] = []
@@ -64,7 +67,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     schedules: list[dg.ScheduleDefinition] = []
     for pipe in cfg.pipelines:
         for node in pipe.nodes:
-            asset, node_checks = _node_asset(cfg, pipe, node, connections, writers)
+            asset, node_checks = _node_asset(cfg, pipe, node, connections, writers, story)
             assets.append(asset)
             asset_checks.extend(node_checks)
         job = _pipeline_job(cfg, pipe, [c for c in asset_checks if _targets(c, pipe.pipeline)])
@@ -160,6 +163,33 @@ def _connection_resources(cfg: ProjectConfig) -> dict[str, LocalStorage]:
     return out
 
 
+def _story_settings(project: LoadedProject) -> StorySettings | None:
+    s = project.config.story
+    if s is None or not s.active:
+        return None
+    return StorySettings(
+        project=project.name,
+        path=s.path or "",
+        max_sample_rows=s.max_sample_rows,
+        connection=s.connection if not s.output_path else None,
+        output_dir=s.output_path,
+    )
+
+
+def story_location(project: LoadedProject, pipeline: str, run_id: str) -> Location | None:
+    """Where the story HTML of one run of ``pipeline`` is written (None without a story)."""
+    s = _story_settings(project)
+    if s is None:
+        return None
+    if s.connection:
+        conn = _connection_resources(project.config).get(s.connection)
+        if conn is None:
+            return None
+    else:
+        conn = LocalStorage(base_path=s.output_dir or ".")
+    return conn.location(posixpath.join(s.path.strip("/"), pipeline, run_id, "story.html"))
+
+
 # --------------------------------------------------------------------------- lineage
 
 
@@ -230,6 +260,7 @@ def _node_asset(
     node: NodeConfig,
     connections: Mapping[str, LocalStorage],
     writers: Mapping[str, list[dg.AssetKey]],
+    story: StorySettings | None,
 ) -> tuple[Any, list[Any]]:
     key = dg.AssetKey([pipe.pipeline, node.name])
 
@@ -268,56 +299,19 @@ def _node_asset(
     ]
     required = {node.read.connection} if node.read is not None else set()
 
+    runner = NodeRunner(
+        node=node,
+        pipeline=pipe.pipeline,
+        key=key,
+        engine=engine,
+        story=story,
+        write_uri=uri_of(node.write) if node.write is not None else None,
+    )
+    if story is not None and story.connection:
+        required.add(story.connection)
+
     def compute(context, **inputs: Any) -> Iterator[Any]:
-        try:
-            yield from _run_node(context, inputs)
-        except OdibiRunError as exc:
-            # A mistake in the config or the data: retrying cannot help.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-    def _run_node(context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
-        from odibi_dagster.engines.pandas import PandasEngine
-
-        eng = PandasEngine()
-        frames = {dep: inputs[dep] for dep in node.depends_on}
-        current = None
-        if node.read is not None:
-            conn = getattr(context.resources, node.read.connection)
-            current = eng.read(
-                conn.location(node.read.path),
-                node.read.format,
-                node.read.options,
-                where=node.where,
-            )
-        if node.transform is not None:
-            current = run_steps(
-                eng,
-                node.transform.steps,
-                frames,
-                current,
-                node=node.name,
-                where=node.where,
-            )
-        elif current is None:
-            current = frames[node.depends_on[0]]
-        if node.validation is not None:
-            failed = []
-            for outcome in checks.evaluate(eng, current, node.validation):
-                yield dg.AssetCheckResult(
-                    check_name=outcome.name,
-                    passed=outcome.passed,
-                    asset_key=key,
-                    description=outcome.description,
-                    metadata=outcome.metadata,
-                )
-                if not outcome.passed:
-                    failed.append(f"{outcome.name}: {outcome.description}")
-            if failed:
-                raise dg.Failure(
-                    description=f"{node.where}: validation failed, nothing was written: "
-                    + "; ".join(failed),
-                )
-        yield dg.Output(current)
+        yield from runner.run(context, inputs)
 
     asset = dg.asset(
         key=key,
@@ -381,9 +375,6 @@ def _pipeline_job(
     tags: dict[str, str] = {"odibi/executor": executor_name}
     if cfg.logging is not None:
         tags.update({f"odibi/{k}": str(v) for k, v in cfg.logging.metadata.items()})
-    config = None
-    if cfg.logging is not None:
-        config = {"loggers": {"console": {"config": {"log_level": cfg.logging.level}}}}
     title = pipe.name or pipe.pipeline
     description = f"{title}: {pipe.description}" if pipe.description else title
     return dg.define_asset_job(
@@ -393,7 +384,6 @@ def _pipeline_job(
         executor_def=executor,
         description=description,
         tags=tags,
-        config=config,
     )
 
 

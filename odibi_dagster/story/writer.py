@@ -1,0 +1,154 @@
+"""Run stories: what each node of a run read, did, produced and checked, as JSON and HTML.
+
+A story lives at ``<story path>/<pipeline>/<run id>/`` on the story connection:
+``nodes/<node>.json`` (one per node, written by the step that ran it, so the
+multiprocess executor needs no coordination), and ``story.json`` + ``story.html``,
+re-rendered from all node files after each node. Stories hold data samples and
+paths, never credentials.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from odibi_dagster.resources.base import Location
+
+
+@dataclass
+class NodeStory:
+    pipeline: str
+    node: str
+    status: str  # "success" | "failed"
+    started: str
+    duration_s: float
+    where: str = ""
+    description: str | None = None
+    inputs: dict[str, int] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)
+    rows: int | None = None
+    columns: list[tuple[str, str]] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    write: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StoryTarget:
+    """Where stories go: a callable turning a relative path into a Location."""
+
+    locate: Any  # Callable[[str], Location]
+    path: str
+    project: str
+    max_sample_rows: int = 10
+
+    def run_dir(self, pipeline: str, run_id: str) -> str:
+        return posixpath.join(self.path.strip("/"), pipeline, run_id)
+
+
+def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
+    """Save one node's story and re-render the run's story; return the HTML's location."""
+    base = target.run_dir(story.pipeline, run_id)
+    node_loc = target.locate(posixpath.join(base, "nodes", f"{story.node}.json"))
+    _put(node_loc, json.dumps(asdict(story), default=str, indent=2).encode())
+
+    nodes_dir = target.locate(posixpath.join(base, "nodes"))
+    entries = []
+    for path in sorted(nodes_dir.fs.glob(posixpath.join(nodes_dir.fs_path, "*.json"))):
+        with nodes_dir.fs.open(path, "rb") as f:
+            entries.append(json.loads(f.read()))
+    entries.sort(key=lambda e: e.get("started", ""))
+    doc = {
+        "project": target.project,
+        "pipeline": story.pipeline,
+        "run_id": run_id,
+        "status": "failed" if any(e["status"] != "success" for e in entries) else "success",
+        "nodes": entries,
+    }
+    _put(target.locate(posixpath.join(base, "story.json")), json.dumps(doc, indent=2).encode())
+    html_loc = target.locate(posixpath.join(base, "story.html"))
+    _put(html_loc, render_html(doc).encode())
+    return html_loc
+
+
+def _put(loc: Location, data: bytes) -> None:
+    """Write all bytes to a temporary sibling, then move it over the target."""
+    parent = posixpath.dirname(loc.fs_path)
+    if parent:
+        loc.fs.makedirs(parent, exist_ok=True)
+    tmp = f"{loc.fs_path}.tmp-{uuid.uuid4().hex}"
+    with loc.fs.open(tmp, "wb") as f:
+        f.write(data)
+    loc.fs.mv(tmp, loc.fs_path)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2433}
+h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
+.ok{color:#12773b}.failed{color:#b3261e}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
+td,th{border:1px solid #d5d9e0;padding:.2rem .5rem;text-align:left}
+th{background:#f3f5f8} code{background:#f3f5f8;padding:0 .2rem}
+.err{white-space:pre-wrap;background:#fdecea;padding:.5rem}
+"""
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{e(doc['pipeline'])} run {e(doc['run_id'][:8])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(str(doc['project']))} / {e(doc['pipeline'])}: "
+        f"<span class='{'ok' if doc['status'] == 'success' else 'failed'}'>"
+        f"{e(doc['status'])}</span></h1>",
+        f"<p>Run <code>{e(doc['run_id'])}</code>, {len(doc['nodes'])} node(s).</p>",
+    ]
+    for n in doc["nodes"]:
+        cls = "ok" if n["status"] == "success" else "failed"
+        parts.append(
+            f"<h2 id='{e(n['node'])}'>{e(n['node'])} "
+            f"<span class='{cls}'>{e(n['status'])}</span></h2>"
+        )
+        if n.get("description"):
+            parts.append(f"<p>{e(n['description'])}</p>")
+        facts = [f"started {e(n['started'])}", f"{n['duration_s']:.3f} s"]
+        if n.get("rows") is not None:
+            facts.append(f"{n['rows']} rows")
+        parts.append(f"<p>{', '.join(facts)} &middot; <code>{e(n.get('where') or '')}</code></p>")
+        if n.get("inputs"):
+            ins = ", ".join(f"{e(k)} ({v} rows)" for k, v in n["inputs"].items())
+            parts.append(f"<p>Inputs: {ins}</p>")
+        if n.get("steps"):
+            items = "".join(f"<li><code>{e(s)}</code></li>" for s in n["steps"])
+            parts.append(f"<ol>{items}</ol>")
+        if n.get("write"):
+            w = n["write"]
+            parts.append(
+                f"<p>Wrote {e(str(w.get('format')))} to <code>{e(str(w.get('uri')))}</code> "
+                f"(mode {e(str(w.get('mode')))})</p>"
+            )
+        if n.get("checks"):
+            rows = "".join(
+                f"<tr><td>{e(c['name'])}</td><td class='{'ok' if c['passed'] else 'failed'}'>"
+                f"{'pass' if c['passed'] else 'FAIL'}</td><td>{e(c['description'])}</td></tr>"
+                for c in n["checks"]
+            )
+            parts.append(f"<table><tr><th>check</th><th></th><th></th></tr>{rows}</table>")
+        if n.get("error"):
+            parts.append(f"<div class='err'>{e(n['error'])}</div>")
+        if n.get("sample"):
+            cols = list(n["sample"][0].keys())
+            head = "".join(f"<th>{e(str(c))}</th>" for c in cols)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{e(str(r.get(c)))}</td>" for c in cols) + "</tr>"
+                for r in n["sample"]
+            )
+            parts.append(f"<table><tr>{head}</tr>{body}</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
