@@ -5,6 +5,7 @@ defs = odibi_dagster.load_definitions("project.yaml")
 """
 
 from odibi_dagster.compile import build_definitions, load_definitions
+from odibi_dagster.components import OdibiProject
 from odibi_dagster.config.loader import LoadedProject, load_project
 from odibi_dagster.errors import OdibiConfigError, OdibiRunError
 from odibi_dagster.io_managers.pandas import PandasIOManager
@@ -17,6 +18,7 @@ __all__ = [
     "LoadedProject",
     "LocalStorage",
     "OdibiConfigError",
+    "OdibiProject",
     "OdibiRunError",
     "PandasIOManager",
     "StepContext",

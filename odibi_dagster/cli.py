@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tmp_home, overrides={"telemetry": {"enabled": False}}
         )
     source = str(project.source.parent if project.files[1:] else project.source)
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     ok = True
     try:
         for name in order:

@@ -28,7 +28,12 @@ from odibi_dagster.config.models import (
     PipelineConfig,
     ProjectConfig,
 )
-from odibi_dagster.errors import OdibiConfigError, OdibiRunError, Problem
+from odibi_dagster.errors import (
+    OdibiConfigError,
+    OdibiRunError,
+    Problem,
+    install_config_excepthook,
+)
 from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, PandasIOManager
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
@@ -50,7 +55,11 @@ def load_definitions(path: str | os.PathLike[str]) -> dg.Definitions:
 
     Then ``dagster job execute -f definitions.py -j <pipeline>`` runs one pipeline.
     """
-    return build_definitions(load_project(path))
+    try:
+        return build_definitions(load_project(path))
+    except OdibiConfigError:
+        install_config_excepthook()
+        raise
 
 
 def build_definitions(project: LoadedProject) -> dg.Definitions:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from types import TracebackType
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,40 @@ class OdibiConfigError(ValueError):
         n = len(self.problems)
         head = f"odibi config: {n} problem{'s' if n != 1 else ''} found"
         return head + "\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+def config_error_in(exc: BaseException | None) -> OdibiConfigError | None:
+    """The OdibiConfigError an exception was caused by, however deeply wrapped."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OdibiConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_config_excepthook() -> None:
+    """Make an uncaught config error print its problems, not a traceback.
+
+    Tools such as ``dagster job execute`` let an error raised while loading
+    definitions escape to the interpreter; a config mistake then deserves the
+    ``file:line`` lines alone. Long-running servers catch the error themselves and
+    are unaffected.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_odibi", False):
+        return
+
+    def hook(typ: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        found = config_error_in(value)
+        if found is None:
+            previous(typ, value, tb)
+            return
+        print(str(found), file=sys.stderr)
+
+    hook._odibi = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 class OdibiRunError(RuntimeError):

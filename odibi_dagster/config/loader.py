@@ -22,7 +22,13 @@ from odibi_dagster.config.models import (
     PipelineConfig,
     ProjectConfig,
 )
-from odibi_dagster.config.yaml_source import KeyPath, SourceMap, interpolate_env, load_yaml
+from odibi_dagster.config.yaml_source import (
+    KeyPath,
+    SourceMap,
+    format_path,
+    interpolate_env,
+    load_yaml,
+)
 from odibi_dagster.errors import OdibiConfigError, Problem
 from odibi_dagster.transforms import check_params, get_function, import_transforms_file
 
@@ -88,11 +94,10 @@ def load_project(
             [smap.problem((), "the project file must be a mapping (key: value) at the top")]
         )
     problems: list[Problem] = []
+    order = [display_name(f) for f in (project_file, *pipeline_files)]
     data = _merge_pipeline_files(data, smap, pipeline_files, problems)
-    if problems:
-        raise OdibiConfigError(problems)
 
-    data = interpolate_env(data, smap, environ)
+    data = interpolate_env(data, smap, environ, problems=problems)
 
     transforms = project_file.parent / TRANSFORMS_FILE
     if transforms.is_file():
@@ -101,15 +106,16 @@ def load_project(
     try:
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
+        # the checks across keys need a valid model: report what we have so far
         problems.extend(_problems_from_validation(exc, data, smap))
-        raise OdibiConfigError(_sorted(problems)) from None
+        raise OdibiConfigError(_sorted(problems, order)) from None
 
     _apply_defaults(config, smap, problems)
     _resolve_paths(config, smap)
     _locate_nodes(config, smap)
     problems.extend(check_semantics(config, smap))
     if problems:
-        raise OdibiConfigError(_sorted(problems))
+        raise OdibiConfigError(_sorted(problems, order))
     return LoadedProject(
         config=config,
         source=project_file,
@@ -119,8 +125,10 @@ def load_project(
     )
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda pr: (pr.file, pr.line or 0))
+def _sorted(problems: list[Problem], order: list[str]) -> list[Problem]:
+    """In load order: the project file first, then each pipeline file; by line within one."""
+    rank = {f: i for i, f in enumerate(order)}
+    return sorted(problems, key=lambda pr: (rank.get(pr.file, len(rank)), pr.file, pr.line or 0))
 
 
 def _merge_pipeline_files(
@@ -139,27 +147,45 @@ def _merge_pipeline_files(
         if fdata is None:
             problems.append(Problem(fmap.default_file, None, "the pipeline file is empty"))
             continue
-        if isinstance(fdata, dict) and "pipelines" in fdata and "pipeline" not in fdata:
-            extra = set(fdata) - {"pipelines"}
-            if extra:
-                problems.append(
-                    fmap.problem(
-                        (sorted(extra)[0],),
-                        "a pipeline file holds one pipeline (`pipeline:` + `nodes:`) or a "
-                        "`pipelines:` list, nothing else; move project settings to project.yaml",
-                    )
-                )
-            items = fdata["pipelines"] if isinstance(fdata["pipelines"], list) else []
-            for i, item in enumerate(items):
-                smap.graft(_sub_map(fmap, ("pipelines", i)), ("pipelines", len(pipelines)))
-                pipelines.append(item)
-        elif isinstance(fdata, dict):
-            smap.graft(fmap, ("pipelines", len(pipelines)))
-            pipelines.append(fdata)
-        else:
+        if not isinstance(fdata, dict):
             problems.append(
                 fmap.problem((), "a pipeline file must be a mapping with `pipeline:` and `nodes:`")
             )
+            continue
+        listed = "pipelines" in fdata and "pipeline" not in fdata
+        allowed = {"pipelines"} if listed else set(PipelineConfig.model_fields)
+        fdata = dict(fdata)
+        for extra in [k for k in fdata if k not in allowed and k in ProjectConfig.model_fields]:
+            file, line = fmap.locate((extra,))
+            key_path = (extra,) if listed else ("pipelines", len(pipelines), extra)
+            problems.append(
+                Problem(
+                    file,
+                    line,
+                    f"'{extra}' is a project setting; move project settings to project.yaml. "
+                    "A pipeline file holds one pipeline (`pipeline:` + `nodes:`) or a "
+                    "`pipelines:` list",
+                    format_path(key_path),
+                )
+            )
+            del fdata[extra]
+        if listed:
+            items = fdata["pipelines"]
+            if not isinstance(items, list):
+                problems.append(
+                    fmap.problem(
+                        ("pipelines",),
+                        f"expected a list, got {_type_name(items)}; write each pipeline as "
+                        "an item: `- pipeline: ...`",
+                    )
+                )
+                continue
+            for i, item in enumerate(items):
+                smap.graft(_sub_map(fmap, ("pipelines", i)), ("pipelines", len(pipelines)))
+                pipelines.append(item)
+        else:
+            smap.graft(fmap, ("pipelines", len(pipelines)))
+            pipelines.append(fdata)
     data = dict(data)
     data["pipelines"] = pipelines
     return data
@@ -201,6 +227,8 @@ def _problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) 
     seen: set[tuple[KeyPath, str]] = set()
     for err in exc.errors(include_url=False):
         path = _data_path(err["loc"], data, err["type"])
+        if err["type"] == "unknown_connection_type":
+            path = (*path, "type")
         message = _message(err, path, data)
         key = (path, message)
         if key in seen:
@@ -239,49 +267,44 @@ def _value_at(data: Any, path: KeyPath) -> Any:
 
 def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
     """The model class that validates the mapping at ``path`` (for did-you-mean)."""
-    model: Any = ProjectConfig
+    ann: Any = ProjectConfig
     cur = data
     for part in path:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        ann = _pick(ann, cur)
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(part, str):
+            fld = ann.model_fields.get(part) or next(
+                (f for f in ann.model_fields.values() if f.alias == part), None
+            )
+            if fld is None:
+                return None
+            ann = fld.annotation
+        elif typing.get_origin(ann) is list and isinstance(part, int):
+            ann = typing.get_args(ann)[0]
+        elif typing.get_origin(ann) is dict:
+            ann = typing.get_args(ann)[1]
+        else:
             return None
-        fld = model.model_fields.get(part) if isinstance(part, str) else None
-        if fld is None:
-            fld = next((f for f in model.model_fields.values() if f.alias == part), None)
-        if fld is None:
-            return None
-        cur = cur.get(part) if isinstance(cur, dict) else None
-        model = _unwrap(fld.annotation, cur)
-        if isinstance(cur, list) or (
-            isinstance(cur, dict) and not (isinstance(model, type) and issubclass(model, BaseModel))
-        ):
-            # a list or dict of models: the next part is an index / key
-            model = ("container", model)
-        if isinstance(model, tuple):
-            model = model[1]
-            continue
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+        cur = _value_at(cur, (part,))
+    ann = _pick(ann, cur)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 
-def _unwrap(ann: Any, value: Any) -> Any:
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(ann)[0], value)
-    if origin in (list, dict):
-        inner = typing.get_args(ann)[-1]
-        if isinstance(value, list):
-            return ("container", _unwrap(inner, value[0] if value else None))
-        if isinstance(value, dict):
-            return _unwrap(inner, None) if origin is list else ("container", _unwrap(inner, None))
-        return _unwrap(inner, None)
-    if origin in (typing.Union, types.UnionType):
-        candidates = [_unwrap(a, value) for a in typing.get_args(ann) if a is not type(None)]
-        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if isinstance(value, dict) and value.get("type") == "azure_adls":
-            return AzureAdlsConnection
-        if isinstance(value, dict) and value.get("type") == "local":
-            return LocalConnection
-        return models[0] if models else (candidates[0] if candidates else None)
-    return ann
+def _pick(ann: Any, value: Any) -> Any:
+    """Strip Annotated/Optional; choose the union member that fits ``value``."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (typing.Union, types.UnionType):
+            if isinstance(value, dict) and value.get("type") == "azure_adls":
+                return AzureAdlsConnection
+            if isinstance(value, dict) and value.get("type") == "local":
+                return LocalConnection
+            members = [_pick(a, None) for a in typing.get_args(ann) if a is not type(None)]
+            models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+            ann = models[0] if models else members[0]
+        else:
+            return ann
 
 
 def _allowed_keys(model: type[BaseModel]) -> list[str]:
@@ -305,11 +328,12 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
         return f"unknown key '{key}'{hint}"
     if typ == "missing":
         return f"missing required key '{key}'"
-    if typ == "unknown_connection_type" or typ == "union_tag_invalid":
-        t = inp.get("type") if isinstance(inp, dict) else inp
-        return f"unsupported connection type '{t}'; supported: local, azure_adls"
-    if typ == "union_tag_not_found":
-        return "missing required key 'type' (local or azure_adls)"
+    if typ == "unknown_connection_type":
+        if not isinstance(inp, dict):
+            return f"expected a mapping (key: value), got {_type_name(inp)}"
+        if "type" not in inp:
+            return "missing required key 'type' (local or azure_adls)"
+        return f"unsupported connection type '{inp['type']}'; supported: local, azure_adls"
     if typ == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         what = {"format": "format", "mode": "write mode", "engine": "engine"}.get(
@@ -518,7 +542,9 @@ def _check_pipeline(
                     "partition_by is a write option; move it under `write.options`",
                 )
             )
-    cycle = find_cycle({n.name: [d for d in n.depends_on if d in names] for n in pipe.nodes})
+    cycle = find_cycle(
+        {n.name: [d for d in n.depends_on if d in names and d != n.name] for n in pipe.nodes}
+    )
     if cycle:
         first_index = names[cycle[0]]
         problems.append(

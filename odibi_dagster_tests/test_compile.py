@@ -1,0 +1,158 @@
+"""The YAML -> Dagster mapping: assets, groups, jobs, lineage, checks, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import odibi_dagster
+from odibi_dagster.errors import OdibiConfigError
+from odibi_dagster_tests.conftest import EXAMPLES, reference_dir
+
+
+def key(*parts: str) -> dg.AssetKey:
+    return dg.AssetKey(list(parts))
+
+
+@pytest.fixture(scope="module")
+def retail() -> dg.Definitions:
+    return odibi_dagster.load_definitions(EXAMPLES / "retail")
+
+
+def specs_by_key(defs: dg.Definitions) -> dict[dg.AssetKey, dg.AssetSpec]:
+    graph = defs.resolve_asset_graph()
+    return {k: graph.get(k) for k in graph.get_all_asset_keys()}  # type: ignore[misc]
+
+
+def test_every_node_becomes_an_asset_keyed_by_pipeline_and_node(retail):
+    keys = set(retail.resolve_asset_graph().get_all_asset_keys())
+    assert keys == {
+        key("ingest", "raw_orders"),
+        key("ingest", "raw_customers"),
+        key("ingest", "clean_orders"),
+        key("ingest", "save_orders"),
+        key("ingest", "save_customers"),
+        key("analytics", "orders"),
+        key("analytics", "customers"),
+        key("analytics", "revenue_by_country"),
+        key("analytics", "top_customers"),
+    }
+
+
+def test_read_only_nodes_are_external_assets(retail):
+    graph = retail.resolve_asset_graph()
+    external = {k for k in graph.get_all_asset_keys() if not graph.get(k).is_materializable}
+    assert external == {
+        key("ingest", "raw_orders"),
+        key("ingest", "raw_customers"),
+        key("analytics", "orders"),
+        key("analytics", "customers"),
+    }
+
+
+def test_each_pipeline_is_a_group_and_a_job(retail):
+    graph = retail.resolve_asset_graph()
+    groups = {k.path[0]: graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {"ingest": "ingest", "analytics": "analytics"}
+    assert {j.name for j in retail.resolve_all_job_defs()} >= {"ingest", "analytics"}
+    ingest_job = retail.resolve_job_def("ingest")
+    assert {k.path[1] for k in ingest_job.asset_layer.executable_asset_keys} == {
+        "clean_orders",
+        "save_orders",
+        "save_customers",
+    }
+
+
+def test_depends_on_becomes_asset_inputs(retail):
+    graph = retail.resolve_asset_graph()
+    assert graph.get(key("ingest", "clean_orders")).parent_keys == {key("ingest", "raw_orders")}
+    assert graph.get(key("analytics", "revenue_by_country")).parent_keys == {
+        key("analytics", "orders"),
+        key("analytics", "customers"),
+    }
+
+
+def test_reading_a_path_another_pipeline_writes_draws_lineage(retail):
+    graph = retail.resolve_asset_graph()
+    assert graph.get(key("analytics", "orders")).parent_keys == {key("ingest", "save_orders")}
+    assert graph.get(key("analytics", "customers")).parent_keys == {
+        key("ingest", "save_customers")
+    }
+
+
+def test_validation_blocks_become_asset_checks(retail):
+    graph = retail.resolve_asset_graph()
+    checks = {(c.asset_key.path[1], c.name) for c in graph.asset_check_keys}
+    assert checks == {
+        ("raw_orders", "not_empty"),
+        ("raw_orders", "no_nulls_order_id"),
+        ("clean_orders", "no_nulls_customer_id"),
+        ("clean_orders", "schema"),
+        ("revenue_by_country", "not_empty"),
+    }
+
+
+def test_yaml_descriptions_show_on_assets_and_jobs(retail):
+    graph = retail.resolve_asset_graph()
+    desc = graph.get(key("ingest", "clean_orders")).description
+    assert desc.startswith("Drop cancelled and empty lines, price each line")
+    assert "ingest.yaml:30" in desc
+    assert "Revenue reports from the silver layer" in retail.resolve_job_def("analytics").description
+
+
+def test_pipeline_schedule_targets_its_job(retail):
+    schedule = retail.resolve_schedule_def("analytics_schedule")
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.job_name == "analytics"
+
+
+def test_retry_block_becomes_a_retry_policy(retail):
+    graph = retail.resolve_asset_graph()
+    assets_def = graph.get(key("ingest", "clean_orders")).assets_def
+    policy = assets_def.op.retry_policy
+    assert policy is not None and policy.max_retries == 1 and policy.delay == 1
+
+
+def test_in_process_is_the_default_executor_and_yaml_can_choose(tmp_path: Path):
+    text = (EXAMPLES / "quickstart" / "pipeline.yaml").read_text()
+    text = text.replace(
+        "  - pipeline: silver_to_gold\n", "  - pipeline: silver_to_gold\n    executor: multiprocess\n"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "p.yaml").write_text(text)
+    defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+    assert defs.resolve_job_def("bronze_to_silver").executor_def.name == "in_process"
+    assert defs.resolve_job_def("silver_to_gold").executor_def.name == "multiprocess"
+
+
+def test_node_names_repeat_across_pipelines_in_getting_started():
+    defs = odibi_dagster.load_definitions(reference_dir() / "getting_started")
+    keys = set(defs.resolve_asset_graph().get_all_asset_keys())
+    for pipeline in ("simple_etl", "transform_etl", "advanced_etl"):
+        assert key(pipeline, "load_sales") in keys
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {
+        "simple_etl",
+        "transform_etl",
+        "advanced_etl",
+    }
+
+
+def test_compiling_touches_no_data(tmp_path: Path):
+    """Data directories need not exist to load definitions, and loading creates nothing."""
+    (tmp_path / "p.yaml").write_text((EXAMPLES / "quickstart" / "pipeline.yaml").read_text())
+    defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+    defs.resolve_all_job_defs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_azure_connection_is_validated_but_not_yet_runnable():
+    with pytest.raises(OdibiConfigError) as err:
+        odibi_dagster.load_definitions(reference_dir() / "template_full_adls.yaml")
+    lines = [str(p) for p in err.value.problems]
+    assert any(
+        "template_full_adls.yaml:8: connections.bronze.type:" in line
+        and "runs local connections only" in line
+        for line in lines
+    ), lines
