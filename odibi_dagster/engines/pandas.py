@@ -168,6 +168,19 @@ def _is_delta(loc: Location) -> bool:
         raise
 
 
+def _narrow_hugeints(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """DuckDB sums integers into HUGEINT, which pandas can only hold as float64: ``SUM(x)``
+    of integers would come back as 93.0. Cast them to BIGINT (an overflow is an error)."""
+    huge = {i for i, t in enumerate(rel.types) if str(t) in ("HUGEINT", "UHUGEINT")}
+    if not huge:
+        return rel
+    cols = []
+    for i, name in enumerate(rel.columns):
+        quoted = '"' + name.replace('"', '""') + '"'
+        cols.append(f"CAST({quoted} AS BIGINT) AS {quoted}" if i in huge else quoted)
+    return rel.project(", ".join(cols))
+
+
 class PandasEngine:
     """Run Odibi reads, writes and SQL steps with pandas (data must fit in memory)."""
 
@@ -730,7 +743,7 @@ class PandasEngine:
             for name, frame in tables.items():
                 con.register(name, frame)
             try:
-                return con.execute(query).df()
+                return _narrow_hugeints(con.sql(query)).df()
             except duckdb.Error as exc:
                 message = str(exc)
                 available = ", ".join(tables) or "(none)"
