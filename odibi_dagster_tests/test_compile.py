@@ -77,9 +77,7 @@ def test_depends_on_becomes_asset_inputs(retail):
 def test_reading_a_path_another_pipeline_writes_draws_lineage(retail):
     graph = retail.resolve_asset_graph()
     assert graph.get(key("analytics", "orders")).parent_keys == {key("ingest", "save_orders")}
-    assert graph.get(key("analytics", "customers")).parent_keys == {
-        key("ingest", "save_customers")
-    }
+    assert graph.get(key("analytics", "customers")).parent_keys == {key("ingest", "save_customers")}
 
 
 def test_validation_blocks_become_asset_checks(retail):
@@ -99,7 +97,9 @@ def test_yaml_descriptions_show_on_assets_and_jobs(retail):
     desc = graph.get(key("ingest", "clean_orders")).description
     assert desc.startswith("Drop cancelled and empty lines, price each line")
     assert "ingest.yaml:30" in desc
-    assert "Revenue reports from the silver layer" in retail.resolve_job_def("analytics").description
+    assert (
+        "Revenue reports from the silver layer" in retail.resolve_job_def("analytics").description
+    )
 
 
 def test_pipeline_schedule_targets_its_job(retail):
@@ -118,7 +118,8 @@ def test_retry_block_becomes_a_retry_policy(retail):
 def test_in_process_is_the_default_executor_and_yaml_can_choose(tmp_path: Path):
     text = (EXAMPLES / "quickstart" / "pipeline.yaml").read_text()
     text = text.replace(
-        "  - pipeline: silver_to_gold\n", "  - pipeline: silver_to_gold\n    executor: multiprocess\n"
+        "  - pipeline: silver_to_gold\n",
+        "  - pipeline: silver_to_gold\n    executor: multiprocess\n",
     )
     (tmp_path / "data").mkdir()
     (tmp_path / "p.yaml").write_text(text)

@@ -146,7 +146,10 @@ def test_retail_example_produces_the_expected_reports(example):
     revenues = [float(r["revenue"]) for r in got]
     assert revenues == sorted(revenues, reverse=True)
 
-    top = [json.loads(line) for line in (root / "outputs" / "gold" / "top_customers.json").read_text().splitlines()]
+    top = [
+        json.loads(line)
+        for line in (root / "outputs" / "gold" / "top_customers.json").read_text().splitlines()
+    ]
     spent: dict[str, float] = defaultdict(float)
     for r in read_csv(root / "data" / "raw" / "orders.csv"):
         if r["status"] != "cancelled" and int(r["quantity"]) > 0:
@@ -159,12 +162,21 @@ def test_materializations_carry_row_count_schema_uri_and_preview(example):
     root = example("retail")
     result = run_job(odibi_dagster.load_definitions(root), "ingest")
     mats = {
-        tuple(m.asset_key.path): m.metadata for m in result.asset_materializations_for_node("ingest__save_orders")
+        tuple(m.asset_key.path): m.metadata
+        for m in result.asset_materializations_for_node("ingest__save_orders")
     }
     meta = mats[("ingest", "save_orders")]
     assert meta["dagster/row_count"].value == 13
     cols = [c.name for c in meta["dagster/column_schema"].schema.columns]
-    assert cols == ["order_id", "customer_id", "product", "quantity", "unit_price", "order_date", "amount"]
+    assert cols == [
+        "order_id",
+        "customer_id",
+        "product",
+        "quantity",
+        "unit_price",
+        "order_date",
+        "amount",
+    ]
     assert meta["dagster/uri"].value == str(root / "data" / "silver" / "orders.parquet")
     assert "| order_id |" in meta["preview"].value
 

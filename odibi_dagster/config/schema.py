@@ -16,4 +16,23 @@ def json_schema() -> dict[str, Any]:
         by_alias=True, ref_template="#/$defs/{model}"
     )
     schema["$defs"]["PipelineConfig"].pop("$defs", None)
-    return schema
+    return _accept_strings(schema)
+
+
+# Models that also accept a plain string in YAML (their before-validators turn it into the
+# model), which pydantic's schema does not show.
+_STRING_FORMS = {
+    "#/$defs/Step": "A SQL query (same as `sql: ...`).",
+    "#/$defs/ScheduleConfig": "A cron expression (same as `cron: ...`), e.g. '0 6 * * *'.",
+}
+
+
+def _accept_strings(node: Any) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref in _STRING_FORMS and len(node) == 1:
+            return {"anyOf": [{"type": "string", "description": _STRING_FORMS[ref]}, node]}
+        return {k: _accept_strings(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_accept_strings(v) for v in node]
+    return node

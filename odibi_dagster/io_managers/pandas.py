@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field, PrivateAttr
 
-from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from odibi_dagster.engines.pandas import PandasEngine
 
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
@@ -63,10 +66,13 @@ class PandasIOManager(dg.ConfigurableIOManager):
     )
     preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
 
-    _cache: dict[tuple[str, ...], pd.DataFrame] = PrivateAttr(default_factory=dict)
+    _cache: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
 
     @property
     def engine(self) -> PandasEngine:
+        # imported here: DuckDB, delta-rs and pyarrow are not needed to load definitions
+        from odibi_dagster.engines.pandas import PandasEngine
+
         return PandasEngine()
 
     # ------------------------------------------------------------------ Dagster API
@@ -90,6 +96,8 @@ class PandasIOManager(dg.ConfigurableIOManager):
         key = tuple(context.asset_key.path)
         meta = dict(context.definition_metadata or {})
         where = str(meta.get(NODE_KEY) or "/".join(key))
+        import pandas as pd
+
         if not isinstance(obj, pd.DataFrame):
             raise OdibiRunError(
                 f"{where}: produced a {type(obj).__name__}, not a pandas DataFrame; a "

@@ -1,0 +1,51 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   run the retail example (pandas, local disk) and say where the outputs are
+#   make test   run the whole test suite (what CI runs, plus `make lint`)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint ui browser clean bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/odibi-dagster run examples/retail
+	@echo
+	@echo "outputs:  examples/retail/data/silver/  examples/retail/outputs/gold/"
+	@echo "stories:  examples/retail/outputs/stories/<pipeline>/<run id>/story.html"
+	@echo "web UI:   make ui   (then open http://127.0.0.1:3000)"
+
+test: $(STAMP) browser
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+ui: $(STAMP)
+	mkdir -p .dagster_home
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+# The web UI tests drive Debian's Chromium; install it when we can (root, apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser tests will be skipped"; \
+	  else \
+	    echo "chromium not found (install it, e.g. apt-get install chromium): the browser tests will be skipped"; \
+	  fi; }
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/executors.py
+	$(BIN)/python benchmarks/load_time.py
+
+clean:
+	rm -rf examples/*/data/silver examples/*/data/gold examples/*/outputs .dagster_home
