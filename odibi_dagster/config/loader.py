@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -235,7 +236,23 @@ def _problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) 
             continue
         seen.add(key)
         out.append(smap.problem(path, message))
-    return out
+    return _fold_misspellings(out)
+
+
+def _fold_misspellings(problems: list[Problem]) -> list[Problem]:
+    """A misspelt required key is one mistake: keep "unknown key 'formt' (did you mean
+    'format'?)" and drop the "missing required key 'format'" it causes."""
+    suggested = set()
+    for p in problems:
+        m = re.match(r"unknown key '[^']*' \(did you mean '([^']*)'\?\)", p.message)
+        if m:
+            parent = p.key_path.rsplit(".", 1)[0] if "." in p.key_path else ""
+            suggested.add(f"{parent}.{m.group(1)}" if parent else m.group(1))
+    return [
+        p
+        for p in problems
+        if not (p.message.startswith("missing required key") and p.key_path in suggested)
+    ]
 
 
 def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> KeyPath:
