@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _projects import chain_project  # noqa: E402
+from _projects import chain_project
 
 N = 20
 
@@ -49,7 +49,9 @@ def hand_written_chain(data: Path) -> dg.Definitions:
 
 
 def timed_job(defs_file: str, job: str, instance: dg.DagsterInstance, args: tuple) -> float:
-    recon = dg.build_reconstructable_job("odibi_dagster.cli", "pipeline_job", reconstructable_args=args)
+    recon = dg.build_reconstructable_job(
+        "odibi_dagster.cli", "pipeline_job", reconstructable_args=args
+    )
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     t = time.perf_counter()
     result = dg.execute_job(recon, instance=instance, run_config=quiet)
@@ -63,7 +65,9 @@ def main() -> None:
         tmp_path = Path(tmp)
         home = tmp_path / "home"
         home.mkdir()
-        instance = dg.DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}})
+        instance = dg.DagsterInstance.local_temp(
+            str(home), overrides={"telemetry": {"enabled": False}}
+        )
         inproc = chain_project(tmp_path / "inproc", N, executor="in_process")
         multi = chain_project(tmp_path / "multi", N, executor="multiprocess")
 
@@ -73,14 +77,22 @@ def main() -> None:
         hand = hand_written_chain(tmp_path / "inproc" / "data")
         t = time.perf_counter()
         quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        ok = hand.resolve_job_def("chain").execute_in_process(instance=instance, run_config=quiet).success
+        ok = (
+            hand.resolve_job_def("chain")
+            .execute_in_process(instance=instance, run_config=quiet)
+            .success
+        )
         t_hand = time.perf_counter() - t
         assert ok
 
         print(f"{N}-node pandas chain, 1,000 rows")
         print(f"  odibi, in_process executor   : {t_in:6.2f} s")
-        print(f"  odibi, multiprocess executor : {t_multi:6.2f} s   ({t_multi / t_in:.1f}x in_process)")
-        print(f"  hand-written Dagster assets  : {t_hand:6.2f} s   (odibi in_process = {t_in / t_hand:.2f}x)")
+        print(
+            f"  odibi, multiprocess executor : {t_multi:6.2f} s   ({t_multi / t_in:.1f}x in_process)"
+        )
+        print(
+            f"  hand-written Dagster assets  : {t_hand:6.2f} s   (odibi in_process = {t_in / t_hand:.2f}x)"
+        )
         instance.dispose()
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _projects import chain_project  # noqa: E402
+from _projects import chain_project
 
-import odibi_dagster  # noqa: E402
-from odibi_dagster.compile import build_definitions  # noqa: E402
-from odibi_dagster.config.loader import load_project  # noqa: E402
+import odibi_dagster
+from odibi_dagster.compile import build_definitions
+from odibi_dagster.config.loader import load_project
 
 PIPELINES, NODES = 10, 100
 
@@ -38,7 +38,10 @@ def hand_written(n_pipelines: int, n_nodes: int) -> dg.Definitions:
                 return None
 
             assets.append(dg.asset(key=[f"p{p}", f"n{i}"], ins=ins, group_name=f"p{p}")(fn))
-    jobs = [dg.define_asset_job(f"p{p}", selection=dg.AssetSelection.groups(f"p{p}")) for p in range(n_pipelines)]
+    jobs = [
+        dg.define_asset_job(f"p{p}", selection=dg.AssetSelection.groups(f"p{p}"))
+        for p in range(n_pipelines)
+    ]
     return dg.Definitions(assets=assets, jobs=jobs)
 
 
