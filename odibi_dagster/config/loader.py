@@ -6,6 +6,7 @@ Every problem found is reported at once, each as ``<file>:<line>: <key path>: <m
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
 import types
@@ -17,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from odibi_dagster.config.models import (
+    CONNECTION_TYPES,
+    NAME_PATTERN,
     AzureAdlsConnection,
     LocalConnection,
     NodeConfig,
@@ -46,6 +49,8 @@ class LoadedProject:
     root_dir: Path
     files: list[Path] = field(default_factory=list)
     smap: SourceMap = field(default_factory=SourceMap)
+    # key path -> the text as written, for values filled from ${VAR}
+    env_refs: dict[KeyPath, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -98,11 +103,10 @@ def load_project(
     order = [display_name(f) for f in (project_file, *pipeline_files)]
     data = _merge_pipeline_files(data, smap, pipeline_files, problems)
 
-    data = interpolate_env(data, smap, environ, problems=problems)
+    env_refs: dict[KeyPath, str] = {}
+    data = interpolate_env(data, smap, environ, problems=problems, refs=env_refs)
 
-    transforms = project_file.parent / TRANSFORMS_FILE
-    if transforms.is_file():
-        _import_transforms(transforms, problems)
+    _import_all_transforms(project_file, data, smap, problems)
 
     try:
         config = ProjectConfig.model_validate(data)
@@ -123,6 +127,7 @@ def load_project(
         root_dir=project_file.parent,
         files=[project_file, *pipeline_files],
         smap=smap,
+        env_refs=env_refs,
     )
 
 
@@ -199,6 +204,40 @@ def _sub_map(smap: SourceMap, prefix: KeyPath) -> SourceMap:
         if k[:n] == prefix:
             out.entries[k[n:]] = v
     return out
+
+
+def _import_all_transforms(
+    project_file: Path, data: dict[str, Any], smap: SourceMap, problems: list[Problem]
+) -> None:
+    """transforms.py beside the project file, then each entry of ``transforms:``."""
+    default = project_file.parent / TRANSFORMS_FILE
+    if default.is_file():
+        _import_transforms(default, problems)
+    entries = data.get("transforms")
+    if not isinstance(entries, list):
+        return  # absent, or the model reports the wrong type
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            continue
+        path = project_file.parent / entry
+        if entry.endswith(".py"):
+            if not path.is_file():
+                problems.append(
+                    smap.problem(("transforms", i), f"no such file: {display_name(path)}")
+                )
+            elif path.resolve() != default.resolve():
+                _import_transforms(path, problems)
+            continue
+        try:
+            importlib.import_module(entry)
+        except Exception as exc:
+            problems.append(
+                smap.problem(
+                    ("transforms", i),
+                    f"cannot import module '{entry}': {type(exc).__name__}: {exc}. Give a .py "
+                    "file relative to the project file, or a module on the Python path",
+                )
+            )
 
 
 def _import_transforms(path: Path, problems: list[Problem]) -> None:
@@ -329,10 +368,7 @@ def _allowed_keys(model: type[BaseModel]) -> list[str]:
 
 
 def _did_you_mean(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    return f" (allowed here: {', '.join(allowed)})"
+    return _suggest(key, allowed) or f" (allowed here: {', '.join(allowed)})"
 
 
 def _message(err: Any, path: KeyPath, data: Any) -> str:
@@ -349,8 +385,10 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
         if not isinstance(inp, dict):
             return f"expected a mapping (key: value), got {_type_name(inp)}"
         if "type" not in inp:
-            return "missing required key 'type' (local or azure_adls)"
-        return f"unsupported connection type '{inp['type']}'; supported: local, azure_adls"
+            return f"missing required key 'type' ({' or '.join(CONNECTION_TYPES)})"
+        return f"unsupported connection type '{inp['type']}'; supported: " + ", ".join(
+            CONNECTION_TYPES
+        )
     if typ == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         what = {"format": "format", "mode": "write mode", "engine": "engine"}.get(
@@ -476,6 +514,15 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
                 )
             )
 
+    for name in conns:
+        if not re.match(NAME_PATTERN, name) or "__" in name.strip("_"):
+            problems.append(
+                smap.problem(
+                    ("connections", name),
+                    f"connection name '{name}' is not valid: use letters, digits and single "
+                    "underscores, not starting with a digit (it becomes a Dagster resource key)",
+                )
+            )
     if config.story is not None and config.story.active and config.story.connection:
         unknown_conn(("story", "connection"), config.story.connection)
 
@@ -498,6 +545,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
 
 
 def _suggest(name: str, options: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a close match, else empty."""
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

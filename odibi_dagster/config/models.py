@@ -24,6 +24,8 @@ from pydantic import (
 from odibi_dagster.formats import EngineName, ExecutorName, Format, WriteMode
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The one list of connection types (the discriminator below uses it too).
+CONNECTION_TYPES = ("local", "azure_adls")
 RESERVED_NODE_NAMES = frozenset({"context", "__result__"})
 ENV_REF_PATTERN = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
@@ -49,6 +51,30 @@ COLUMN_TYPES: dict[str, str] = {
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_default(cls, v: Any) -> Any:
+        """``options:`` left empty in YAML is null: treat it as "none given"."""
+        if isinstance(v, dict):
+            empties = [k for k in _EMPTY_IS_DEFAULT if k in v and v[k] is None]
+            if empties:
+                v = {k: x for k, x in v.items() if k not in empties}
+        return v
+
+
+_EMPTY_IS_DEFAULT = frozenset(
+    {"options", "params", "depends_on", "no_nulls", "required_columns", "types", "metadata"}
+)
+
+
+def _check_name(v: str, what: str) -> str:
+    if "__" in v.strip("_"):
+        raise ValueError(
+            f"{what} name '{v}' contains '__', which Dagster uses to join asset key parts; "
+            "use a single underscore"
+        )
+    return v
 
 
 # --------------------------------------------------------------------------- connections
@@ -163,7 +189,8 @@ Connection = Annotated[
     Discriminator(
         _connection_tag,
         custom_error_type="unknown_connection_type",
-        custom_error_message="unsupported connection type; supported: local, azure_adls",
+        custom_error_message="unsupported connection type; supported: "
+        + ", ".join(CONNECTION_TYPES),
     ),
 ]
 
@@ -291,7 +318,7 @@ class NodeConfig(StrictModel):
     def _not_reserved(cls, v: str) -> str:
         if v in RESERVED_NODE_NAMES or v.startswith("__"):
             raise ValueError(f"node name '{v}' is reserved; choose another name")
-        return v
+        return _check_name(v, "node")
 
     @model_validator(mode="after")
     def _does_something(self) -> NodeConfig:
@@ -317,9 +344,27 @@ class ScheduleConfig(StrictModel):
 
     @field_validator("cron")
     @classmethod
-    def _five_fields(cls, v: str) -> str:
-        if len(v.split()) != 5:
-            raise ValueError(f"cron expression '{v}' must have 5 fields, e.g. '0 6 * * *'")
+    def _valid_cron(cls, v: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if len(v.split()) != 5 or not is_valid_cron_string(v):
+            raise ValueError(
+                f"'{v}' is not a valid cron expression: use 5 fields (minute hour day month "
+                "weekday), e.g. '0 6 * * *'"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{v}'; use an IANA name such as UTC or Europe/Amsterdam"
+            ) from None
         return v
 
 
@@ -340,6 +385,11 @@ class PipelineConfig(StrictModel):
     nodes: list[NodeConfig] = Field(min_length=1)
 
     _file: str = PrivateAttr(default="")
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline_name(cls, v: str) -> str:
+        return _check_name(v, "pipeline")
 
 
 # --------------------------------------------------------------------------- project
@@ -379,11 +429,12 @@ class RetryConfig(StrictModel):
 
 class LoggingConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Log level of runs."
+        default="INFO",
+        description="Accepted for Odibi compatibility (Dagster sets run log levels).",
     )
     structured: bool = Field(default=False, description="Accepted for Odibi compatibility.")
     metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Key/values added to every run as tags."
+        default_factory=dict, description="Key/values added to every run as odibi/<key> tags."
     )
 
     @field_validator("level", mode="before")
@@ -411,6 +462,17 @@ class ProjectConfig(StrictModel):
     description: str | None = None
     version: str | None = None
     owner: str | None = None
+    transforms: list[str] = Field(
+        default_factory=list,
+        description="Python files (relative to the project file) or importable modules that "
+        "define @transform functions; transforms.py beside the project file is always imported.",
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
     engine: EngineName = Field(default="pandas", description="pandas or spark.")
     executor: ExecutorName | None = Field(
         default=None,

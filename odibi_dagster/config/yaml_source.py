@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from odibi_dagster.errors import OdibiConfigError, Problem
+from odibi_dagster.errors import OdibiConfigError, OdibiRunError, Problem
 
 KeyPath = tuple[str | int, ...]
 
@@ -80,6 +81,16 @@ def load_yaml(file: Path, display: str) -> tuple[Any, SourceMap]:
         raise OdibiConfigError(
             [Problem(display, None, f"cannot read file: {exc.strerror or exc}")]
         ) from None
+    except UnicodeDecodeError as exc:
+        raise OdibiConfigError(
+            [
+                Problem(
+                    display,
+                    text_line_of(file.read_bytes(), exc.start),
+                    "the file is not UTF-8 text; save it as UTF-8",
+                )
+            ]
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -101,6 +112,28 @@ def load_yaml(file: Path, display: str) -> tuple[Any, SourceMap]:
     return data, smap
 
 
+def text_line_of(data: bytes, offset: int) -> int:
+    return data[:offset].count(b"\n") + 1
+
+
+def _construct(
+    constructor: _Constructor, node: yaml.Node, path: KeyPath, display: str, problems: list[Problem]
+) -> Any:
+    try:
+        return constructor.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        problems.append(
+            Problem(
+                display,
+                node.start_mark.line + 1,
+                f"{exc.problem or exc}; write plain YAML values (tags such as !env are not "
+                "supported: use ${VAR} for the environment)",
+                format_path(path),
+            )
+        )
+        return None
+
+
 def _convert(
     node: yaml.Node,
     path: KeyPath,
@@ -115,7 +148,7 @@ def _convert(
         out: dict[str, Any] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            key = _construct(constructor, key_node, path, display, problems)
             if not isinstance(key, str):
                 key = str(key)
             line = key_node.start_mark.line + 1
@@ -139,31 +172,40 @@ def _convert(
             _convert(item, (*path, i), display, smap, constructor, problems)
             for i, item in enumerate(node.value)
         ]
-    return constructor.construct_object(node, deep=True)
+    return _construct(constructor, node, path, display, problems)
 
 
 def interpolate_env(
     data: Any,
     smap: SourceMap,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     path: KeyPath = (),
     problems: list[Problem] | None = None,
+    refs: dict[KeyPath, str] | None = None,
 ) -> Any:
     """Replace ``${VAR}`` (or ``${VAR:-default}``) in string values with the environment.
 
     An unset variable without a default is a problem naming it. Under a secret key the
     reference is checked but kept as written, so the value never enters the config.
+    ``refs`` collects, for every value filled from the environment, the text as written,
+    so what is shown to people (metadata, stories) can show ``${VAR}`` instead.
     """
     env = os.environ if environ is None else environ
     top = problems is None
     found: list[Problem] = [] if problems is None else problems
     result: Any
     if isinstance(data, dict):
-        result = {k: interpolate_env(v, smap, environ, (*path, k), found) for k, v in data.items()}
+        result = {
+            k: interpolate_env(v, smap, environ, (*path, k), found, refs) for k, v in data.items()
+        }
     elif isinstance(data, list):
-        result = [interpolate_env(v, smap, environ, (*path, i), found) for i, v in enumerate(data)]
-    elif isinstance(data, str) and "${" in data:
+        result = [
+            interpolate_env(v, smap, environ, (*path, i), found, refs) for i, v in enumerate(data)
+        ]
+    elif isinstance(data, str) and _ENV_REF.search(data):
         result = _interpolate_str(data, path, smap, env, found)
+        if refs is not None:
+            refs[path] = data
     else:
         result = data
     if top and found:
@@ -172,9 +214,9 @@ def interpolate_env(
 
 
 def _interpolate_str(
-    value: str, path: KeyPath, smap: SourceMap, env: Any, problems: list[Problem]
+    value: str, path: KeyPath, smap: SourceMap, env: Mapping[str, str], problems: list[Problem]
 ) -> str:
-    is_secret = bool(path) and path[-1] in SECRET_KEYS
+    is_secret = len(path) == 3 and path[0] == "connections" and path[-1] in SECRET_KEYS
 
     def repl(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
@@ -193,3 +235,37 @@ def _interpolate_str(
 
     replaced = _ENV_REF.sub(repl, value)
     return value if is_secret else replaced
+
+
+def as_written(value: Any, path: KeyPath, refs: Mapping[KeyPath, str]) -> Any:
+    """``value`` (found at ``path``) with every environment-filled string put back as written."""
+    if path in refs:
+        return refs[path]
+    if isinstance(value, dict):
+        return {k: as_written(v, (*path, k), refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_written(v, (*path, i), refs) for i, v in enumerate(value)]
+    return value
+
+
+def resolve_env(value: Any, where: str = "") -> Any:
+    """Fill ``${VAR}`` references from the environment at run time (see ``as_written``)."""
+    if isinstance(value, dict):
+        return {k: resolve_env(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, where) for v in value]
+    if not isinstance(value, str) or not _ENV_REF.search(value):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise OdibiRunError(
+            f"{where}: environment variable {name} is not set in this process; export it "
+            "where the run executes"
+        )
+
+    return _ENV_REF.sub(repl, value)
