@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +17,28 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def null_check_names(columns: list[str]) -> dict[str, str]:
+    """Column -> check name: ``no_nulls_<column>`` in the letters Dagster allows, made
+    unique when two columns spell the same (``a b`` and ``a-b``)."""
+    out: dict[str, str] = {}
+    used: set[str] = {"not_empty", "schema"}
+    for col in dict.fromkeys(columns):
+        base = "no_nulls_" + re.sub(r"[^A-Za-z0-9_]", "_", str(col))
+        name, n = base, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        out[col] = name
+    return out
+
+
 def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
     """(check name, what it checks) for each check a validation block defines."""
     out: list[tuple[str, str]] = []
     if validation.not_empty:
         out.append(("not_empty", "The result has at least one row."))
-    for col in validation.no_nulls:
-        out.append((f"no_nulls_{_safe(col)}", f"Column '{col}' has no null values."))
+    for col, name in null_check_names(validation.no_nulls).items():
+        out.append((name, f"Column '{col}' has no null values."))
     schema = validation.schema_
     if schema is not None and (schema.required_columns or schema.types):
         parts = []
@@ -34,14 +50,11 @@ def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
     return out
 
 
-def _safe(col: str) -> str:
-    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in col)
-
-
 def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOutcome]:
     """Run every check of ``validation`` on ``df`` with the engine's column statistics."""
     outcomes: list[CheckOutcome] = []
-    columns = dict(engine.column_schema(df))
+    columns = dict(engine.column_schema(df))  # names as strings, whatever the frame holds
+    actual = {str(c): c for c in df.columns}
     if validation.not_empty:
         n = engine.row_count(df)
         outcomes.append(
@@ -52,8 +65,7 @@ def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOu
                 {"row_count": n},
             )
         )
-    for col in validation.no_nulls:
-        name = f"no_nulls_{_safe(col)}"
+    for col, name in null_check_names(validation.no_nulls).items():
         if col not in columns:
             outcomes.append(
                 CheckOutcome(
@@ -61,7 +73,7 @@ def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOu
                 )
             )
             continue
-        nulls = engine.null_count(df, col)
+        nulls = engine.null_count(df, actual[col])
         outcomes.append(
             CheckOutcome(
                 name,

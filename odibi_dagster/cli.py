@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from odibi_dagster.compile import build_definitions, runnable_problems
+    from odibi_dagster.compile import build_definitions, check_definitions, runnable_problems
     from odibi_dagster.config.loader import load_project
 
     failed = False
@@ -93,7 +93,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for note in notes:
             print(f"{note} (valid, not yet runnable)", file=sys.stderr)
         if not notes:
-            build_definitions(project)  # catches what only Dagster can check
+            try:  # what only Dagster can check
+                check_definitions(project, build_definitions(project))
+            except OdibiConfigError as exc:
+                for problem in exc.problems:
+                    print(str(problem), file=sys.stderr)
+                failed = True
+                continue
         print(
             f"ok: {path}: project '{project.name}', {len(cfg.pipelines)} pipeline(s), "
             f"{nodes} node(s), {len(cfg.connections)} connection(s)"

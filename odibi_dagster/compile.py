@@ -20,7 +20,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks
-from odibi_dagster.config.loader import LoadedProject, load_project
+from odibi_dagster.config.loader import LoadedProject, display_name, load_project
 from odibi_dagster.config.models import (
     AzureAdlsConnection,
     LocalConnection,
@@ -28,6 +28,7 @@ from odibi_dagster.config.models import (
     PipelineConfig,
     ProjectConfig,
 )
+from odibi_dagster.config.yaml_source import as_written
 from odibi_dagster.errors import (
     OdibiConfigError,
     OdibiRunError,
@@ -56,10 +57,32 @@ def load_definitions(path: str | os.PathLike[str]) -> dg.Definitions:
     Then ``dagster job execute -f definitions.py -j <pipeline>`` runs one pipeline.
     """
     try:
-        return build_definitions(load_project(path))
+        project = load_project(path)
+        defs = build_definitions(project)
+        check_definitions(project, defs)
+        return defs
     except OdibiConfigError:
         install_config_excepthook()
         raise
+
+
+def check_definitions(project: LoadedProject, defs: dg.Definitions) -> None:
+    """Let Dagster check the definitions now (it would at the first use anyway, and it
+    caches the result), so anything it rejects is reported like a config mistake."""
+    try:
+        defs.resolve_asset_graph()
+        defs.resolve_all_job_defs()
+    except dg.DagsterInvalidDefinitionError as exc:
+        raise OdibiConfigError(
+            [
+                Problem(
+                    display_name(project.source),
+                    None,
+                    f"Dagster rejected the compiled definitions: {exc}. Please report this "
+                    "with the YAML that caused it",
+                )
+            ]
+        ) from None
 
 
 def build_definitions(project: LoadedProject) -> dg.Definitions:
@@ -67,7 +90,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     cfg = project.config
     _check_runnable(project)
     connections = _connection_resources(cfg)
-    writers = _writers_by_uri(cfg, connections)
+    lineage = lineage_edges(cfg, connections)
     story = _story_settings(project)
 
     assets: list[Any] = []
@@ -76,7 +99,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     schedules: list[dg.ScheduleDefinition] = []
     for pipe in cfg.pipelines:
         for node in pipe.nodes:
-            asset, node_checks = _node_asset(cfg, pipe, node, connections, writers, story)
+            asset, node_checks = _node_asset(project, pipe, node, connections, lineage, story)
             assets.append(asset)
             asset_checks.extend(node_checks)
         job = _pipeline_job(cfg, pipe, [c for c in asset_checks if _targets(c, pipe.pipeline)])
@@ -145,16 +168,9 @@ def pipeline_order(cfg: ProjectConfig) -> list[str]:
 
     Ties keep the order of the YAML. Pipelines that feed each other both ways keep YAML order.
     """
-    connections = _connection_resources(cfg)
-    writers = _writers_by_uri(cfg, connections)
     after: dict[str, set[str]] = {p.pipeline: set() for p in cfg.pipelines}
-    for pipe in cfg.pipelines:
-        for node in pipe.nodes:
-            if node.read is None or node.read.connection not in connections:
-                continue
-            for key in writers.get(_uri(connections, node.read.connection, node.read.path), []):
-                if key.path[0] != pipe.pipeline:
-                    after[pipe.pipeline].add(key.path[0])
+    for key, parents in lineage_edges(cfg, _connection_resources(cfg)).items():
+        after[key.path[0]].update(p.path[0] for p in parents if p.path[0] != key.path[0])
     order: list[str] = []
     pending = [p.pipeline for p in cfg.pipelines]
     while pending:
@@ -218,15 +234,59 @@ def _writers_by_uri(
     return writers
 
 
+def lineage_edges(
+    cfg: ProjectConfig, connections: Mapping[str, LocalStorage]
+) -> dict[dg.AssetKey, list[dg.AssetKey]]:
+    """For each node that reads a path other nodes write: those writers (its lineage parents).
+
+    An edge that would close a cycle (two nodes that each read what the other writes, such
+    as two appenders of one table) is left out: Dagster needs an acyclic graph, and the
+    first edge in YAML order already shows the flow.
+    """
+    writers = _writers_by_uri(cfg, connections)
+    parents: dict[dg.AssetKey, set[dg.AssetKey]] = {}
+    for pipe in cfg.pipelines:
+        for node in pipe.nodes:
+            key = dg.AssetKey([pipe.pipeline, node.name])
+            parents[key] = {dg.AssetKey([pipe.pipeline, d]) for d in node.depends_on}
+    edges: dict[dg.AssetKey, list[dg.AssetKey]] = {}
+    for pipe in cfg.pipelines:
+        for node in pipe.nodes:
+            if node.read is None:
+                continue
+            key = dg.AssetKey([pipe.pipeline, node.name])
+            for writer in writers.get(_uri(connections, node.read.connection, node.read.path), []):
+                if writer != key and key not in _ancestors(writer, parents):
+                    parents[key].add(writer)
+                    edges.setdefault(key, []).append(writer)
+    return edges
+
+
+def _ancestors(
+    key: dg.AssetKey, parents: Mapping[dg.AssetKey, set[dg.AssetKey]]
+) -> set[dg.AssetKey]:
+    seen: set[dg.AssetKey] = set()
+    stack = [key]
+    while stack:
+        for parent in parents.get(stack.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
 # --------------------------------------------------------------------------- assets
 
 
-def _is_external(node: NodeConfig) -> bool:
+def _is_external(node: NodeConfig, pipeline: str, lineage: list[dg.AssetKey]) -> bool:
+    """A source this project only reads. A read of what a node of the same pipeline writes
+    is not: it must run after that node within the pipeline's job."""
     return (
         node.read is not None
         and node.transform is None
         and node.write is None
         and not node.depends_on
+        and all(k.path[0] != pipeline for k in lineage)
     )
 
 
@@ -245,14 +305,41 @@ def _description(node: NodeConfig, pipe: PipelineConfig, uri_of: Any) -> str:
     return "\n\n".join(lines)
 
 
-def _node_metadata(node: NodeConfig) -> dict[str, Any]:
+def _node_metadata(project: LoadedProject, node: NodeConfig, external: bool) -> dict[str, Any]:
+    """What the IO manager needs, with values from ${VAR} shown (and stored) as written:
+    the IO manager fills them in at run time, so they never reach the UI."""
+    path = node._key_path
     meta: dict[str, Any] = {NODE_KEY: node.where}
     if node.write is not None:
-        meta[WRITE_KEY] = node.write.model_dump(mode="json")
-    if _is_external(node):
+        dumped = node.write.model_dump(mode="json")
+        meta[WRITE_KEY] = as_written(dumped, (*path, "write"), project.env_refs)
+    if external:
         assert node.read is not None
-        meta[READ_KEY] = node.read.model_dump(mode="json")
+        dumped = node.read.model_dump(mode="json")
+        meta[READ_KEY] = as_written(dumped, (*path, "read"), project.env_refs)
     return meta
+
+
+def _step_labels(project: LoadedProject, node: NodeConfig) -> list[str]:
+    """One line per step for stories; parameters from ${VAR} appear as written."""
+    if node.transform is None:
+        return []
+    path = node._key_path
+    out = []
+    for si, step in enumerate(node.transform.steps):
+        if step.sql is not None:
+            out.append(" ".join(step.sql.split()))
+            continue
+        params = as_written(
+            step.params, (*path, "transform", "steps", si, "params"), project.env_refs
+        )
+        out.append(f"{step.function}({', '.join(f'{k}={v!r}' for k, v in params.items())})")
+    return out
+
+
+def _tag_value(text: str) -> str:
+    """Dagster tag values allow letters, digits, '-', '_' and '.', up to 63 characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:63]
 
 
 def _retry_policy(cfg: ProjectConfig) -> dg.RetryPolicy | None:
@@ -264,31 +351,31 @@ def _retry_policy(cfg: ProjectConfig) -> dg.RetryPolicy | None:
 
 
 def _node_asset(
-    cfg: ProjectConfig,
+    project: LoadedProject,
     pipe: PipelineConfig,
     node: NodeConfig,
     connections: Mapping[str, LocalStorage],
-    writers: Mapping[str, list[dg.AssetKey]],
+    lineage_of: Mapping[dg.AssetKey, list[dg.AssetKey]],
     story: StorySettings | None,
 ) -> tuple[Any, list[Any]]:
+    cfg = project.config
     key = dg.AssetKey([pipe.pipeline, node.name])
 
     def uri_of(io: Any) -> str:
         return _uri(connections, io.connection, io.path)
 
-    lineage: list[dg.AssetKey] = []
-    if node.read is not None:
-        lineage = [k for k in writers.get(uri_of(node.read), []) if k != key]
+    lineage = lineage_of.get(key, [])
+    external = _is_external(node, pipe.pipeline, lineage)
     engine = pipe.engine or cfg.engine
     io = node.write or node.read
     kinds: set[str] = {engine, io.format} if io is not None else {engine, "python"}
-    tags = {"odibi/layer": pipe.layer} if pipe.layer else None
+    tags = {"odibi/layer": _tag_value(pipe.layer)} if pipe.layer else None
     owners = [cfg.owner] if cfg.owner and _EMAIL.match(cfg.owner) else None
     description = _description(node, pipe, uri_of)
-    metadata = _node_metadata(node)
+    metadata = _node_metadata(project, node, external)
     check_list = checks.check_names(node.validation) if node.validation else []
 
-    if _is_external(node):
+    if external:
         spec = dg.AssetSpec(
             key=key,
             deps=lineage,
@@ -315,6 +402,7 @@ def _node_asset(
         engine=engine,
         story=story,
         write_uri=uri_of(node.write) if node.write is not None else None,
+        step_labels=tuple(_step_labels(project, node)),
     )
     if story is not None and story.connection:
         required.add(story.connection)
@@ -350,7 +438,8 @@ def _external_checks(
 
     @dg.multi_asset_check(
         specs=specs,
-        name=f"{'__'.join(key.path)}_checks",
+        # node names hold no "__", so this op name cannot meet an asset's "<pipeline>__<node>"
+        name=f"{'__'.join(key.path)}__checks",
         ins={"data": dg.AssetIn(key=key)},
     )
     def _checks(data: Any) -> Iterator[dg.AssetCheckResult]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,10 @@ def install_config_excepthook() -> None:
 
 class OdibiRunError(RuntimeError):
     """A node failed at run time for a reason the user can fix (bad option, missing table, ...)."""
+
+
+def as_failure(exc: OdibiRunError) -> Any:
+    """The Dagster Failure for a mistake in the config or the data: retrying cannot help."""
+    import dagster as dg
+
+    return dg.Failure(description=str(exc), allow_retries=False)

@@ -7,7 +7,7 @@ writing the result is the IO manager's job.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -16,9 +16,9 @@ import dagster as dg
 
 from odibi_dagster import checks
 from odibi_dagster.config.models import NodeConfig
-from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.errors import OdibiRunError, as_failure
 from odibi_dagster.resources.local import LocalStorage
-from odibi_dagster.story import NodeStory, StoryTarget, record
+from odibi_dagster.story import NodeStory, PendingStory, StoryTarget, record, stash_story
 from odibi_dagster.transforms import run_steps
 
 
@@ -49,41 +49,47 @@ class NodeRunner:
     engine: str
     story: StorySettings | None = None
     write_uri: str | None = None
+    step_labels: tuple[str, ...] = ()
 
     def run(self, context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
+        """Compute the node. Its story is saved here if the computation fails, otherwise by
+        the IO manager once the result is written (so it can tell how the write went)."""
         node = self.node
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         story = NodeStory(
             pipeline=self.pipeline,
             node=node.name,
             status="failed",
-            started=started,
+            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             duration_s=0.0,
             where=node.where,
             description=node.description,
-            steps=_step_labels(node),
+            steps=list(self.step_labels),
         )
         try:
-            yield from self._run(context, inputs, story)
-            story.status = "success"
+            current = yield from self._compute(context, inputs, story)
         except OdibiRunError as exc:
             story.error = str(exc)
-            # A mistake in the config or the data: retrying cannot help.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+            self._save_failed(context, story, t0)
+            raise as_failure(exc) from None
         except dg.Failure as exc:
             story.error = exc.description
+            self._save_failed(context, story, t0)
             raise
         except Exception as exc:
             story.error = f"{node.where}: {type(exc).__name__}: {exc}"
+            self._save_failed(context, story, t0)
             raise
-        finally:
-            if story.status != "success" and story.error is None:
-                story.error = "the result could not be stored; see the run's event log"
-            story.duration_s = round(time.perf_counter() - t0, 4)
-            self._record_story(context, story)
+        story.duration_s = round(time.perf_counter() - t0, 4)
+        target = self._story_target(context)
+        if target is not None:
+            stash_story(context.run_id, tuple(self.key.path), PendingStory(target, story))
+        yield dg.Output(current)
 
-    def _run(self, context: Any, inputs: dict[str, Any], story: NodeStory) -> Iterator[Any]:
+    def _compute(
+        self, context: Any, inputs: dict[str, Any], story: NodeStory
+    ) -> Generator[Any, None, Any]:
+        """Read, transform and validate; yields check results, returns the result."""
         node = self.node
         eng = get_engine(self.engine)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -130,43 +136,25 @@ class NodeRunner:
                     + "; ".join(failed),
                     allow_retries=False,
                 )
-        yield dg.Output(current)
-        if node.write is not None:
-            story.write = {
-                "uri": self.write_uri,
-                "format": node.write.format,
-                "mode": node.write.mode,
-            }
+        return current
 
-    def _record_story(self, context: Any, story: NodeStory) -> None:
+    def _story_target(self, context: Any) -> StoryTarget | None:
         s = self.story
         if s is None:
-            return
-        try:
-            if s.connection:
-                conn = getattr(context.resources, s.connection)
-            else:
-                conn = LocalStorage(base_path=s.output_dir or ".")
-            target = StoryTarget(
-                locate=conn.location,
-                path=s.path,
-                project=s.project,
-                max_sample_rows=s.max_sample_rows,
-            )
-            loc = record(target, context.run_id, story)
-            context.log.info(f"story: {loc.uri}")
-        except Exception as exc:  # a story must never fail the node it describes
-            context.log.warning(f"{self.node.where}: the run story was not written: {exc}")
-
-
-def _step_labels(node: NodeConfig) -> list[str]:
-    if node.transform is None:
-        return []
-    out = []
-    for step in node.transform.steps:
-        if step.sql is not None:
-            out.append(" ".join(step.sql.split()))
+            return None
+        if s.connection:
+            conn = getattr(context.resources, s.connection)
         else:
-            params = ", ".join(f"{k}={v!r}" for k, v in step.params.items())
-            out.append(f"{step.function}({params})")
-    return out
+            conn = LocalStorage(base_path=s.output_dir or ".")
+        return StoryTarget(
+            locate=conn.location, path=s.path, project=s.project, max_sample_rows=s.max_sample_rows
+        )
+
+    def _save_failed(self, context: Any, story: NodeStory, t0: float) -> None:
+        story.duration_s = round(time.perf_counter() - t0, 4)
+        try:
+            target = self._story_target(context)
+            if target is not None:
+                record(target, context.run_id, story)
+        except Exception as exc:  # a story must never hide the node's own error
+            context.log.warning(f"{self.node.where}: the run story was not written: {exc}")

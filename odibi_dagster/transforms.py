@@ -7,6 +7,7 @@ step's result.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -53,10 +54,30 @@ def transform(func: F | None = None, *, name: str | None = None) -> Any:
                 f"@transform function '{f.__name__}' must take the step context as its first "
                 "argument: def f(context, **params)"
             )
-        _REGISTRY[name or f.__name__] = f
+        key = name or f.__name__
+        known = _REGISTRY.get(key)
+        if known is not None and not _same_function(known, f):
+            raise TypeError(
+                f"two different @transform functions are named '{key}': "
+                f"{_origin(known)} and {_origin(f)}; rename one (or pass name=...)"
+            )
+        _REGISTRY[key] = f
         return f
 
     return register(func) if func is not None else register
+
+
+def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """The same code (a module imported again, or a copy of the same project)."""
+    ca, cb = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if ca is None or cb is None:
+        return a is b
+    return (ca.co_code, ca.co_consts, ca.co_names) == (cb.co_code, cb.co_consts, cb.co_names)
+
+
+def _origin(f: Callable[..., Any]) -> str:
+    code = getattr(f, "__code__", None)
+    return f"{code.co_filename}:{code.co_firstlineno}" if code else repr(f)
 
 
 def registered_functions() -> Mapping[str, Callable[..., Any]]:
@@ -140,7 +161,7 @@ def _odibi_shim() -> types.ModuleType:
 def import_transforms_file(path: Path) -> None:
     """Import a user's transforms module from a file path (idempotent)."""
     path = path.resolve()
-    mod_name = "odibi_user_transforms_" + str(abs(hash(str(path))))
+    mod_name = "odibi_user_transforms_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
     if mod_name in sys.modules:
         return
     if "odibi" not in sys.modules and importlib.util.find_spec("odibi") is None:
@@ -191,10 +212,11 @@ def run_steps(
         if why:
             raise OdibiRunError(f"{label}: {why}")
         result = func(StepContext(tables, node=node, engine=engine.name), **step.params)
-        if result is None:
+        if not engine.is_frame(result):
             raise OdibiRunError(
-                f"{label}: function '{step.function}' returned None; a function step must "
-                "return a DataFrame"
+                f"{label}: function '{step.function}' returned "
+                f"{'None' if result is None else 'a ' + type(result).__name__}; a function "
+                f"step must return a {engine.name} DataFrame"
             )
         current = result
     return current

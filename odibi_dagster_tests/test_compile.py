@@ -157,3 +157,102 @@ def test_azure_connection_is_validated_but_not_yet_runnable():
         and "runs local connections only" in line
         for line in lines
     ), lines
+
+
+def load_text(tmp_path: Path, text: str) -> dg.Definitions:
+    (tmp_path / "p.yaml").write_text(text)
+    return odibi_dagster.load_definitions(tmp_path / "p.yaml")
+
+
+def test_reading_what_the_same_pipeline_writes_runs_after_the_writer(tmp_path: Path):
+    defs = load_text(
+        tmp_path,
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: write_silver
+        depends_on: [src]
+        write: {connection: fs, path: silver.parquet, format: parquet}
+      - name: read_silver
+        read: {connection: fs, path: silver.parquet, format: parquet}
+""",
+    )
+    graph = defs.resolve_asset_graph()
+    reader = graph.get(key("p", "read_silver"))
+    assert reader.is_materializable
+    assert reader.parent_keys == {key("p", "write_silver")}
+    assert key("p", "read_silver") in defs.resolve_job_def("p").asset_layer.executable_asset_keys
+
+
+def test_nodes_that_read_and_write_one_path_do_not_make_a_cycle(tmp_path: Path):
+    """Two appenders of one table each read it: lineage keeps the first edge only."""
+    defs = load_text(
+        tmp_path,
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p1
+    nodes:
+      - name: n
+        read: {connection: fs, path: d.csv, format: csv}
+        write: {connection: fs, path: d.csv, format: csv, mode: append}
+  - pipeline: p2
+    nodes:
+      - name: m
+        read: {connection: fs, path: d.csv, format: csv}
+        write: {connection: fs, path: d.csv, format: csv, mode: append}
+""",
+    )
+    graph = defs.resolve_asset_graph()
+    assert graph.get(key("p1", "n")).parent_keys == {key("p2", "m")}
+    assert graph.get(key("p2", "m")).parent_keys == set()
+
+
+def test_names_dagster_restricts_are_made_valid(tmp_path: Path):
+    defs = load_text(
+        tmp_path,
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    layer: "Bronze → Silver"
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        transform: {steps: ["SELECT * FROM src"]}
+        validation: {no_nulls: ["prénom", "a b", "a-b"]}
+""",
+    )
+    graph = defs.resolve_asset_graph()
+    assert graph.get(key("p", "out")).tags["odibi/layer"] == "Bronze___Silver"
+    names = sorted(c.name for c in graph.asset_check_keys)
+    assert names == ["no_nulls_a_b", "no_nulls_a_b_2", "no_nulls_pr_nom"]
+
+
+def test_values_from_the_environment_show_as_written_in_metadata(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("ODIBI_TEST_SEPARATOR", "sep-secret-value")
+    defs = load_text(
+        tmp_path,
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv, options: {sep: "${ODIBI_TEST_SEPARATOR}"}}
+      - name: out
+        depends_on: [src]
+        write: {connection: fs, path: out.csv, format: csv, options: {sep: "${ODIBI_TEST_SEPARATOR}"}}
+""",
+    )
+    graph = defs.resolve_asset_graph()
+    for node in ("src", "out"):
+        text = str(graph.get(key("p", node)).metadata)
+        assert "sep-secret-value" not in text
+        assert "${ODIBI_TEST_SEPARATOR}" in text

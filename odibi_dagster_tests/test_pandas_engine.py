@@ -7,7 +7,9 @@ pyarrow.parquet, deltalake.DeltaTable) against literal expected values.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from odibi_dagster.engines.pandas import PandasEngine
@@ -42,18 +46,37 @@ def loc_for(tmp_path: Path, rel: str) -> Location:
     return LocalStorage(base_path=str(tmp_path)).location(rel)
 
 
+def strict_json(text: str) -> Any:
+    """json.loads that rejects NaN/Infinity, which are not JSON."""
+
+    def reject(name: str) -> Any:
+        raise ValueError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def rows_from_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
+    """Rows of a csv/json/parquet file's bytes, read without the engine."""
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    if fmt == "json":
+        return [strict_json(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
+    return rows
+
+
 def read_back(path: Path, fmt: str) -> list[dict[str, Any]]:
     """Rows at ``path``, read without the engine, sorted by id, ids as int."""
-    if fmt == "csv":
-        with open(path, newline="") as f:
-            rows: list[dict[str, Any]] = list(csv.DictReader(f))
-    elif fmt == "json":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    elif fmt == "parquet":
-        rows = pq.read_table(path).to_pylist()
-    else:
+    if fmt == "delta":
         rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    else:
+        rows = rows_from_bytes(path.read_bytes(), fmt)
     return sorted(({**r, "id": int(r["id"])} for r in rows), key=lambda r: r["id"])
+
+
+def siblings(tmp_path: Path) -> list[str]:
+    """Names in ``tmp_path``, sorted; temporary .tmp-/.old- siblings would show up here."""
+    return sorted(p.name for p in tmp_path.iterdir())
 
 
 def snapshot(path: Path) -> dict[str, bytes]:
@@ -166,7 +189,8 @@ def test_file_formats_go_through_the_location_filesystem(engine, tmp_path, fmt):
     try:
         engine.write(OLD, loc, fmt, "overwrite")
         engine.write(NEW, loc, fmt, "append")
-        assert engine.read(loc, fmt).to_dict("records") == OLD_ROWS + NEW_ROWS
+        rows = rows_from_bytes(fs.cat_file(f"{root}/d/out.{fmt}"), fmt)
+        assert [{**r, "id": int(r["id"])} for r in rows] == OLD_ROWS + NEW_ROWS
         assert fs.ls(f"{root}/d", detail=False) == [f"{root}/d/out.{fmt}"]
         assert not (tmp_path / "d").exists()
     finally:
@@ -369,18 +393,45 @@ def test_missing_input_path_is_named_in_the_error(engine, tmp_path, fmt):
     assert "does not exist" in message
 
 
-def test_storage_option_values_never_appear_in_error_messages(engine, tmp_path):
-    base = loc_for(tmp_path, "missing_table")
-    loc = Location(
-        uri=base.uri,
-        fs=base.fs,
-        fs_path=base.fs_path,
-        delta_uri=base.delta_uri,
-        storage_options={"timeout": "s3cr3t-key-value"},
+SECRET = "s3cr3t-key-value"
+
+
+def with_storage_options(loc: Location, options: dict[str, Any]) -> Location:
+    return Location(
+        uri=loc.uri,
+        fs=loc.fs,
+        fs_path=loc.fs_path,
+        delta_uri=loc.delta_uri,
+        storage_options=options,
     )
+
+
+@pytest.mark.parametrize(
+    ("rel", "action"),
+    [
+        ("t", lambda e, loc: e.read(loc, "delta", where=WHERE)),
+        ("t", lambda e, loc: e.write(NEW, loc, "delta", "append", where=WHERE)),
+        ("t", lambda e, loc: e.write(NEW, loc, "delta", "overwrite", where=WHERE)),
+        ("new_table", lambda e, loc: e.write(NEW, loc, "delta", "overwrite", where=WHERE)),
+    ],
+    ids=["read", "append", "overwrite", "create"],
+)
+def test_storage_option_values_never_appear_in_error_messages(engine, tmp_path, rel, action):
+    write_deltalake(str(tmp_path / "t"), pa.table({"id": [1], "name": ["a"]}))
+    options = {"max_retries": SECRET}  # delta-rs cannot parse it and quotes it back
+    with pytest.raises(DeltaError) as raw:
+        DeltaTable(str(tmp_path / "t"), storage_options=options)
+    assert SECRET in str(raw.value)  # so the engine really has something to hide
+    loc = with_storage_options(loc_for(tmp_path, rel), options)
     with pytest.raises(OdibiRunError) as err:
-        engine.read(loc, "delta", where=WHERE)
-    assert "s3cr3t-key-value" not in str(err.value)
+        action(engine, loc)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert str(tmp_path / rel) in message
+    assert "max_retries" in message and SECRET not in message
+    assert DeltaTable(str(tmp_path / "t")).to_pyarrow_table().to_pylist() == [
+        {"id": 1, "name": "a"}
+    ]
 
 
 # ------------------------------------------------------------------------ SQL
@@ -441,3 +492,213 @@ def test_preview_markdown_shows_first_rows_and_escapes_pipes():
     assert PandasEngine.preview_markdown(df, n=2) == (
         "| id | text |\n| --- | --- |\n| 1 | a\\|b |\n| 2 | c |"
     )
+
+
+# ------------------------------------------- modes against whatever is at the path
+
+
+def put_foreign(tmp_path: Path, name: str, kind: str) -> Path:
+    """Put data that is not a Delta table at ``tmp_path/name``: a plain file or a directory
+    of parquet part files."""
+    path = tmp_path / name
+    if kind == "file":
+        path.write_bytes(b"not,a,table\n1,2,3\n")
+    else:
+        path.mkdir()
+        pq.write_table(pa.table({"id": [9]}), path / "part-00000.parquet")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["file", "parquet-dir"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exists_and_modes_error_ignore_agree_on_anything_at_the_path(engine, tmp_path, fmt, kind):
+    path = put_foreign(tmp_path, "target", kind)
+    before = snapshot(path)
+    loc = loc_for(tmp_path, "target")
+    assert engine.exists(loc, fmt) is True
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(NEW, loc, fmt, "error", where=WHERE)
+    assert str(err.value).startswith(WHERE + ": ")
+    assert f"'{path}' already exists" in str(err.value)
+    assert engine.write(NEW, loc, fmt, "ignore", where=WHERE) is False
+    assert snapshot(path) == before
+    assert siblings(tmp_path) == ["target"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exists_is_false_and_error_mode_writes_when_nothing_is_there(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    assert engine.exists(loc, fmt) is False
+    assert engine.write(OLD, loc, fmt, "error") is True
+    assert engine.exists(loc, fmt) is True
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "append"])
+@pytest.mark.parametrize("kind", ["file", "parquet-dir"])
+def test_delta_write_refuses_a_path_holding_other_data(engine, tmp_path, kind, mode):
+    path = put_foreign(tmp_path, "target", kind)
+    before = snapshot(path)
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(NEW, loc_for(tmp_path, "target"), "delta", mode, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert f"'{path}' exists but is not a Delta table" in message
+    assert snapshot(path) == before
+    assert not (path / "_delta_log").exists()
+
+
+def test_delta_write_into_an_existing_empty_directory_creates_the_table(engine, tmp_path):
+    (tmp_path / "t").mkdir()
+    assert engine.write(OLD, loc_for(tmp_path, "t"), "delta", "overwrite") is True
+    assert read_back(tmp_path / "t", "delta") == OLD_ROWS
+
+
+# ------------------------------------------------- replacing a directory target
+
+
+def part_files_dir(path: Path) -> None:
+    path.mkdir()
+    (path / "part-00000.csv").write_text("id,name\n7,x\n")
+    (path / "part-00001.csv").write_text("id,name\n8,y\n")
+    (path / "_SUCCESS").write_bytes(b"")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_overwrite_replaces_a_directory_of_part_files_with_no_leftovers(engine, tmp_path, fmt):
+    part_files_dir(tmp_path / NAMES[fmt])
+    assert engine.write(OLD, loc_for(tmp_path, NAMES[fmt]), fmt, "overwrite") is True
+    assert (tmp_path / NAMES[fmt]).is_file()
+    assert read_back(tmp_path / NAMES[fmt], fmt) == OLD_ROWS
+    assert siblings(tmp_path) == [NAMES[fmt]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_file_overwrite_of_a_delta_table_is_refused_and_the_table_is_intact(engine, tmp_path, fmt):
+    loc = loc_for(tmp_path, "t")
+    engine.write(OLD, loc, "delta")
+    before = snapshot(tmp_path / "t")
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(NEW, loc, fmt, "overwrite", where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": ")
+    assert f"'{tmp_path / 't'}' is a Delta table" in message
+    assert snapshot(tmp_path / "t") == before
+    assert read_back(tmp_path / "t", "delta") == OLD_ROWS
+    assert siblings(tmp_path) == ["t"]
+
+
+def test_file_overwrite_of_a_folder_with_subdirectories_is_refused(engine, tmp_path):
+    folder = tmp_path / "landing"
+    (folder / "2024").mkdir(parents=True)
+    (folder / "2024" / "jan.csv").write_text("id\n1\n")
+    (folder / "readme.txt").write_text("keep me")
+    before = snapshot(folder)
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(OLD, loc_for(tmp_path, "landing"), "csv", "overwrite", where=WHERE)
+    assert f"'{folder}' is a directory holding subdirectories (2024)" in str(err.value)
+    assert snapshot(folder) == before
+    assert siblings(tmp_path) == ["landing"]
+
+
+class FailingMoveFS(LocalFileSystem):
+    """A local filesystem whose move of a temporary file into place fails."""
+
+    def mv(self, path1: Any, path2: Any, *args: Any, **kwargs: Any) -> None:
+        if ".tmp-" in str(path1):
+            raise OSError("simulated failure moving the new file into place")
+        super().mv(path1, path2, *args, **kwargs)
+
+
+def test_failed_move_into_a_directory_target_puts_the_old_directory_back(engine, tmp_path):
+    part_files_dir(tmp_path / "out.csv")
+    before = snapshot(tmp_path / "out.csv")
+    base = loc_for(tmp_path, "out.csv")
+    loc = Location(uri=base.uri, fs=FailingMoveFS(), fs_path=base.fs_path, delta_uri="")
+    with pytest.raises(OSError, match="simulated failure"):
+        engine.write(OLD, loc, "csv", "overwrite")
+    assert (tmp_path / "out.csv").is_dir()
+    assert snapshot(tmp_path / "out.csv") == before
+    assert siblings(tmp_path) == ["out.csv"]
+
+
+# ---------------------------------------------------- write option errors
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "name"),
+    [
+        ("csv", {"sep": 5}, "sep"),
+        ("csv", {"quoting": "all", "na_rep": "-"}, "quoting"),
+        ("csv", {"encoding": "no-such-codec"}, "encoding"),
+        ("json", {"orient": "split"}, "orient"),
+        ("json", {"indent": "wide"}, "indent"),
+        ("parquet", {"row_group_size": "big"}, "row_group_size"),
+        ("parquet", {"compression": 5}, "compression"),
+    ],
+)
+def test_bad_write_option_value_is_named_not_blamed_on_the_data(
+    engine, tmp_path, fmt, options, name
+):
+    loc = loc_for(tmp_path, NAMES[fmt])
+    engine.write(OLD, loc, fmt, "overwrite")
+    before = snapshot(tmp_path / NAMES[fmt])
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(NEW, loc, fmt, "overwrite", options, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(f"{WHERE}: write option '{name}' is not valid for ")
+    assert "could not be serialized" not in message
+    assert "left unchanged" in message
+    assert snapshot(tmp_path / NAMES[fmt]) == before
+    assert siblings(tmp_path) == [NAMES[fmt]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_unknown_write_option_is_named_in_the_error(engine, tmp_path, fmt):
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(OLD, loc_for(tmp_path, NAMES[fmt]), fmt, options={"inferSchema": True})
+    assert "write option 'inferSchema' is not accepted by " in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_error_with_valid_options_is_still_reported_as_data(engine, tmp_path):
+    with pytest.raises(OdibiRunError) as err:
+        engine.write(MIXED, loc_for(tmp_path, "out.parquet"), "parquet", options={"version": "2.6"})
+    assert "column 'name' could not be serialized" in str(err.value)
+    assert "write option" not in str(err.value)
+
+
+# ---------------------------------------------------------- appends and JSON
+
+
+@pytest.mark.parametrize(
+    ("fmt", "old_text"), [("csv", "id,name\n1,a"), ("json", '{"id":1,"name":"a"}')]
+)
+def test_append_to_a_file_without_a_final_newline_starts_a_new_line(
+    engine, tmp_path, fmt, old_text
+):
+    (tmp_path / NAMES[fmt]).write_text(old_text)
+    engine.write(NEW, loc_for(tmp_path, NAMES[fmt]), fmt, "append")
+    assert read_back(tmp_path / NAMES[fmt], fmt) == [OLD_ROWS[0], *NEW_ROWS]
+
+
+NAN_FRAME = pd.DataFrame({"id": [1, 2, 3], "x": [math.nan, math.inf, 1.5], "s": [None, "b", "c"]})
+NAN_ROWS = [
+    {"id": 1, "x": None, "s": None},
+    {"id": 2, "x": None, "s": "b"},
+    {"id": 3, "x": 1.5, "s": "c"},
+]
+
+
+def test_json_lines_write_nan_and_infinity_as_null(engine, tmp_path):
+    loc = loc_for(tmp_path, "out.json")
+    engine.write(NAN_FRAME, loc, "json")
+    engine.write(NAN_FRAME.iloc[:1], loc, "json", "append")
+    lines = (tmp_path / "out.json").read_text().splitlines()
+    assert [strict_json(line) for line in lines] == [*NAN_ROWS, NAN_ROWS[0]]
+
+
+def test_json_array_writes_nan_and_infinity_as_null(engine, tmp_path):
+    loc = loc_for(tmp_path, "out.json")
+    engine.write(NAN_FRAME, loc, "json", options={"lines": False})
+    engine.write(NAN_FRAME.iloc[:1], loc, "json", "append", {"lines": False})
+    assert strict_json((tmp_path / "out.json").read_text()) == [*NAN_ROWS, NAN_ROWS[0]]

@@ -361,3 +361,199 @@ pipelines:
     assert nodes["bad"]["status"] == "failed" and "nope" in nodes["bad"]["error"]
     page = (run_dir / "story.html").read_text()
     assert "good" in page and "bad" in page and "nope" in page
+
+
+def write_project(tmp_path: Path, text: str) -> dg.Definitions:
+    (tmp_path / "p.yaml").write_text(text)
+    return odibi_dagster.load_definitions(tmp_path / "p.yaml")
+
+
+def test_a_read_of_what_the_pipeline_just_wrote_sees_this_runs_data(tmp_path: Path):
+    text = """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: z_src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: z_write_silver
+        depends_on: [z_src]
+        write: {connection: fs, path: silver.parquet, format: parquet}
+      - name: a_read_silver
+        read: {connection: fs, path: silver.parquet, format: parquet}
+      - name: b_gold
+        depends_on: [a_read_silver]
+        transform: {steps: ["SELECT COUNT(*) AS n FROM a_read_silver"]}
+        write: {connection: fs, path: gold.csv, format: csv}
+"""
+    for rows in (2, 3):
+        (tmp_path / "in.csv").write_text("x\n" + "".join(f"{i}\n" for i in range(rows)))
+        assert run_job(write_project(tmp_path, text), "p").success
+        assert read_csv(tmp_path / "gold.csv") == [{"n": str(rows)}]
+
+
+def test_a_node_changing_its_input_in_place_does_not_change_its_siblings_input(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("x\n1\n2\n")
+    (tmp_path / "steps.py").write_text(
+        "from odibi_dagster import transform\n\n"
+        "@transform\n"
+        "def odibi_test_times_100_in_place(context, source):\n"
+        "    df = context.get(source)\n"
+        "    df['x'] *= 100\n"
+        "    return df\n"
+    )
+    defs = write_project(
+        tmp_path,
+        """
+transforms: [steps.py]
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: big
+        depends_on: [src]
+        transform: {steps: [{function: odibi_test_times_100_in_place, params: {source: src}}]}
+        write: {connection: fs, path: big.csv, format: csv}
+      - name: total
+        depends_on: [src, big]
+        transform: {steps: ["SELECT SUM(x) AS s FROM src"]}
+        write: {connection: fs, path: total.csv, format: csv}
+""",
+    )
+    assert run_job(defs, "p").success
+    assert [r["x"] for r in read_csv(tmp_path / "big.csv")] == ["100", "200"]
+    assert read_csv(tmp_path / "total.csv") == [{"s": "3"}]
+
+
+def test_write_modes_through_the_pipeline(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("x\n1\n2\n")
+    template = """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        write: {connection: fs, path: out.csv, format: csv, mode: MODE}
+"""
+    defs = write_project(tmp_path, template.replace("MODE", "append"))
+    assert run_job(defs, "p").success and run_job(defs, "p").success
+    assert [r["x"] for r in read_csv(tmp_path / "out.csv")] == ["1", "2", "1", "2"]
+
+    before = (tmp_path / "out.csv").read_bytes()
+    defs = write_project(tmp_path, template.replace("MODE", "ignore"))
+    assert run_job(defs, "p").success
+    assert (tmp_path / "out.csv").read_bytes() == before
+
+    defs = write_project(tmp_path, template.replace("MODE", "error"))
+    result = run_job(defs, "p")
+    assert not result.success
+    assert "already exists" in failure_text(result) or "exists" in failure_text(result)
+    assert (tmp_path / "out.csv").read_bytes() == before
+
+    defs = write_project(tmp_path, template.replace("MODE", "overwrite"))
+    assert run_job(defs, "p").success
+    assert [r["x"] for r in read_csv(tmp_path / "out.csv")] == ["1", "2"]
+
+
+def test_the_story_tells_of_a_failed_or_skipped_write(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    (tmp_path / "out.csv").write_text("x\n9\n")
+    template = """
+connections: {fs: {type: local, base_path: .}}
+story: {connection: fs, path: stories}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        write: {connection: fs, path: out.csv, format: csv, mode: MODE}
+"""
+    result = run_job(write_project(tmp_path, template.replace("MODE", "error")), "p")
+    assert not result.success
+    story = json.loads((tmp_path / "stories" / "p" / result.run_id / "story.json").read_text())
+    out = next(n for n in story["nodes"] if n["node"] == "out")
+    assert out["status"] == "failed" and "exists" in out["error"]
+
+    result = run_job(write_project(tmp_path, template.replace("MODE", "ignore")), "p")
+    assert result.success
+    run_dir = tmp_path / "stories" / "p" / result.run_id
+    out = next(
+        n for n in json.loads((run_dir / "story.json").read_text())["nodes"] if n["node"] == "out"
+    )
+    assert out["status"] == "success" and out["write"]["written"] is False
+    assert "Did not write" in (run_dir / "story.html").read_text()
+
+
+def test_values_from_the_environment_stay_out_of_stories_and_metadata(tmp_path: Path, monkeypatch):
+    secret = "sup3r-s3cret-t0ken"
+    monkeypatch.setenv("ODIBI_TEST_API_TOKEN", secret)
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    (tmp_path / "steps.py").write_text(
+        "from odibi_dagster import transform\n\n"
+        "@transform\n"
+        "def odibi_test_uses_token(context, token):\n"
+        "    assert token == 'sup3r-s3cret-t0ken'\n"
+        "    return context.get('src')\n"
+    )
+    defs = write_project(
+        tmp_path,
+        """
+transforms: [steps.py]
+connections: {fs: {type: local, base_path: .}}
+story: {connection: fs, path: stories}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        transform: {steps: [{function: odibi_test_uses_token, params: {token: "${ODIBI_TEST_API_TOKEN}"}}]}
+        write: {connection: fs, path: out.csv, format: csv}
+""",
+    )
+    result = run_job(defs, "p")
+    assert result.success
+    story_dir = tmp_path / "stories"
+    texts = [p.read_text() for p in story_dir.rglob("*") if p.is_file()]
+    assert texts and all(secret not in t for t in texts)
+    assert any("${ODIBI_TEST_API_TOKEN}" in t for t in texts)
+    for event in result.all_events:
+        assert secret not in str(event)
+
+
+def test_a_function_step_that_returns_no_dataframe_names_the_node_and_function(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    (tmp_path / "steps.py").write_text(
+        "from odibi_dagster import transform\n\n"
+        "@transform\n"
+        "def odibi_test_returns_dict(context):\n"
+        "    return {'x': 1}\n"
+    )
+    defs = write_project(
+        tmp_path,
+        """
+transforms: [steps.py]
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        transform: {steps: [{function: odibi_test_returns_dict}]}
+""",
+    )
+    result = run_job(defs, "p")
+    assert not result.success
+    text = failure_text(result)
+    assert "node 'out' (" in text and "p.yaml:9), step 1" in text
+    assert "function 'odibi_test_returns_dict' returned a dict" in text

@@ -496,7 +496,8 @@ def _locate_nodes(config: ProjectConfig, smap: SourceMap) -> None:
     for pi, pipe in enumerate(config.pipelines):
         pipe._file = smap.locate(("pipelines", pi))[0]
         for ni, node in enumerate(pipe.nodes):
-            node._file, node._line = smap.locate(("pipelines", pi, "nodes", ni))
+            node._key_path = ("pipelines", pi, "nodes", ni)
+            node._file, node._line = smap.locate(node._key_path)
 
 
 def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:

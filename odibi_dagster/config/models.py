@@ -312,6 +312,7 @@ class NodeConfig(StrictModel):
 
     _file: str = PrivateAttr(default="")
     _line: int | None = PrivateAttr(default=None)
+    _key_path: tuple[str | int, ...] = PrivateAttr(default=())
 
     @field_validator("name")
     @classmethod

@@ -7,7 +7,13 @@ disk and remote filesystems (e.g. adlfs). User-fixable problems raise
 
 File writes are atomic: the complete result is serialized to a temporary sibling
 (``<name>.tmp-<hex>``) and then moved over the target, so a failed write never leaves a
-half-written file where the old one was.
+half-written file where the old one was. A directory at the target is replaced only when it
+is a plain directory of part files: it is moved aside to ``<name>.old-<hex>``, the new file
+is moved in, and only then is the old directory deleted (or moved back if the move failed).
+
+The write modes mean the same for every format: ``error`` fails and ``ignore`` skips when
+anything (file or directory) is at the path, which is also what :meth:`PandasEngine.exists`
+reports. Delta ``overwrite``/``append`` refuse a path that holds data but no Delta table.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import IO, Any, NoReturn
 
@@ -149,6 +155,36 @@ def _column_mismatch(where: str, uri: str, existing: list[str], new: list[str]) 
     )
 
 
+def _require_same_columns(where: str, uri: str, existing: list[str], new: list[str]) -> None:
+    """Fail unless ``new`` holds the same column names as ``existing`` (in any order)."""
+    if sorted(existing) != sorted(new):
+        _column_mismatch(where, uri, existing, new)
+
+
+def _copy_existing(loc: Location, handle: IO[bytes]) -> None:
+    """Copy the bytes now at ``loc`` into ``handle``, ending them with a newline if needed."""
+    last = b""
+    with loc.fs.open(loc.fs_path, "rb") as old:
+        while chunk := old.read(1 << 20):
+            handle.write(chunk)
+            last = chunk[-1:]
+    if last not in (b"", b"\n"):  # a trailing "\r" becomes "\r\n": still one line end
+        handle.write(b"\n")
+
+
+def _redact(text: str, loc: Location) -> str:
+    """``text`` with every storage option value (credentials, maybe) replaced by ``***``."""
+    values = {str(v) for v in loc.storage_options.values() if v is not None and str(v)}
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _delta_detail(loc: Location, exc: BaseException) -> str:
+    """``<ExceptionType>: <first line>`` of a delta-rs error, storage option values redacted."""
+    return f"{type(exc).__name__}: {_redact(_first_line(str(exc)), loc)}"
+
+
 def _to_arrow(df: pd.DataFrame, where: str, uri: str, fmt: str) -> pa.Table:
     try:
         return pa.Table.from_pandas(df, preserve_index=False)
@@ -156,7 +192,7 @@ def _to_arrow(df: pd.DataFrame, where: str, uri: str, fmt: str) -> pa.Table:
         _serialization_error(where, uri, fmt, exc)
 
 
-def _is_delta(loc: Location) -> bool:
+def _is_delta(loc: Location, where: str) -> bool:
     """Whether a Delta table (a ``_delta_log``) is at ``loc``."""
     try:
         return bool(
@@ -166,6 +202,70 @@ def _is_delta(loc: Location) -> bool:
         if loc.fs.isfile(loc.fs_path):  # delta-rs cannot walk a plain file: not a table
             return False
         raise
+    except DeltaError as exc:  # e.g. a storage option delta-rs cannot parse
+        _fail(
+            where,
+            f"could not open Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). "
+            "Check the connection's storage options and the path",
+        )
+
+
+def _is_empty_dir(loc: Location) -> bool:
+    fs = loc.fs
+    return bool(fs.isdir(loc.fs_path)) and not fs.ls(loc.fs_path, detail=False)
+
+
+_OPTION_ERRORS = (TypeError, ValueError, AttributeError, LookupError, pa.ArrowException)
+
+
+def _serialize(
+    where: str,
+    func: str,
+    uri: str,
+    opts: Mapping[str, Any],
+    kwargs: dict[str, Any],
+    defaults: Mapping[str, Any],
+    call: Callable[[dict[str, Any], bool], None],
+) -> None:
+    """Run ``call(kwargs, False)``, which serializes the data with ``kwargs`` (the engine's
+    ``defaults`` overridden by the user's write options ``opts``); blame a bad option by name.
+
+    On failure, ``call(kw, True)`` serializes a one-row sample to a scratch buffer: when the
+    sample fails with the user's options and succeeds without them (engine defaults only),
+    an option is at fault and each is tried alone to name it. Otherwise the data is at
+    fault and the exception propagates (the caller reports data that could not be
+    serialized).
+    """
+    try:
+        call(kwargs, False)
+    except UnicodeError:
+        raise  # data the chosen encoding cannot hold: reported as a data error
+    except _OPTION_ERRORS as exc:
+        if isinstance(exc, TypeError) and _UNEXPECTED_KWARG.search(str(exc)):
+            _kwarg_error(where, exc, "write", func, uri, opts)
+        given = [k for k in kwargs if k in opts]
+
+        def sample_ok(keep: set[str]) -> bool:
+            trial = {k: v for k, v in kwargs.items() if k not in opts or k in keep}
+            trial.update({k: v for k, v in defaults.items() if k in opts and k not in keep})
+            try:
+                call(trial, True)
+            except Exception:
+                return False
+            return True
+
+        if not given or sample_ok(set(given)) or not sample_ok(set()):
+            raise
+        culprits = [k for k in given if not sample_ok({k})] or given
+        names = ", ".join(f"'{k}'" for k in culprits)
+        plural = len(culprits) > 1
+        _fail(
+            where,
+            f"write option{'s' if plural else ''} {names} {'are' if plural else 'is'} not "
+            f"valid for {func} ({type(exc).__name__}: {_first_line(str(exc))}). The target "
+            f"was left unchanged. Fix the option value{'s' if plural else ''} or remove "
+            f"{'them' if plural else 'it'}",
+        )
 
 
 def _narrow_hugeints(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
@@ -296,7 +396,7 @@ class PandasEngine:
         if "versionAsOf" in opts and "timestampAsOf" in opts:
             _fail(where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one")
         storage_options = loc.storage_options or None
-        if not _is_delta(loc):
+        if not _is_delta(loc, where):
             if loc.fs.exists(loc.fs_path):
                 _fail(
                     where,
@@ -331,14 +431,14 @@ class PandasEngine:
                 travel = f" at timestampAsOf={opts['timestampAsOf']}"
             _fail(
                 where,
-                f"could not read Delta table '{loc.uri}'{travel} ({type(exc).__name__}: "
-                f"{_first_line(str(exc))}). Check the table version/timestamp and options",
+                f"could not read Delta table '{loc.uri}'{travel} ({_delta_detail(loc, exc)}). "
+                "Check the table version/timestamp and options",
             )
         except (pa.ArrowException, ValueError, TypeError) as exc:
             _fail(
                 where,
-                f"could not read Delta table '{loc.uri}' ({type(exc).__name__}: "
-                f"{_first_line(str(exc))}). Check the columns/filters read options",
+                f"could not read Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). "
+                "Check the columns/filters read options",
             )
 
     @staticmethod
@@ -415,6 +515,7 @@ class PandasEngine:
     ) -> None:
         """Serialize everything to a temporary sibling, then move it over the target."""
         fs = loc.fs
+        self._replaceable_dir(loc, fmt, where)  # refuse a table/folder before any work
         parent, _ = _split(loc.fs_path)
         if parent:
             fs.makedirs(parent, exist_ok=True)
@@ -423,14 +524,72 @@ class PandasEngine:
         try:
             with fs.open(tmp, "wb") as handle:
                 writer(handle)
-            if fs.isdir(loc.fs_path):
-                fs.rm(loc.fs_path, recursive=True)
-            fs.mv(tmp, loc.fs_path)
+            if self._replaceable_dir(loc, fmt, where):
+                self._replace_dir(loc, tmp, where)
+            else:
+                fs.mv(tmp, loc.fs_path)
         except BaseException as exc:
             self._remove_quietly(loc, tmp)
             if isinstance(exc, (pa.ArrowException, ValueError, TypeError)):
                 _serialization_error(where, loc.uri, fmt, exc)
             raise
+
+    @staticmethod
+    def _replaceable_dir(loc: Location, fmt: str, where: str) -> bool:
+        """Whether a directory is at ``loc``; fail unless it is a plain directory of part files
+        (no ``_delta_log``, no subdirectories), the only kind a file write may replace."""
+        fs = loc.fs
+        if not fs.isdir(loc.fs_path):
+            return False
+        entries = fs.ls(loc.fs_path, detail=True)
+        names = {_split(str(e["name"]))[1]: e.get("type") for e in entries}
+        if "_delta_log" in names:
+            _fail(
+                where,
+                f"output path '{loc.uri}' is a Delta table (it holds _delta_log); writing "
+                f"{fmt} there would replace the whole table. It was left unchanged. Write "
+                "format delta, choose another path, or remove the table first",
+            )
+        subdirs = sorted(name for name, kind in names.items() if kind == "directory")
+        if subdirs:
+            _fail(
+                where,
+                f"output path '{loc.uri}' is a directory holding subdirectories "
+                f"({', '.join(subdirs[:3])}{', ...' if len(subdirs) > 3 else ''}), not a "
+                f"directory of part files; writing {fmt} there would delete them. It was left "
+                "unchanged. Point the node at a file path inside it, or remove it first",
+            )
+        return True
+
+    @staticmethod
+    def _replace_dir(loc: Location, tmp: str, where: str) -> None:
+        """Replace the directory at ``loc`` by the file ``tmp``: move the directory aside,
+        move the file in (moving the directory back if that fails), then delete it."""
+        fs = loc.fs
+        old = f"{loc.fs_path.rstrip('/').rstrip(chr(92))}.old-{uuid.uuid4().hex}"
+        fs.mv(loc.fs_path, old, recursive=True)
+        try:
+            fs.mv(tmp, loc.fs_path)
+        except BaseException as exc:
+            try:
+                fs.mv(old, loc.fs_path, recursive=True)
+            except Exception as restore_exc:
+                _fail(
+                    where,
+                    f"could not replace the directory '{loc.uri}' ({type(exc).__name__}: "
+                    f"{_first_line(str(exc))}) nor move it back ({type(restore_exc).__name__}: "
+                    f"{_first_line(str(restore_exc))}). Its previous content is at '{old}'; "
+                    "move it back by hand",
+                )
+            raise
+        try:
+            fs.rm(old, recursive=True)
+        except Exception as exc:  # the new data is in place; only clutter is left
+            warnings.warn(
+                f"wrote '{loc.uri}' but could not delete the directory it replaced, now at "
+                f"'{old}' ({type(exc).__name__}: {_first_line(str(exc))}). Delete it by hand",
+                stacklevel=2,
+            )
 
     @staticmethod
     def _remove_quietly(loc: Location, path: str) -> None:
@@ -440,18 +599,6 @@ class PandasEngine:
         except Exception:
             pass
 
-    @staticmethod
-    @contextmanager
-    def _kwargs_guard(
-        where: str, func: str, uri: str, options: Mapping[str, Any]
-    ) -> Iterator[None]:
-        try:
-            yield
-        except TypeError as exc:
-            if _UNEXPECTED_KWARG.search(str(exc)):
-                _kwarg_error(where, exc, "write", func, uri, options)
-            raise
-
     def _csv_writer(
         self,
         df: pd.DataFrame,
@@ -460,7 +607,8 @@ class PandasEngine:
         where: str,
         append: bool,
     ) -> Callable[[IO[bytes]], None]:
-        kwargs: dict[str, Any] = {"index": False, **opts}
+        defaults: dict[str, Any] = {"index": False}
+        kwargs: dict[str, Any] = {**defaults, **opts}
         if "compression" not in kwargs:
             compression = _compression_from_suffix(loc.fs_path)
             if compression:
@@ -491,23 +639,20 @@ class PandasEngine:
                 text.detach()
             new_cols = [str(c) for c in df.columns]
             if has_header:
-                if sorted(first) != sorted(new_cols) or len(first) != len(new_cols):
-                    _column_mismatch(where, loc.uri, first, new_cols)
+                _require_same_columns(where, loc.uri, first, new_cols)
                 df = df[[df.columns[new_cols.index(c)] for c in first]]
             elif len(first) != len(new_cols):
                 _column_mismatch(where, loc.uri, [f"<{len(first)} unnamed columns>"], new_cols)
+        final, sample = df, df.head(1)
 
         def write(handle: IO[bytes]) -> None:
             if append and existing_size > 0:
-                with loc.fs.open(loc.fs_path, "rb") as old:
-                    last = b""
-                    while chunk := old.read(1 << 20):
-                        handle.write(chunk)
-                        last = chunk[-1:]
-                if last not in (b"\n", b"\r"):
-                    handle.write(b"\n")
-            with self._kwargs_guard(where, "pandas.DataFrame.to_csv", loc.uri, opts):
-                df.to_csv(handle, **kwargs)
+                _copy_existing(loc, handle)
+
+            def call(kw: dict[str, Any], probe: bool) -> None:
+                (sample if probe else final).to_csv(io.BytesIO() if probe else handle, **kw)
+
+            _serialize(where, "pandas.DataFrame.to_csv", loc.uri, opts, kwargs, defaults, call)
 
         return write
 
@@ -519,12 +664,8 @@ class PandasEngine:
         where: str,
         append: bool,
     ) -> Callable[[IO[bytes]], None]:
-        kwargs: dict[str, Any] = {
-            "orient": "records",
-            "lines": True,
-            "date_format": "iso",
-            **opts,
-        }
+        defaults: dict[str, Any] = {"orient": "records", "lines": True, "date_format": "iso"}
+        kwargs: dict[str, Any] = {**defaults, **opts}
         lines = _truthy(kwargs["lines"])
         combined = df
         prefix_existing = False
@@ -555,10 +696,8 @@ class PandasEngine:
                     )
                 old_cols = [str(c) for c in existing.columns]
                 new_cols = [str(c) for c in df.columns]
-                if len(existing) and (
-                    sorted(old_cols) != sorted(new_cols) or len(old_cols) != len(new_cols)
-                ):
-                    _column_mismatch(where, loc.uri, old_cols, new_cols)
+                if len(existing):
+                    _require_same_columns(where, loc.uri, old_cols, new_cols)
                 if lines and not (compression and compression != "infer"):
                     prefix_existing = True  # keep the old bytes exactly; add new lines
                 elif len(existing):
@@ -566,17 +705,17 @@ class PandasEngine:
                     reordered.columns = existing.columns
                     combined = pd.concat([existing, reordered], ignore_index=True)
 
+        sample = combined.head(1)
+
         def write(handle: IO[bytes]) -> None:
             if prefix_existing:
-                with loc.fs.open(loc.fs_path, "rb") as old:
-                    last = b""
-                    while chunk := old.read(1 << 20):
-                        handle.write(chunk)
-                        last = chunk[-1:]
-                if last not in (b"\n", b""):
-                    handle.write(b"\n")
-            with self._kwargs_guard(where, "pandas.DataFrame.to_json", loc.uri, opts):
-                combined.to_json(handle, **kwargs)
+                _copy_existing(loc, handle)
+
+            def call(kw: dict[str, Any], probe: bool) -> None:
+                # pandas writes NaN and infinities as null, so the output is valid JSON.
+                (sample if probe else combined).to_json(io.BytesIO() if probe else handle, **kw)
+
+            _serialize(where, "pandas.DataFrame.to_json", loc.uri, opts, kwargs, defaults, call)
 
         return write
 
@@ -602,8 +741,7 @@ class PandasEngine:
                     "Use mode overwrite, or fix the file",
                 )
             old_cols, new_cols = existing.column_names, table.column_names
-            if sorted(old_cols) != sorted(new_cols) or len(old_cols) != len(new_cols):
-                _column_mismatch(where, loc.uri, old_cols, new_cols)
+            _require_same_columns(where, loc.uri, old_cols, new_cols)
             try:
                 table = pa.concat_tables(
                     [existing, table.select(old_cols)], promote_options="permissive"
@@ -616,11 +754,13 @@ class PandasEngine:
                     "The target was left unchanged. Cast the columns to the existing types, "
                     "or use mode overwrite",
                 )
-        final = table
+        final, sample = table, table.slice(0, 1)
 
         def write(handle: IO[bytes]) -> None:
-            with self._kwargs_guard(where, "pyarrow.parquet.write_table", loc.uri, opts):
-                pq.write_table(final, handle, **opts)
+            def call(kw: dict[str, Any], probe: bool) -> None:
+                pq.write_table(sample if probe else final, io.BytesIO() if probe else handle, **kw)
+
+            _serialize(where, "pyarrow.parquet.write_table", loc.uri, opts, opts, {}, call)
 
         return write
 
@@ -663,17 +803,31 @@ class PandasEngine:
                 f"write option partition_by {partition_by!r} must list columns of the data "
                 f"(columns: {[str(c) for c in df.columns]}). Fix the column names",
             )
-        exists = _is_delta(loc)
-        if exists and mode == "error":
+        # Like the file formats: error/ignore look at anything at the path, not only a table.
+        occupied = bool(loc.fs.exists(loc.fs_path))
+        if occupied and mode == "error":
             self._exists_error(loc, where)
-        if exists and mode == "ignore":
+        if occupied and mode == "ignore":
             return False
-        if exists and mode == "append" and schema_mode != "merge":
-            current = DeltaTable(loc.delta_uri, storage_options=storage_options)
-            old_cols = [f.name for f in current.schema().fields]
-            new_cols = [str(c) for c in df.columns]
-            if sorted(old_cols) != sorted(new_cols) or len(old_cols) != len(new_cols):
-                _column_mismatch(where, loc.uri, old_cols, new_cols)
+        is_table = occupied and _is_delta(loc, where)
+        if occupied and not is_table and not _is_empty_dir(loc):
+            _fail(
+                where,
+                f"output path '{loc.uri}' exists but is not a Delta table (no _delta_log); "
+                f"mode {mode} would mix a Delta table into other data. It was left unchanged. "
+                "Choose another path, or remove what is there first",
+            )
+        if is_table and mode == "append" and schema_mode != "merge":
+            try:
+                current = DeltaTable(loc.delta_uri, storage_options=storage_options)
+                old_cols = [f.name for f in current.schema().fields]
+            except DeltaError as exc:
+                _fail(
+                    where,
+                    f"could not read the schema of Delta table '{loc.uri}' "
+                    f"({_delta_detail(loc, exc)}). Check the table and the storage options",
+                )
+            _require_same_columns(where, loc.uri, old_cols, [str(c) for c in df.columns])
         table = _to_arrow(df, where, loc.uri, "delta")
         extra: dict[str, Any] = {
             k: opts[k]
@@ -705,30 +859,31 @@ class PandasEngine:
             _fail(
                 where,
                 f"cannot write to Delta table '{loc.uri}': the data's schema does not match the "
-                f"table's ({_first_line(str(exc))}). Use option mergeSchema: true to add "
-                "columns, or overwriteSchema: true with mode overwrite to replace the schema",
+                f"table's ({_redact(_first_line(str(exc)), loc)}). Use option mergeSchema: "
+                "true to add columns, or overwriteSchema: true with mode overwrite to replace "
+                "the schema",
             )
         except Exception as exc:  # delta-rs raises bare Exception for e.g. cast errors
             hint = "Check the write options and the data"
-            if exists and schema_mode is None:
+            if is_table and schema_mode is None:
                 hint += (
                     "; if the column types changed, use option overwriteSchema: true "
                     "with mode overwrite"
                 )
             _fail(
                 where,
-                f"could not write Delta table '{loc.uri}' ({type(exc).__name__}: "
-                f"{_first_line(str(exc))}). {hint}",
+                f"could not write Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). {hint}",
             )
         return True
 
     # ---------------------------------------------------------------- exists
 
     def exists(self, loc: Location, fmt: str) -> bool:
-        """Whether data of format ``fmt`` is at ``loc`` (a Delta table for delta)."""
+        """Whether anything (a file or a directory) is at ``loc``, for every format ``fmt``.
+
+        This is the test :meth:`write` applies for modes ``error`` and ``ignore``, so
+        ``exists`` true means ``error`` would fail and ``ignore`` would skip."""
         self._check_format(fmt, "")
-        if fmt == "delta":
-            return _is_delta(loc)
         return bool(loc.fs.exists(loc.fs_path))
 
     # ------------------------------------------------------------------- sql
@@ -773,7 +928,12 @@ class PandasEngine:
         return [(str(name), str(dtype)) for name, dtype in df.dtypes.items()]
 
     @staticmethod
-    def null_count(df: pd.DataFrame, column: str) -> int:
+    def is_frame(obj: Any) -> bool:
+        """Whether ``obj`` is a DataFrame of this engine (what a step must return)."""
+        return isinstance(obj, pd.DataFrame)
+
+    @staticmethod
+    def null_count(df: pd.DataFrame, column: Any) -> int:
         return int(df[column].isna().sum())
 
     @staticmethod

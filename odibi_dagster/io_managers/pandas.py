@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.config.yaml_source import resolve_env
+from odibi_dagster.errors import OdibiRunError, as_failure
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.story import PendingStory, record, take_story
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,13 +38,20 @@ WRITE_KEY = "odibi/write"
 NODE_KEY = "odibi/node"
 
 
+# Write options after which the target no longer equals the node's result (partition
+# columns move, rows outside the predicate stay, columns merge with the old schema).
+_RESHAPING_OPTIONS = frozenset(
+    {"partition_by", "partitionBy", "replaceWhere", "predicate", "mergeSchema", "schema_mode"}
+)
+
+
 def faithful_copy(write: dict[str, Any] | None) -> bool:
     """Whether the write target holds exactly the node's result, with its column types."""
     return bool(
         write
         and write.get("mode", "overwrite") in ("overwrite", "error")
         and write.get("format") in ("parquet", "delta")
-        and not (write.get("options") or {}).get("partition_by")
+        and not _RESHAPING_OPTIONS & set(write.get("options") or {})
     )
 
 
@@ -70,30 +80,52 @@ class PandasIOManager(dg.ConfigurableIOManager):
 
     @property
     def engine(self) -> PandasEngine:
-        # imported here: DuckDB, delta-rs and pyarrow are not needed to load definitions
+        # imported here: pandas, DuckDB, delta-rs and pyarrow are not needed to load
+        # definitions
+        import pandas as pd
+
         from odibi_dagster.engines.pandas import PandasEngine
 
+        # Copy-on-write (pandas 3's default) makes the shallow copies handed to each
+        # consumer independent.
+        pd.set_option("mode.copy_on_write", True)
         return PandasEngine()
 
     # ------------------------------------------------------------------ Dagster API
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        try:
-            self._handle_output(context, obj)
-        except OdibiRunError as exc:
-            # A mistake in the config or the data: retrying cannot help.
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        try:
-            return self._load_input(context)
-        except OdibiRunError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-
-    def _handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        if obj is None:
-            return
         key = tuple(context.asset_key.path)
+        pending = take_story(context.run_id, key)
+        t0 = time.perf_counter()
+        try:
+            written = self._handle_output(context, key, obj)
+        except Exception as exc:
+            if pending is not None:
+                message = (
+                    str(exc) if isinstance(exc, OdibiRunError) else f"{type(exc).__name__}: {exc}"
+                )
+                self._finish_story(context, pending, t0, error=message)
+            if isinstance(exc, OdibiRunError):
+                raise as_failure(exc) from None
+            raise
+        if pending is not None:
+            self._finish_story(context, pending, t0, written=written)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        try:
+            df = self._load_input(context)
+        except OdibiRunError as exc:
+            raise as_failure(exc) from None
+        # Each consumer gets its own view: with copy-on-write, a node that changes its
+        # input in place changes only its copy, as it would in a separate process.
+        return df.copy(deep=False)
+
+    def _handle_output(
+        self, context: dg.OutputContext, key: tuple[str, ...], obj: Any
+    ) -> dict[str, Any] | None:
+        """Persist ``obj``; return what was written (uri, format, mode, written) or None."""
+        if obj is None:
+            return None
         meta = dict(context.definition_metadata or {})
         where = str(meta.get(NODE_KEY) or "/".join(key))
         import pandas as pd
@@ -103,31 +135,59 @@ class PandasIOManager(dg.ConfigurableIOManager):
                 f"{where}: produced a {type(obj).__name__}, not a pandas DataFrame; a "
                 "function step must return a DataFrame"
             )
-        write = meta.get(WRITE_KEY)
+        write = resolve_env(meta.get(WRITE_KEY), where)
         engine = self.engine
         out_meta: dict[str, Any] = {}
+        outcome = None
         if write:
             loc = self._location(write, where)
+            mode = write.get("mode", "overwrite")
             written = engine.write(
-                obj,
-                loc,
-                write["format"],
-                write.get("mode", "overwrite"),
-                write.get("options") or {},
-                where=where,
+                obj, loc, write["format"], mode, write.get("options") or {}, where=where
             )
+            outcome = {"uri": loc.uri, "format": write["format"], "mode": mode, "written": written}
             out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
             out_meta["written"] = written
             if not written:
                 context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
         if not faithful_copy(write):
-            stored = self._store_intermediate(context, key, obj)
+            try:
+                stored = self._store_intermediate(context, key, obj)
+            except Exception as exc:
+                if outcome and outcome["written"] and outcome["mode"] == "append":
+                    # a retry would append the same rows a second time
+                    raise OdibiRunError(
+                        f"{where}: the rows were appended to {outcome['uri']}, but keeping the "
+                        f"result for downstream nodes failed ({type(exc).__name__}: {exc}); "
+                        "not retried, so the rows are not appended twice"
+                    ) from exc
+                raise
             out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored)
         self._cache[key] = obj
         out_meta.update(self._describe(obj))
         context.add_output_metadata(out_meta)
+        return outcome
 
-    def _load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def _finish_story(
+        self,
+        context: dg.OutputContext,
+        pending: PendingStory,
+        t0: float,
+        written: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Complete the node's story with how the write went, and save it."""
+        story = pending.story
+        story.duration_s = round(story.duration_s + time.perf_counter() - t0, 4)
+        story.write = written
+        story.status = "failed" if error else "success"
+        story.error = error
+        try:
+            record(pending.target, context.run_id, story)
+        except Exception as exc:  # a story must never fail the node it describes
+            context.log.warning(f"the run story was not written: {exc}")
+
+    def _load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
         if upstream is None or not context.has_asset_key:
             raise OdibiRunError("PandasIOManager only loads assets")
@@ -136,8 +196,8 @@ class PandasIOManager(dg.ConfigurableIOManager):
             return self._cache[key]
         meta = dict(upstream.definition_metadata or {})
         where = str(meta.get(NODE_KEY) or "/".join(key))
-        read = meta.get(READ_KEY)
-        write = meta.get(WRITE_KEY)
+        read = resolve_env(meta.get(READ_KEY), where)
+        write = resolve_env(meta.get(WRITE_KEY), where)
         if read:
             df = self.engine.read(
                 self._location(read, where), read["format"], read.get("options") or {}, where=where

@@ -1,5 +1,21 @@
 """Run stories (HTML + JSON) written through the project's story connection."""
 
-from odibi_dagster.story.writer import NodeStory, StoryTarget, record, render_html
+from odibi_dagster.story.writer import (
+    NodeStory,
+    PendingStory,
+    StoryTarget,
+    record,
+    render_html,
+    stash_story,
+    take_story,
+)
 
-__all__ = ["NodeStory", "StoryTarget", "record", "render_html"]
+__all__ = [
+    "NodeStory",
+    "PendingStory",
+    "StoryTarget",
+    "record",
+    "render_html",
+    "stash_story",
+    "take_story",
+]

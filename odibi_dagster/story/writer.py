@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import posixpath
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -51,11 +52,30 @@ class StoryTarget:
         return posixpath.join(self.path.strip("/"), pipeline, run_id)
 
 
+@dataclass
+class PendingStory:
+    target: StoryTarget
+    story: NodeStory
+
+
+# A node's story waits here from the end of its computation until the IO manager has
+# written its result (same process, same step), so the story can say how the write went.
+_PENDING: dict[tuple[str, tuple[str, ...]], PendingStory] = {}
+
+
+def stash_story(run_id: str, key: tuple[str, ...], pending: PendingStory) -> None:
+    _PENDING[(run_id, key)] = pending
+
+
+def take_story(run_id: str, key: tuple[str, ...]) -> PendingStory | None:
+    return _PENDING.pop((run_id, key), None)
+
+
 def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
     """Save one node's story and re-render the run's story; return the HTML's location."""
     base = target.run_dir(story.pipeline, run_id)
     node_loc = target.locate(posixpath.join(base, "nodes", f"{story.node}.json"))
-    _put(node_loc, json.dumps(asdict(story), default=str, indent=2).encode())
+    _put(node_loc, _json(asdict(story)))
 
     nodes_dir = target.locate(posixpath.join(base, "nodes"))
     entries = []
@@ -70,10 +90,25 @@ def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
         "status": "failed" if any(e["status"] != "success" for e in entries) else "success",
         "nodes": entries,
     }
-    _put(target.locate(posixpath.join(base, "story.json")), json.dumps(doc, indent=2).encode())
+    _put(target.locate(posixpath.join(base, "story.json")), _json(doc))
     html_loc = target.locate(posixpath.join(base, "story.html"))
     _put(html_loc, render_html(doc).encode())
     return html_loc
+
+
+def _json(obj: Any) -> bytes:
+    """Strict JSON: NaN and infinities (missing values in samples) become null."""
+    return json.dumps(_finite(obj), default=str, indent=2, allow_nan=False).encode()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _put(loc: Location, data: bytes) -> None:
@@ -129,8 +164,9 @@ def render_html(doc: dict[str, Any]) -> str:
             parts.append(f"<ol>{items}</ol>")
         if n.get("write"):
             w = n["write"]
+            verb = "Wrote" if w.get("written", True) else "Did not write (it exists; mode ignore)"
             parts.append(
-                f"<p>Wrote {e(str(w.get('format')))} to <code>{e(str(w.get('uri')))}</code> "
+                f"<p>{verb} {e(str(w.get('format')))} to <code>{e(str(w.get('uri')))}</code> "
                 f"(mode {e(str(w.get('mode')))})</p>"
             )
         if n.get("checks"):
