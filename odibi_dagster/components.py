@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from odibi_dagster.compile import load_definitions
+from odibi_dagster.errors import OdibiConfigError
 
 
 class OdibiProject(dg.Component, dg.Resolvable, dg.Model):
@@ -53,4 +54,8 @@ class OdibiProject(dg.Component, dg.Resolvable, dg.Model):
         return (base / target).resolve()
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return load_definitions(self.resolved_path(context))
+        try:
+            return load_definitions(self.resolved_path(context))
+        except OdibiConfigError as exc:
+            # The problems say everything; the frames of the loader would only bury them.
+            raise OdibiConfigError(exc.problems) from None
