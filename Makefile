@@ -46,6 +46,7 @@ browser:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/executors.py
 	$(BIN)/python benchmarks/load_time.py
+	$(BIN)/python benchmarks/memory.py
 
 clean:
 	rm -rf examples/*/data/silver examples/*/data/gold examples/*/outputs .dagster_home

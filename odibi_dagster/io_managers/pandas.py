@@ -45,6 +45,15 @@ _RESHAPING_OPTIONS = frozenset(
 )
 
 
+def _consumer_count(context: dg.OutputContext) -> int:
+    """How many assets of this job load this output (-1 when it cannot be told)."""
+    try:
+        graph = context.step_context.job_def.asset_layer.asset_graph
+        return len(graph.get(context.asset_key).child_keys)
+    except Exception:
+        return -1
+
+
 def faithful_copy(write: dict[str, Any] | None) -> bool:
     """Whether the write target holds exactly the node's result, with its column types."""
     return bool(
@@ -76,7 +85,11 @@ class PandasIOManager(dg.ConfigurableIOManager):
     )
     preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
 
+    # Results kept in memory for the consumers in this process, with how many loads are
+    # still expected; an entry is dropped after its last consumer (everything cached is
+    # also on storage, so a miss only costs a read).
     _cache: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
+    _pending_loads: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
     @property
     def engine(self) -> PandasEngine:
@@ -163,7 +176,10 @@ class PandasIOManager(dg.ConfigurableIOManager):
                     ) from exc
                 raise
             out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored)
-        self._cache[key] = obj
+        consumers = _consumer_count(context)
+        if consumers != 0:
+            self._cache[key] = obj
+            self._pending_loads[key] = consumers
         out_meta.update(self._describe(obj))
         context.add_output_metadata(out_meta)
         return outcome
@@ -193,7 +209,13 @@ class PandasIOManager(dg.ConfigurableIOManager):
             raise OdibiRunError("PandasIOManager only loads assets")
         key = tuple(context.asset_key.path)
         if key in self._cache:
-            return self._cache[key]
+            df = self._cache[key]
+            left = self._pending_loads.get(key, -1) - 1
+            if left == 0:
+                del self._cache[key], self._pending_loads[key]
+            elif left > 0:
+                self._pending_loads[key] = left
+            return df
         meta = dict(upstream.definition_metadata or {})
         where = str(meta.get(NODE_KEY) or "/".join(key))
         read = resolve_env(meta.get(READ_KEY), where)
