@@ -281,6 +281,33 @@ def _narrow_hugeints(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
     return rel.project(", ".join(cols))
 
 
+def _frame_writer(
+    loc: Location,
+    frame: pd.DataFrame,
+    prefix_existing: bool,
+    method: str,
+    where: str,
+    opts: dict[str, Any],
+    kwargs: dict[str, Any],
+    defaults: dict[str, Any],
+) -> Callable[[IO[bytes]], None]:
+    """A writer for a text format: the old bytes first (when appending to them), then
+    ``frame.<method>(handle, **kwargs)``; bad options are told apart from bad data."""
+    sample = frame.head(1)
+
+    def write(handle: IO[bytes]) -> None:
+        if prefix_existing:
+            _copy_existing(loc, handle)
+
+        def call(kw: dict[str, Any], probe: bool) -> None:
+            target = io.BytesIO() if probe else handle
+            getattr(sample if probe else frame, method)(target, **kw)
+
+        _serialize(where, f"pandas.DataFrame.{method}", loc.uri, opts, kwargs, defaults, call)
+
+    return write
+
+
 class PandasEngine:
     """Run Odibi reads, writes and SQL steps with pandas (data must fit in memory)."""
 
@@ -643,18 +670,9 @@ class PandasEngine:
                 df = df[[df.columns[new_cols.index(c)] for c in first]]
             elif len(first) != len(new_cols):
                 _column_mismatch(where, loc.uri, [f"<{len(first)} unnamed columns>"], new_cols)
-        final, sample = df, df.head(1)
-
-        def write(handle: IO[bytes]) -> None:
-            if append and existing_size > 0:
-                _copy_existing(loc, handle)
-
-            def call(kw: dict[str, Any], probe: bool) -> None:
-                (sample if probe else final).to_csv(io.BytesIO() if probe else handle, **kw)
-
-            _serialize(where, "pandas.DataFrame.to_csv", loc.uri, opts, kwargs, defaults, call)
-
-        return write
+        return _frame_writer(
+            loc, df, append and existing_size > 0, "to_csv", where, opts, kwargs, defaults
+        )
 
     def _json_writer(
         self,
@@ -705,19 +723,10 @@ class PandasEngine:
                     reordered.columns = existing.columns
                     combined = pd.concat([existing, reordered], ignore_index=True)
 
-        sample = combined.head(1)
-
-        def write(handle: IO[bytes]) -> None:
-            if prefix_existing:
-                _copy_existing(loc, handle)
-
-            def call(kw: dict[str, Any], probe: bool) -> None:
-                # pandas writes NaN and infinities as null, so the output is valid JSON.
-                (sample if probe else combined).to_json(io.BytesIO() if probe else handle, **kw)
-
-            _serialize(where, "pandas.DataFrame.to_json", loc.uri, opts, kwargs, defaults, call)
-
-        return write
+        # pandas writes NaN and infinities as null, so the output stays valid JSON
+        return _frame_writer(
+            loc, combined, prefix_existing, "to_json", where, opts, kwargs, defaults
+        )
 
     def _parquet_writer(
         self,
