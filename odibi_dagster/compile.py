@@ -12,7 +12,6 @@ Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, Pand
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.runtime import NodeRunner, StorySettings
+from odibi_dagster.story import StoryTarget
 
 PANDAS_IO_MANAGER_KEY = "odibi_pandas_io_manager"
 DEFAULT_EXECUTOR = "in_process"
@@ -212,7 +212,7 @@ def story_location(project: LoadedProject, pipeline: str, run_id: str) -> Locati
             return None
     else:
         conn = LocalStorage(base_path=s.output_dir or ".")
-    return conn.location(posixpath.join(s.path.strip("/"), pipeline, run_id, "story.html"))
+    return StoryTarget(locate=conn.location, path=s.path, project=s.project).html(pipeline, run_id)
 
 
 # --------------------------------------------------------------------------- lineage

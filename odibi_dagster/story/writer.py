@@ -51,6 +51,11 @@ class StoryTarget:
     def run_dir(self, pipeline: str, run_id: str) -> str:
         return posixpath.join(self.path.strip("/"), pipeline, run_id)
 
+    def html(self, pipeline: str, run_id: str) -> Location:
+        """The Location of one run's story.html."""
+        loc: Location = self.locate(posixpath.join(self.run_dir(pipeline, run_id), "story.html"))
+        return loc
+
 
 @dataclass
 class PendingStory:
@@ -91,7 +96,7 @@ def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
         "nodes": entries,
     }
     _put(target.locate(posixpath.join(base, "story.json")), _json(doc))
-    html_loc = target.locate(posixpath.join(base, "story.html"))
+    html_loc = target.html(story.pipeline, run_id)
     _put(html_loc, render_html(doc).encode())
     return html_loc
 
