@@ -505,20 +505,22 @@ class PandasEngine:
                 f"write mode '{mode}' is not supported. Use one of: {', '.join(WRITE_MODES)}",
             )
         opts = dict(options or {})
-        if fmt == "delta":
-            return self._write_delta(df, loc, mode, opts, where)
-        for key in ("partition_by", "partitionBy"):
-            if key in opts:
-                _fail(
-                    where,
-                    f"write option '{key}' is supported only for format delta on the pandas "
-                    f"engine, not for {fmt}. Remove it or write format delta",
-                )
+        if fmt != "delta":
+            for key in ("partition_by", "partitionBy"):
+                if key in opts:
+                    _fail(
+                        where,
+                        f"write option '{key}' is supported only for format delta on the "
+                        f"pandas engine, not for {fmt}. Remove it or write format delta",
+                    )
+        # error/ignore mean the same for every format: anything at the path counts
         exists = bool(loc.fs.exists(loc.fs_path))
         if exists and mode == "error":
             self._exists_error(loc, where)
         if exists and mode == "ignore":
             return False
+        if fmt == "delta":
+            return self._write_delta(df, loc, mode, opts, where, exists)
         append = exists and mode == "append"
         if fmt == "csv":
             writer = self._csv_writer(df, loc, opts, where, append)
@@ -780,6 +782,7 @@ class PandasEngine:
         mode: str,
         opts: dict[str, Any],
         where: str,
+        occupied: bool,
     ) -> bool:
         unknown = sorted(set(opts) - set(_DELTA_WRITE_OPTIONS))
         if unknown:
@@ -812,12 +815,6 @@ class PandasEngine:
                 f"write option partition_by {partition_by!r} must list columns of the data "
                 f"(columns: {[str(c) for c in df.columns]}). Fix the column names",
             )
-        # Like the file formats: error/ignore look at anything at the path, not only a table.
-        occupied = bool(loc.fs.exists(loc.fs_path))
-        if occupied and mode == "error":
-            self._exists_error(loc, where)
-        if occupied and mode == "ignore":
-            return False
         is_table = occupied and _is_delta(loc, where)
         if occupied and not is_table and not _is_empty_dir(loc):
             _fail(
