@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint ui browser clean bench
+.PHONY: demo test lint ui browser clean bench services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 	@echo "stories:  examples/retail/outputs/stories/<pipeline>/<run id>/story.html"
 	@echo "web UI:   make ui   (then open http://127.0.0.1:3000)"
 
-test: $(STAMP) browser
+test: $(STAMP) browser services
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -42,6 +42,12 @@ browser:
 	  else \
 	    echo "chromium not found (install it, e.g. apt-get install chromium): the browser tests will be skipped"; \
 	  fi; }
+
+# Azurite (the Azure Storage emulator) for the Azure tests, pinned in package-lock.json.
+# npm writes node_modules/.package-lock.json on every install: it dates the installed tree.
+services:
+	@if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+	  npm ci --no-audit --no-fund --silent; fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/executors.py

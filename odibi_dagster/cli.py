@@ -173,6 +173,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAIL
     order = [p for p in pipeline_order(project.config) if p in wanted]
+    unset = _unset_key_variables(project.config)
+    if unset:
+        for line in unset:
+            print(line, file=sys.stderr)
+        return EXIT_FAIL
 
     home = os.environ.get("DAGSTER_HOME")
     tmp_home = None
@@ -216,6 +221,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
+def _unset_key_variables(cfg: Any) -> list[str]:
+    """direct_key connections whose ``${VAR}`` is not set, said before any run starts."""
+    from odibi_dagster.config.models import AzureAdlsConnection
+
+    out = []
+    for name, conn in cfg.connections.items():
+        if isinstance(conn, AzureAdlsConnection) and conn.account_key:
+            var = conn.account_key.strip()[2:-1]
+            if not os.environ.get(var):
+                out.append(
+                    f"connection '{name}' (account '{conn.account}'): account_key names the "
+                    f"environment variable {var}, which is not set. Export it with the storage "
+                    "account key, or use auth_mode: key_vault."
+                )
+    return out
+
+
 def _story_uri(project: Any, pipeline: str, run_id: str) -> str | None:
     from odibi_dagster.compile import story_location
 
@@ -244,16 +266,33 @@ def _report(result: Any) -> None:
         if data.user_failure_data is not None and data.user_failure_data.description:
             text = data.user_failure_data.description
         elif data.error is not None:
-            err = data.error
-            while err.cause is not None and "odibi" not in err.message:
-                err = err.cause
-            text = err.message.strip().splitlines()[-1]
+            text = _user_message(data.error)
         print(f"  FAIL  {event.step_key}: {text}", file=sys.stderr)
+    for event in result.all_events:
+        if event.event_type_value == "RESOURCE_INIT_FAILURE":
+            error = event.event_specific_data.error
+            print(f"  FAIL  {_user_message(error)}", file=sys.stderr)
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             ev = event.event_specific_data
             status = "pass" if ev.passed else "FAIL"
             print(f"  check {'/'.join(ev.asset_key.path)}:{ev.check_name}: {status}")
+
+
+def _user_message(error: Any) -> str:
+    """The message of the innermost Odibi error in a Dagster error chain, else its last line."""
+    err = error
+    while err is not None:
+        if err.cls_name and err.cls_name.startswith("Odibi"):
+            text = str(err.message).strip()
+            for prefix in (f"odibi_dagster.errors.{err.cls_name}: ", f"{err.cls_name}: "):
+                text = text.removeprefix(prefix)
+            return text
+        err = err.cause
+    err = error
+    while err.cause is not None and "odibi" not in err.message:
+        err = err.cause
+    return str(err.message).strip().splitlines()[-1]
 
 
 if __name__ == "__main__":

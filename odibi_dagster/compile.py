@@ -35,12 +35,14 @@ from odibi_dagster.errors import (
     install_config_excepthook,
 )
 from odibi_dagster.io_managers.pandas import NODE_KEY, READ_KEY, WRITE_KEY, PandasIOManager
+from odibi_dagster.resources.azure import AzureADLS
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.runtime import NodeRunner, StorySettings
 from odibi_dagster.story import StoryTarget
 
 PANDAS_IO_MANAGER_KEY = "odibi_pandas_io_manager"
+Connection = LocalStorage | AzureADLS
 DEFAULT_EXECUTOR = "in_process"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -92,6 +94,7 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     connections = _connection_resources(cfg)
     lineage = lineage_edges(cfg, connections)
     story = _story_settings(project)
+    used = _connections_used(cfg, story)
 
     assets: list[Any] = []
     asset_checks: list[Any] = []
@@ -99,7 +102,9 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     schedules: list[dg.ScheduleDefinition] = []
     for pipe in cfg.pipelines:
         for node in pipe.nodes:
-            asset, node_checks = _node_asset(project, pipe, node, connections, lineage, story)
+            asset, node_checks = _node_asset(
+                project, pipe, node, connections, lineage, story, used[pipe.pipeline]
+            )
             assets.append(asset)
             asset_checks.extend(node_checks)
         job = _pipeline_job(cfg, pipe, [c for c in asset_checks if _targets(c, pipe.pipeline)])
@@ -115,8 +120,11 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
                 )
             )
 
+    # The IO manager finds each connection among the resources of the step it serves:
+    # every asset requires the connections its pipeline and its inputs use, so a run
+    # sets up (and checks) them all before any node writes.
     resources: dict[str, Any] = dict(connections)
-    resources[PANDAS_IO_MANAGER_KEY] = PandasIOManager(connections=connections)
+    resources[PANDAS_IO_MANAGER_KEY] = PandasIOManager()
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,
@@ -133,15 +141,6 @@ def runnable_problems(project: LoadedProject) -> list[Problem]:
     """What the schema accepts but this version cannot run yet, located like any mistake."""
     cfg, smap = project.config, project.smap
     problems = []
-    for name, conn in cfg.connections.items():
-        if isinstance(conn, AzureAdlsConnection):
-            problems.append(
-                smap.problem(
-                    ("connections", name, "type"),
-                    f"connection '{name}' is a valid azure_adls connection, but this version "
-                    "runs local connections only; use type: local for now",
-                )
-            )
     for pi, pipe in enumerate(cfg.pipelines):
         if (pipe.engine or cfg.engine) == "spark":
             where: tuple[str | int, ...] = (
@@ -180,12 +179,31 @@ def pipeline_order(cfg: ProjectConfig) -> list[str]:
     return order
 
 
-def _connection_resources(cfg: ProjectConfig) -> dict[str, LocalStorage]:
-    out: dict[str, LocalStorage] = {}
+def _connection_resources(cfg: ProjectConfig) -> dict[str, Connection]:
+    out: dict[str, Connection] = {}
     for name, conn in cfg.connections.items():
         if isinstance(conn, LocalConnection):
             out[name] = LocalStorage(base_path=conn.base_path, connection_name=name)
+        elif isinstance(conn, AzureAdlsConnection):
+            fields = conn.model_dump(exclude={"type", "account_key"}, exclude_none=True)
+            if conn.account_key:
+                # kept as an EnvVar: the UI and run config show the variable's name only
+                fields["account_key"] = dg.EnvVar(conn.account_key.strip()[2:-1])
+            out[name] = AzureADLS(connection_name=name, **fields)
     return out
+
+
+def _connections_used(cfg: ProjectConfig, story: StorySettings | None) -> dict[str, set[str]]:
+    """The connections each pipeline's steps require: every one the pipeline reads or
+    writes, and the story's. Each step of a run then sets up (and checks) them all before
+    any node writes, under any executor. (Inputs only come from the same pipeline.)"""
+    extra = {story.connection} if story is not None and story.connection else set()
+    used: dict[str, set[str]] = {}
+    for pipe in cfg.pipelines:
+        names = used.setdefault(pipe.pipeline, set(extra))
+        for node in pipe.nodes:
+            names |= {x.connection for x in (node.read, node.write) if x is not None}
+    return used
 
 
 def _story_settings(project: LoadedProject) -> StorySettings | None:
@@ -218,12 +236,12 @@ def story_location(project: LoadedProject, pipeline: str, run_id: str) -> Locati
 # --------------------------------------------------------------------------- lineage
 
 
-def _uri(connections: Mapping[str, LocalStorage], connection: str, path: str) -> str:
+def _uri(connections: Mapping[str, Connection], connection: str, path: str) -> str:
     return connections[connection].uri(path).rstrip("/")
 
 
 def _writers_by_uri(
-    cfg: ProjectConfig, connections: Mapping[str, LocalStorage]
+    cfg: ProjectConfig, connections: Mapping[str, Connection]
 ) -> dict[str, list[dg.AssetKey]]:
     writers: dict[str, list[dg.AssetKey]] = {}
     for pipe in cfg.pipelines:
@@ -235,7 +253,7 @@ def _writers_by_uri(
 
 
 def lineage_edges(
-    cfg: ProjectConfig, connections: Mapping[str, LocalStorage]
+    cfg: ProjectConfig, connections: Mapping[str, Connection]
 ) -> dict[dg.AssetKey, list[dg.AssetKey]]:
     """For each node that reads a path other nodes write: those writers (its lineage parents).
 
@@ -354,9 +372,10 @@ def _node_asset(
     project: LoadedProject,
     pipe: PipelineConfig,
     node: NodeConfig,
-    connections: Mapping[str, LocalStorage],
+    connections: Mapping[str, Connection],
     lineage_of: Mapping[dg.AssetKey, list[dg.AssetKey]],
     story: StorySettings | None,
+    required: set[str],
 ) -> tuple[Any, list[Any]]:
     cfg = project.config
     key = dg.AssetKey([pipe.pipeline, node.name])
@@ -393,8 +412,6 @@ def _node_asset(
         dg.AssetCheckSpec(name, asset=key, description=desc, blocking=True)
         for name, desc in check_list
     ]
-    required = {node.read.connection} if node.read is not None else set()
-
     runner = NodeRunner(
         node=node,
         pipeline=pipe.pipeline,
@@ -404,8 +421,6 @@ def _node_asset(
         write_uri=uri_of(node.write) if node.write is not None else None,
         step_labels=tuple(_step_labels(project, node)),
     )
-    if story is not None and story.connection:
-        required.add(story.connection)
 
     def compute(context, **inputs: Any) -> Iterator[Any]:
         yield from runner.run(context, inputs)
@@ -418,7 +433,7 @@ def _node_asset(
         group_name=pipe.pipeline,
         metadata=metadata,
         io_manager_key=PANDAS_IO_MANAGER_KEY,
-        required_resource_keys=required,
+        required_resource_keys=set(required),
         check_specs=check_specs or None,
         retry_policy=_retry_policy(cfg),
         kinds=kinds,
@@ -434,13 +449,14 @@ def _external_checks(
     """Checks on a source the project only reads: they load it through the IO manager."""
     specs = [dg.AssetCheckSpec(name, asset=key, description=desc) for name, desc in check_list]
     validation = node.validation
-    assert validation is not None
+    assert validation is not None and node.read is not None
 
     @dg.multi_asset_check(
         specs=specs,
         # node names hold no "__", so this op name cannot meet an asset's "<pipeline>__<node>"
         name=f"{'__'.join(key.path)}__checks",
         ins={"data": dg.AssetIn(key=key)},
+        required_resource_keys={node.read.connection},
     )
     def _checks(data: Any) -> Iterator[dg.AssetCheckResult]:
         from odibi_dagster.engines.pandas import PandasEngine

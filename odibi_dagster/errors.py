@@ -79,3 +79,11 @@ def as_failure(exc: OdibiRunError) -> Any:
     import dagster as dg
 
     return dg.Failure(description=str(exc), allow_retries=False)
+
+
+class OdibiConnectionError(OdibiRunError):
+    """A connection cannot work (no key, access denied, no container, unreachable).
+
+    The message names the connection, the account and container, what failed and what
+    to do; it never holds a secret.
+    """

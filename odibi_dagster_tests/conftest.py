@@ -16,6 +16,8 @@ EXAMPLES = REPO / "examples"
 REFERENCE = REPO.parent / "shared" / "odibi_reference"
 BIN = Path(sys.executable).parent
 
+pytest_plugins = ["odibi_dagster_tests.emulators.fixtures"]
+
 
 def reference_dir() -> Path:
     """The Odibi reference configs (shipped beside the repository, read-only)."""

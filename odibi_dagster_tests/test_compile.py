@@ -8,7 +8,6 @@ import dagster as dg
 import pytest
 
 import odibi_dagster
-from odibi_dagster.errors import OdibiConfigError
 from odibi_dagster_tests.conftest import EXAMPLES, reference_dir
 
 
@@ -148,15 +147,24 @@ def test_compiling_touches_no_data(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
-def test_azure_connection_is_validated_but_not_yet_runnable():
-    with pytest.raises(OdibiConfigError) as err:
-        odibi_dagster.load_definitions(reference_dir() / "template_full_adls.yaml")
-    lines = [str(p) for p in err.value.problems]
-    assert any(
-        "template_full_adls.yaml:8: connections.bronze.type:" in line
-        and "runs local connections only" in line
-        for line in lines
-    ), lines
+def test_azure_connections_compile_offline_to_azure_resources():
+    """No vault, no storage account: loading stays offline; the vault is reached at run time."""
+    defs = odibi_dagster.load_definitions(reference_dir() / "template_full_adls.yaml")
+    bronze = defs.resources["bronze"]
+    assert isinstance(bronze, odibi_dagster.AzureADLS)
+    assert (bronze.account, bronze.container, bronze.path_prefix) == (
+        "mystorageaccount1",
+        "bronze",
+        "raw",
+    )
+    assert (bronze.key_vault_name, bronze.secret_name) == ("company-keyvault", "bronze-storage-key")
+    assert bronze.vault_url == "https://company-keyvault.vault.azure.net"
+    spec = defs.resolve_assets_def(dg.AssetKey(["ingest_and_clean", "clean_sales"]))
+    # each step sets up every connection of its pipeline, so a run checks them all first
+    assert {"bronze", "silver"} <= spec.required_resource_keys
+    save_key = dg.AssetKey(["ingest_and_clean", "save_clean_sales"])
+    description = defs.resolve_assets_def(save_key).descriptions_by_key[save_key]
+    assert "`abfss://silver@mystorageaccount2.dfs.core.windows.net/cleaned/" in description
 
 
 def load_text(tmp_path: Path, text: str) -> dg.Definitions:

@@ -217,6 +217,10 @@ def _interpolate_str(
     value: str, path: KeyPath, smap: SourceMap, env: Mapping[str, str], problems: list[Problem]
 ) -> str:
     is_secret = len(path) == 3 and path[0] == "connections" and path[-1] in SECRET_KEYS
+    if is_secret:
+        # Kept as written and resolved where the run executes (a Dagster EnvVar): the
+        # process that loads definitions need not hold the key.
+        return value
 
     def repl(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
@@ -233,8 +237,7 @@ def _interpolate_str(
         )
         return m.group(0)
 
-    replaced = _ENV_REF.sub(repl, value)
-    return value if is_secret else replaced
+    return _ENV_REF.sub(repl, value)
 
 
 def as_written(value: Any, path: KeyPath, refs: Mapping[KeyPath, str]) -> Any:

@@ -71,7 +71,9 @@ class PandasIOManager(dg.ConfigurableIOManager):
 
         PandasIOManager(connections={"lake": LocalStorage(base_path="/data/lake")})
 
-    An asset with metadata ``{"odibi/write": {"connection": "lake", "path":
+    A connection is looked up first among the resources of the step being served (a
+    compiled project gives every asset its connections as required resources, local or
+    Azure), then in ``connections``. An asset with metadata ``{"odibi/write": {"connection": "lake", "path":
     "gold/x.parquet", "format": "parquet", "mode": "overwrite"}}`` is written there.
     """
 
@@ -153,7 +155,7 @@ class PandasIOManager(dg.ConfigurableIOManager):
         out_meta: dict[str, Any] = {}
         outcome = None
         if write:
-            loc = self._location(write, where)
+            loc = self._location(context, write, where)
             mode = write.get("mode", "overwrite")
             written = engine.write(
                 obj, loc, write["format"], mode, write.get("options") or {}, where=where
@@ -222,10 +224,15 @@ class PandasIOManager(dg.ConfigurableIOManager):
         write = resolve_env(meta.get(WRITE_KEY), where)
         if read:
             df = self.engine.read(
-                self._location(read, where), read["format"], read.get("options") or {}, where=where
+                self._location(context, read, where),
+                read["format"],
+                read.get("options") or {},
+                where=where,
             )
         elif write and faithful_copy(write):
-            df = self.engine.read(self._location(write, where), write["format"], where=where)
+            df = self.engine.read(
+                self._location(context, write, where), write["format"], where=where
+            )
         else:
             df = self._load_intermediate(context, key, where)
         self._cache[key] = df
@@ -233,15 +240,28 @@ class PandasIOManager(dg.ConfigurableIOManager):
 
     # ------------------------------------------------------------------ helpers
 
-    def _location(self, spec: dict[str, Any], where: str) -> Location:
+    def _location(
+        self, context: dg.InputContext | dg.OutputContext, spec: dict[str, Any], where: str
+    ) -> Location:
+        """The node path on its connection: a resource of the running step (how compiled
+        projects provide them), else one given to this IO manager."""
         name = spec["connection"]
-        conn = self.connections.get(name)
+        conn = None
+        try:
+            conn = getattr(context.step_context.resources, name, None)
+        except Exception:  # no step context (a direct call, as in tests)
+            conn = None
+        if conn is None or not hasattr(conn, "location"):
+            conn = self.connections.get(name)
         if conn is None:
             raise OdibiRunError(
-                f"{where}: connection '{name}' is not configured on the PandasIOManager "
-                f"(known: {', '.join(self.connections) or 'none'})"
+                f"{where}: connection '{name}' is neither a resource of this step nor "
+                f"configured on the PandasIOManager (known: "
+                f"{', '.join(self.connections) or 'none'}); add it to the step's "
+                "required_resource_keys"
             )
-        return conn.location(spec["path"])
+        location: Location = conn.location(spec["path"])
+        return location
 
     def _describe(self, df: pd.DataFrame) -> dict[str, Any]:
         engine = self.engine

@@ -1,0 +1,511 @@
+"""Azure Data Lake Storage Gen2 as an Odibi connection (``type: azure_adls``).
+
+One resource per connection, one storage account and container each. The account key
+comes from Azure Key Vault (``auth_mode: key_vault``, the default) through
+``DefaultAzureCredential``, or from an environment variable (``auth_mode: direct_key``,
+kept as a Dagster ``EnvVar`` so only the variable's name is ever shown). The key is
+rendered into each form a library needs: adlfs options, delta-rs options, and
+account-scoped Spark conf.
+
+When a run starts, Dagster sets the resource up and it checks itself: it obtains the
+key and makes one authenticated call to the container. A broken connection fails the
+run there, before any node has written anything, with a message that names the
+connection, the account, the container, what failed and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
+
+import dagster as dg
+from pydantic import Field, PrivateAttr, model_validator
+
+from odibi_dagster.errors import OdibiConnectionError
+from odibi_dagster.resources.base import Location
+
+if TYPE_CHECKING:
+    from azure.keyvault.secrets import SecretClient
+
+DEFAULT_ENDPOINT_SUFFIX = "core.windows.net"
+
+# Hosts of the public and sovereign Key Vault clouds. The SDK checks that the resource
+# a vault's challenge names matches the vault's host; for any other host (an emulator, a
+# private DNS name) that check cannot pass and is switched off.
+PUBLIC_KEY_VAULT_SUFFIXES = (
+    ".vault.azure.net",
+    ".vault.azure.cn",
+    ".vault.usgovcloudapi.net",
+    ".vault.microsoftazure.de",
+    ".managedhsm.azure.net",
+)
+
+# Key Vault requests: per-attempt timeout (s), and retries with exponential backoff on
+# transient failures (connection errors, 408, 429, 5xx) by the SDK's retry policy.
+KEY_VAULT_TIMEOUT = 10.0
+KEY_VAULT_RETRIES = 3
+KEY_VAULT_BACKOFF = 0.5
+STORAGE_TIMEOUT = 10.0
+STORAGE_RETRIES = 2
+
+SECRETS_USER_ROLE = "Key Vault Secrets User"
+
+
+# --------------------------------------------------------------------------- secrets
+
+_lock = threading.Lock()
+_secret_locks: dict[tuple[str, str], threading.Lock] = {}
+_secrets: dict[tuple[str, str], str] = {}
+_clients: dict[str, SecretClient] = {}
+_credential: Any = None
+# Counts Key Vault secret fetches made by this process (one per (vault, secret) unless
+# a key is refetched after the storage account rejected a cached one).
+fetch_count = 0
+
+
+def clear_secret_cache() -> None:
+    """Forget every secret fetched by this process (the next use fetches again)."""
+    global fetch_count
+    with _lock:
+        _secrets.clear()
+        _secret_locks.clear()
+        _clients.clear()
+        fetch_count = 0
+
+
+def _get_credential() -> Any:
+    global _credential
+    with _lock:
+        if _credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            _credential = DefaultAzureCredential()
+        return _credential
+
+
+def is_public_vault_url(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return host.endswith(PUBLIC_KEY_VAULT_SUFFIXES)
+
+
+def _secret_client(vault_url: str) -> SecretClient:
+    with _lock:
+        client = _clients.get(vault_url)
+    if client is not None:
+        return client
+    from azure.keyvault.secrets import SecretClient
+
+    client = SecretClient(
+        vault_url=vault_url,
+        credential=_get_credential(),
+        verify_challenge_resource=is_public_vault_url(vault_url),
+        retry_total=KEY_VAULT_RETRIES,
+        retry_backoff_factor=KEY_VAULT_BACKOFF,
+        connection_timeout=KEY_VAULT_TIMEOUT,
+        read_timeout=KEY_VAULT_TIMEOUT,
+    )
+    with _lock:
+        return _clients.setdefault(vault_url, client)
+
+
+def fetch_secret(vault_url: str, secret_name: str, *, refresh: bool = False) -> str:
+    """The value of ``secret_name`` in the vault, fetched once per process and shared.
+
+    Concurrent callers asking for the same (vault, secret) wait for one fetch. Raises
+    the SDK's exceptions; :meth:`AzureADLS.get_storage_key` turns them into advice.
+    """
+    global fetch_count
+    key = (vault_url.rstrip("/"), secret_name)
+    with _lock:
+        lock = _secret_locks.setdefault(key, threading.Lock())
+    with lock:
+        with _lock:
+            if not refresh and key in _secrets:
+                return _secrets[key]
+        value = _secret_client(key[0]).get_secret(secret_name).value
+        with _lock:
+            fetch_count += 1
+            if value:
+                _secrets[key] = value
+        return value or ""
+
+
+def identity_summary() -> str:
+    """Who ``DefaultAzureCredential`` runs as, from its Key Vault token (best effort)."""
+    try:
+        token = _get_credential().get_token("https://vault.azure.net/.default").token
+        claims = decode_token_claims(token)
+    except Exception:
+        return "the identity DefaultAzureCredential runs as"
+    parts = [
+        f"{k}={claims[k]}" for k in ("upn", "appid", "oid", "tid") if isinstance(claims.get(k), str)
+    ]
+    return f"the running identity ({', '.join(parts)})" if parts else "the running identity"
+
+
+def decode_token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token, read without verifying it (for messages only)."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except (IndexError, ValueError, binascii.Error):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+# --------------------------------------------------------------------------- resource
+
+
+class AzureADLS(dg.ConfigurableResource):
+    """One ADLS Gen2 container in one storage account, with its account key.
+
+    Example::
+
+        AzureADLS(account="rawdata", container="landing",
+                  key_vault_name="kv-data", secret_name="rawdata-key")
+        AzureADLS(account="curated", container="gold", auth_mode="direct_key",
+                  account_key=dg.EnvVar("CURATED_KEY"))
+
+    ``auth_mode`` decides which fields apply: ``key_vault`` needs ``secret_name`` and
+    ``key_vault_name`` (or ``key_vault_url``) and refuses ``account_key``;
+    ``direct_key`` needs ``account_key`` and refuses the vault fields. Any other mix
+    cannot be constructed.
+    """
+
+    account: str = Field(description="Storage account name.")
+    container: str = Field(description="Container (file system) name.")
+    path_prefix: str = Field(default="", description="Prefix put before every node path.")
+    auth_mode: Literal["key_vault", "direct_key"] = Field(
+        default="key_vault", description="Where the account key comes from."
+    )
+    key_vault_name: str | None = Field(default=None, description="Key Vault name (key_vault).")
+    secret_name: str | None = Field(
+        default=None, description="Secret holding the account key (key_vault)."
+    )
+    account_key: str | None = Field(
+        default=None,
+        description="The account key (direct_key); pass dg.EnvVar('NAME') so only the "
+        "variable's name is shown.",
+    )
+    endpoint_suffix: str = Field(
+        default=DEFAULT_ENDPOINT_SUFFIX, description="Storage endpoint suffix (sovereign clouds)."
+    )
+    blob_endpoint: str | None = Field(
+        default=None, description="Full blob endpoint URL, e.g. an emulator's."
+    )
+    key_vault_url: str | None = Field(
+        default=None, description="Vault URL; default https://<key_vault_name>.vault.azure.net."
+    )
+    connection_name: str = Field(default="", description="The connection's name in the project.")
+    validate_on_start: bool = Field(
+        default=True,
+        description="Check the key and the container when a run sets the resource up.",
+    )
+
+    _checked: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> AzureADLS:
+        # account_key may be an unresolved EnvVar here: only its presence is checked.
+        if self.auth_mode == "key_vault":
+            if self.account_key:
+                raise ValueError(
+                    f"{self.describe()}: account_key is only for auth_mode='direct_key'; "
+                    "with key_vault the key is read from secret_name in the vault"
+                )
+            if not self.secret_name or not (self.key_vault_name or self.key_vault_url):
+                raise ValueError(
+                    f"{self.describe()}: auth_mode='key_vault' needs secret_name and "
+                    "key_vault_name (or key_vault_url)"
+                )
+        else:
+            extra = [
+                k for k in ("key_vault_name", "secret_name", "key_vault_url") if getattr(self, k)
+            ]
+            if extra:
+                raise ValueError(
+                    f"{self.describe()}: {', '.join(extra)} only apply to auth_mode='key_vault'"
+                )
+            if not self.account_key:
+                raise ValueError(
+                    f"{self.describe()}: auth_mode='direct_key' needs account_key, e.g. "
+                    "account_key=dg.EnvVar('STORAGE_KEY')"
+                )
+        return self
+
+    # ------------------------------------------------------------------ naming
+
+    def describe(self) -> str:
+        name = f"connection '{self.connection_name}' " if self.connection_name else ""
+        return f"{name}(account '{self.account}', container '{self.container}')"
+
+    @property
+    def vault_url(self) -> str:
+        return (self.key_vault_url or f"https://{self.key_vault_name}.vault.azure.net").rstrip("/")
+
+    @property
+    def blob_url(self) -> str:
+        """The account's blob endpoint (what adlfs, delta-rs and the checks talk to)."""
+        if self.blob_endpoint:
+            return self.blob_endpoint.rstrip("/")
+        return f"https://{self.account}.blob.{self.endpoint_suffix}"
+
+    def _key_source(self) -> str:
+        if self.auth_mode == "key_vault":
+            return f"secret '{self.secret_name}' in Key Vault {self.vault_url}"
+        return "account_key (auth_mode direct_key)"
+
+    def _full_path(self, path: str) -> str:
+        parts = [p.strip("/") for p in (self.path_prefix, path) if p and p.strip("/")]
+        return "/".join(parts)
+
+    def uri(self, path: str) -> str:
+        """``abfss://<container>@<account>.dfs.<suffix>/<prefix>/<path>``."""
+        return (
+            f"abfss://{self.container}@{self.account}.dfs.{self.endpoint_suffix}/"
+            f"{self._full_path(path)}"
+        )
+
+    # ------------------------------------------------------------------ the key
+
+    def get_storage_key(self, *, refresh: bool = False) -> str:
+        """The storage account key: from Key Vault (cached per process) or account_key."""
+        if self.auth_mode == "direct_key":
+            key = self.account_key or ""
+            if not key.strip():
+                raise OdibiConnectionError(
+                    f"{self.describe()}: account_key is empty. Set the environment variable "
+                    "it names to the storage account key."
+                )
+            return key.strip()
+        assert self.secret_name is not None
+        try:
+            key = fetch_secret(self.vault_url, self.secret_name, refresh=refresh)
+        except Exception as exc:
+            raise OdibiConnectionError(self._explain_vault_error(exc)) from None
+        if not key.strip():
+            raise OdibiConnectionError(
+                f"{self.describe()}: {self._key_source()} is empty. Store the storage "
+                f"account key in it: az keyvault secret set --vault-name "
+                f"{self._vault_label()} --name {self.secret_name} --value <key>"
+            )
+        return key.strip()
+
+    def _vault_label(self) -> str:
+        return self.key_vault_name or urlparse(self.vault_url).hostname or self.vault_url
+
+    def _explain_vault_error(self, exc: Exception) -> str:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+        )
+
+        head = f"{self.describe()}: could not read {self._key_source()}"
+        vault = self._vault_label()
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, ResourceNotFoundError) or status == 404:
+            return (
+                f"{head}: the secret does not exist. Create it with the storage account key "
+                f"(az keyvault secret set --vault-name {vault} --name {self.secret_name} "
+                f"--value <key>), or fix secret_name / key_vault_name."
+            )
+        if isinstance(exc, ClientAuthenticationError) and status is None:
+            return (
+                f"{head}: DefaultAzureCredential found no identity to sign in with "
+                f"({_first_line(exc)}). Locally run `az login`; on Databricks or Azure, give "
+                "the compute a managed identity or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
+                "AZURE_CLIENT_SECRET for a service principal."
+            )
+        if status in (401, 403):
+            who = identity_summary()
+            return (
+                f"{head}: access denied ({status}). {who[0].upper()}{who[1:]} may not read "
+                f"secrets in vault '{vault}'. Grant it the '{SECRETS_USER_ROLE}' role on the "
+                f'vault (az role assignment create --role "{SECRETS_USER_ROLE}" --assignee '
+                f"<object id> --scope $(az keyvault show --name {vault} --query id -o tsv)), "
+                "or, for a vault that uses access policies, the secret 'get' permission "
+                f"(az keyvault set-policy --name {vault} --object-id <object id> "
+                "--secret-permissions get)."
+            )
+        if isinstance(exc, ServiceRequestError):
+            return (
+                f"{head}: the vault could not be reached ({_first_line(exc)}). Check "
+                "key_vault_name / key_vault_url, DNS and the network path to the vault "
+                "(firewall, private endpoint)."
+            )
+        if isinstance(exc, HttpResponseError):
+            return f"{head}: Key Vault answered {status}: {_first_line(exc)}"
+        return f"{head}: {type(exc).__name__}: {_first_line(exc)}"
+
+    # ------------------------------------------------------------------ renderings
+
+    def _connection_string(self, key: str) -> str:
+        if self.blob_endpoint:
+            scheme = urlparse(self.blob_url).scheme or "https"
+            return (
+                f"DefaultEndpointsProtocol={scheme};AccountName={self.account};"
+                f"AccountKey={key};BlobEndpoint={self.blob_url};"
+            )
+        return (
+            f"DefaultEndpointsProtocol=https;AccountName={self.account};AccountKey={key};"
+            f"EndpointSuffix={self.endpoint_suffix}"
+        )
+
+    def pandas_storage_options(self) -> dict[str, Any]:
+        """adlfs / fsspec ``storage_options`` (e.g. for ``pd.read_parquet('abfs://...')``)."""
+        key = self.get_storage_key()
+        return {"account_name": self.account, "connection_string": self._connection_string(key)}
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """delta-rs ``storage_options`` (for ``deltalake.DeltaTable`` / ``write_deltalake``)."""
+        opts = {
+            "azure_storage_account_name": self.account,
+            "azure_storage_account_key": self.get_storage_key(),
+        }
+        if self.blob_endpoint or self.endpoint_suffix != DEFAULT_ENDPOINT_SUFFIX:
+            opts["azure_storage_endpoint"] = self.blob_url
+            if self.blob_url.startswith("http://"):
+                opts["allow_http"] = "true"
+        return opts
+
+    def spark_conf(self) -> dict[str, str]:
+        """The account-scoped Hadoop settings that give Spark this account's key."""
+        key = self.get_storage_key()
+        return {
+            f"fs.azure.account.key.{self.account}.dfs.{self.endpoint_suffix}": key,
+            f"fs.azure.account.key.{self.account}.blob.{self.endpoint_suffix}": key,
+        }
+
+    def configure_spark(self, spark: Any) -> None:
+        """Give a Spark session this account's key, scoped to the account.
+
+        Only ``fs.azure.account.key.<account>.(dfs|blob).<suffix>`` is set, never an
+        account-agnostic key, so several accounts work side by side in one session.
+        """
+        for k, v in self.spark_conf().items():
+            spark.conf.set(k, v)
+
+    def location(self, path: str) -> Location:
+        from adlfs import AzureBlobFileSystem
+
+        full = self._full_path(path)
+        return Location(
+            uri=self.uri(path),
+            fs=AzureBlobFileSystem(**self.pandas_storage_options()),
+            fs_path=f"{self.container}/{full}",
+            delta_uri=f"az://{self.container}/{full}",
+            storage_options=self.delta_storage_options(),
+            connection=self.connection_name,
+        )
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown (the key, if it was obtained)."""
+        try:
+            return [self.get_storage_key()]
+        except OdibiConnectionError:
+            return []
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self) -> None:
+        """Obtain the key and make one authenticated call to the container.
+
+        Raises :class:`OdibiConnectionError` saying what failed and what to do. A key
+        from Key Vault that the account rejects is fetched again once, in case it was
+        rotated since this process cached it.
+        """
+        key = self.get_storage_key()
+        try:
+            self._probe_container(key)
+        except OdibiConnectionError as first:
+            if self.auth_mode != "key_vault" or "rejected the account key" not in str(first):
+                raise
+            fresh = self.get_storage_key(refresh=True)
+            if fresh == key:
+                raise
+            self._probe_container(fresh)
+        self._checked = True
+
+    def _probe_container(self, key: str) -> None:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+        )
+        from azure.storage.blob import ContainerClient
+
+        client = ContainerClient.from_connection_string(
+            self._connection_string(key),
+            self.container,
+            retry_total=STORAGE_RETRIES,
+            connection_timeout=STORAGE_TIMEOUT,
+            read_timeout=STORAGE_TIMEOUT,
+        )
+        head = f"{self.describe()} at {self.blob_url}"
+        try:
+            with client:
+                client.get_container_properties(timeout=int(STORAGE_TIMEOUT))
+        except (ClientAuthenticationError, HttpResponseError) as exc:
+            status = getattr(exc, "status_code", None)
+            raw_code = getattr(exc, "error_code", None) or ""
+            code = str(getattr(raw_code, "value", raw_code))
+            if status == 404 or code in ("ContainerNotFound", "ResourceNotFound"):
+                raise OdibiConnectionError(
+                    f"{head}: container '{self.container}' does not exist. Create it (az "
+                    f"storage container create --account-name {self.account} --name "
+                    f"{self.container} --auth-mode login) or fix `container:`."
+                ) from None
+            if status == 403 and code in ("AuthenticationFailed", "AuthorizationFailure", ""):
+                raise OdibiConnectionError(
+                    f"{head}: the storage account rejected the account key from "
+                    f"{self._key_source()} (403 {code or 'Forbidden'}). Put a current key of "
+                    f"account '{self.account}' there (az storage account keys list "
+                    f"--account-name {self.account} --query [0].value -o tsv); if the key is "
+                    "right, the account's firewall may be blocking this network."
+                ) from None
+            raise OdibiConnectionError(
+                f"{head}: the storage account answered {status} {code}: "
+                f"{_redact(_first_line(exc), [key])}"
+            ) from None
+        except ServiceRequestError as exc:
+            raise OdibiConnectionError(
+                f"{head}: the blob endpoint could not be reached "
+                f"({_redact(_first_line(exc), [key])}). Check `account`, `endpoint_suffix` / "
+                "`blob_endpoint` and the network path to the account."
+            ) from None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.auth_mode == "direct_key" and os.environ.get("ODIBI_ENV", "").lower() in (
+            "prod",
+            "production",
+        ):
+            context.log.warning(  # type: ignore[union-attr]
+                f"{self.describe()} uses auth_mode direct_key with ODIBI_ENV=production: "
+                "keep production keys in Key Vault (auth_mode: key_vault)."
+            )
+        if self.validate_on_start and not self._checked:
+            self.check()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text

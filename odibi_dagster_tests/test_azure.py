@@ -1,0 +1,540 @@
+"""Azure connections against the real emulators: Azurite (two storage accounts) and an
+HTTPS Key Vault reached by the real SecretClient and DefaultAzureCredential.
+
+Every test gets its own containers and secrets, so tests share the services but no data.
+Outputs are checked with readers independent of the engine: raw blob bytes parsed by
+pandas/pyarrow, and delta-rs with storage options built here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+import odibi_dagster
+from odibi_dagster.engines.pandas import PandasEngine
+from odibi_dagster.errors import OdibiConnectionError
+from odibi_dagster.resources import azure as azure_mod
+from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
+from odibi_dagster_tests.emulators.azurite import AzuriteService
+from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
+
+RAW, CUR = "odibiraw", "odibicurated"
+
+ORDERS = pd.DataFrame(
+    {
+        "order_id": [1, 2, 3, 4],
+        "customer": ["ann", "bob", "ann", "cy"],
+        "amount": [10.5, -3.0, 7.25, 12.0],
+    }
+)
+
+
+@dataclass
+class Lake:
+    """Fresh containers in both accounts, a Key Vault secret for the raw account and an
+    environment variable for the curated one; ``yaml()`` writes a project using them."""
+
+    azurite: AzuriteService
+    keyvault: KeyVaultService
+    tmp: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    @property
+    def raw_container(self) -> str:
+        return f"raw{self.tag}"
+
+    @property
+    def cur_container(self) -> str:
+        return f"cur{self.tag}"
+
+    @property
+    def secret(self) -> str:
+        return f"raw-key-{self.tag}"
+
+    @property
+    def env_var(self) -> str:
+        return f"CURATED_KEY_{self.tag.upper()}"
+
+    def key(self, account: str) -> str:
+        return self.azurite.accounts[account]
+
+    def connections(self, **override: str) -> str:
+        raw = {
+            "type": "azure_adls",
+            "account": RAW,
+            "container": self.raw_container,
+            "key_vault_name": "odibi-kv",
+            "key_vault_url": self.keyvault.url,
+            "secret_name": self.secret,
+            "blob_endpoint": self.azurite.blob_endpoint(RAW),
+        }
+        cur = {
+            "type": "azure_adls",
+            "account": CUR,
+            "container": self.cur_container,
+            "path_prefix": "gold",
+            "auth_mode": "direct_key",
+            "account_key": "${" + self.env_var + "}",
+            "blob_endpoint": self.azurite.blob_endpoint(CUR),
+        }
+        for k, v in override.items():
+            conn, _, fld = k.partition("__")
+            (raw if conn == "raw" else cur)[fld] = v
+        return "connections:\n" + "".join(
+            f"  {name}: {json.dumps(body)}\n" for name, body in (("raw", raw), ("cur", cur))
+        )
+
+    def project(self, pipelines: str, **override: str) -> Path:
+        path = self.tmp / f"project_{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(self.connections(**override) + pipelines)
+        return path
+
+    def upload(self, name: str, data: bytes) -> None:
+        self.azurite.upload_blob(RAW, self.raw_container, name, data)
+
+    def blobs(self, account: str = CUR) -> list[str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        container = self.cur_container if account == CUR else self.raw_container
+        try:
+            return self.azurite.list_blobs(account, container)
+        except ResourceNotFoundError:
+            return []
+
+    def read_blob(self, name: str, account: str = CUR) -> bytes:
+        container = self.cur_container if account == CUR else self.raw_container
+        return self.azurite.read_blob(account, container, name)
+
+    def delta_options(self, account: str) -> dict[str, str]:
+        return {
+            "azure_storage_account_name": account,
+            "azure_storage_account_key": self.key(account),
+            "azure_storage_endpoint": self.azurite.blob_endpoint(account),
+            "allow_http": "true",
+        }
+
+    def resource(self, account: str = RAW, **kw: Any) -> AzureADLS:
+        if account == RAW:
+            base: dict[str, Any] = {
+                "account": RAW,
+                "container": self.raw_container,
+                "key_vault_name": "odibi-kv",
+                "key_vault_url": self.keyvault.url,
+                "secret_name": self.secret,
+                "connection_name": "raw",
+            }
+        else:
+            base = {
+                "account": CUR,
+                "container": self.cur_container,
+                "auth_mode": "direct_key",
+                "account_key": self.key(CUR),
+                "connection_name": "cur",
+            }
+        base["blob_endpoint"] = self.azurite.blob_endpoint(account)
+        base.update(kw)
+        return AzureADLS(**base)
+
+
+@pytest.fixture
+def lake(
+    azurite: AzuriteService,
+    keyvault: KeyVaultService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_home: Path,
+) -> Lake:
+    clear_secret_cache()
+    keyvault.reset_counts()
+    lk = Lake(azurite, keyvault, tmp_path)
+    azurite.create_container(RAW, lk.raw_container)
+    azurite.create_container(CUR, lk.cur_container)
+    keyvault.set_secret(lk.secret, lk.key(RAW))
+    monkeypatch.setenv(lk.env_var, lk.key(CUR))
+    return lk
+
+
+def run_job(project: Path, job: str = "p") -> dg.ExecuteInProcessResult:
+    defs = odibi_dagster.load_definitions(project)
+    return defs.resolve_job_def(job).execute_in_process(
+        raise_on_error=False, instance=dg.DagsterInstance.get()
+    )
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    """Every error message of a failed run, causes included."""
+    out = []
+    for event in result.all_events:
+        data = event.event_specific_data
+        err = getattr(data, "error", None)
+        while err is not None:
+            out.append(err.message)
+            err = err.cause
+        ufd = getattr(data, "user_failure_data", None)
+        if ufd is not None and ufd.description:
+            out.append(ufd.description)
+    return "\n".join(out)
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_reads_in_one_account_and_writes_in_the_other_for_every_format(lake: Lake):
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    lake.upload("in/orders.parquet", parquet_bytes(ORDERS))
+    lake.upload("in/orders.json", ORDERS.to_json(orient="records", lines=True).encode())
+    write_deltalake(
+        f"az://{lake.raw_container}/in/orders_delta",
+        ORDERS,
+        storage_options=lake.delta_options(RAW),
+    )
+    nodes = []
+    for fmt, path in (
+        ("csv", "in/orders.csv"),
+        ("parquet", "in/orders.parquet"),
+        ("json", "in/orders.json"),
+        ("delta", "in/orders_delta"),
+    ):
+        nodes.append(
+            f"""
+      - name: src_{fmt}
+        read: {{connection: raw, path: {path}, format: {fmt}}}
+      - name: out_{fmt}
+        depends_on: [src_{fmt}]
+        transform: {{steps: ["SELECT order_id, customer, amount FROM src_{fmt} WHERE amount > 0 ORDER BY order_id"]}}
+        write: {{connection: cur, path: out/orders.{fmt}, format: {fmt}}}"""
+        )
+    project = lake.project("pipelines:\n  - pipeline: p\n    nodes:" + "".join(nodes) + "\n")
+    result = run_job(project)
+    assert result.success, failure_text(result)
+
+    expected = ORDERS[ORDERS.amount > 0].reset_index(drop=True)
+    got = {
+        "csv": pd.read_csv(io.BytesIO(lake.read_blob("gold/out/orders.csv"))),
+        "parquet": pq.read_table(io.BytesIO(lake.read_blob("gold/out/orders.parquet"))).to_pandas(),
+        "json": pd.read_json(io.BytesIO(lake.read_blob("gold/out/orders.json")), lines=True),
+        "delta": DeltaTable(
+            f"az://{lake.cur_container}/gold/out/orders.delta",
+            storage_options=lake.delta_options(CUR),
+        )
+        .to_pandas()
+        .sort_values("order_id")
+        .reset_index(drop=True),
+    }
+    for fmt, df in got.items():
+        pd.testing.assert_frame_equal(df, expected, check_dtype=False, obj=fmt)
+    # nothing was written into the raw account
+    assert all(b.startswith("in/") for b in lake.blobs(RAW))
+    # the materialization names the abfss address, never the emulator endpoint or a key
+    mats = result.asset_materializations_for_node("p__out_parquet")
+    uri = mats[0].metadata["dagster/uri"].value
+    assert uri == f"abfss://{lake.cur_container}@{CUR}.dfs.core.windows.net/gold/out/orders.parquet"
+    assert mats[0].metadata["dagster/row_count"].value == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json", "delta"])
+def test_write_modes_on_adls(lake: Lake, fmt: str):
+    engine = PandasEngine()
+    loc = lake.resource(CUR).location(f"modes/t.{fmt}")
+    first = ORDERS.iloc[:2].reset_index(drop=True)
+    second = ORDERS.iloc[2:].reset_index(drop=True)
+
+    def read() -> pd.DataFrame:
+        df = engine.read(loc, fmt)
+        return df.sort_values("order_id").reset_index(drop=True)
+
+    assert engine.write(first, loc, fmt, "error") is True
+    with pytest.raises(Exception, match="exists"):
+        engine.write(second, loc, fmt, "error")
+    assert engine.write(second, loc, fmt, "ignore") is False
+    pd.testing.assert_frame_equal(read(), first, check_dtype=False)
+    engine.write(second, loc, fmt, "append")
+    pd.testing.assert_frame_equal(read(), ORDERS, check_dtype=False)
+    engine.write(second, loc, fmt, "overwrite")
+    pd.testing.assert_frame_equal(read(), second, check_dtype=False)
+    # no temporary siblings left behind in the container
+    assert all("tmp" not in b for b in lake.blobs()), lake.blobs()
+
+
+def test_two_connections_sharing_one_secret_fetch_it_once(lake: Lake):
+    a = lake.resource(RAW)
+    b = lake.resource(RAW, connection_name="raw_again", path_prefix="other")
+    a.check()
+    b.check()
+    assert a.get_storage_key() == b.get_storage_key() == lake.key(RAW)
+    assert lake.keyvault.secret_gets == 1
+    assert azure_mod.fetch_count == 1
+
+
+def test_twenty_node_run_over_three_connections_sharing_two_secrets(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+):
+    """A whole run fetches each (vault, secret) once, however many nodes use it."""
+    cur_secret = f"cur-key-{lake.tag}"
+    lake.keyvault.set_secret(cur_secret, lake.key(CUR))
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    extra = f"""  cur_b: {{type: azure_adls, account: {CUR}, container: {lake.cur_container}, path_prefix: b, key_vault_name: odibi-kv, key_vault_url: "{lake.keyvault.url}", secret_name: {cur_secret}, blob_endpoint: "{lake.azurite.blob_endpoint(CUR)}"}}
+"""
+    cur = f"""  cur: {{type: azure_adls, account: {CUR}, container: {lake.cur_container}, path_prefix: gold, key_vault_name: odibi-kv, key_vault_url: "{lake.keyvault.url}", secret_name: {cur_secret}, blob_endpoint: "{lake.azurite.blob_endpoint(CUR)}"}}
+"""
+    conns = lake.connections().splitlines(keepends=True)
+    text = conns[0] + conns[1] + cur + extra
+    nodes = [
+        "      - name: n0\n        read: {connection: raw, path: in/orders.csv, format: csv}\n"
+    ]
+    for i in range(1, 20):
+        target = "cur" if i % 2 else "cur_b"
+        nodes.append(
+            f"      - name: n{i}\n        depends_on: [n{i - 1}]\n"
+            f'        transform: {{steps: ["SELECT * FROM n{i - 1}"]}}\n'
+            f"        write: {{connection: {target}, path: t/n{i}.parquet, format: parquet}}\n"
+        )
+    project = lake.tmp / "twenty.yaml"
+    project.write_text(text + "pipelines:\n  - pipeline: p\n    nodes:\n" + "".join(nodes))
+    lake.keyvault.reset_counts()
+    result = run_job(project)
+    assert result.success, failure_text(result)
+    assert len(lake.blobs()) == 19
+    # two secrets -> two authenticated GETs (plus one unauthenticated challenge each)
+    assert lake.keyvault.secret_gets == 2
+    assert sum(1 for r in lake.keyvault.requests if r[2] == 401) <= 2
+    assert lake.keyvault.token_requests <= 1
+
+
+def test_a_rotated_key_is_fetched_again_when_the_account_rejects_the_cached_one(lake: Lake):
+    stale = lake.key(CUR)  # a valid key, but of the other account
+    lake.keyvault.set_secret(lake.secret, stale)
+    assert lake.resource(RAW).get_storage_key() == stale  # cached now
+    lake.keyvault.set_secret(lake.secret, lake.key(RAW))  # the secret is rotated
+    conn = lake.resource(RAW)
+    conn.check()
+    assert conn.get_storage_key() == lake.key(RAW)
+    assert lake.keyvault.secret_gets == 2
+
+
+def test_storage_options_for_each_library(lake: Lake):
+    conn = lake.resource(RAW)
+    opts = conn.pandas_storage_options()
+    assert opts["account_name"] == RAW and lake.key(RAW) in opts["connection_string"]
+    lake.upload("x/a.csv", b"a\n1\n")
+    assert pd.read_csv(f"abfs://{lake.raw_container}/x/a.csv", storage_options=opts).a.tolist() == [
+        1
+    ]
+    delta = conn.delta_storage_options()
+    assert delta == lake.delta_options(RAW)
+    spark = {**conn.spark_conf(), **lake.resource(CUR).spark_conf()}
+    assert set(spark) == {
+        f"fs.azure.account.key.{RAW}.dfs.core.windows.net",
+        f"fs.azure.account.key.{RAW}.blob.core.windows.net",
+        f"fs.azure.account.key.{CUR}.dfs.core.windows.net",
+        f"fs.azure.account.key.{CUR}.blob.core.windows.net",
+    }
+    assert "fs.azure.account.key" not in spark  # never an account-agnostic key
+
+
+def test_sovereign_cloud_and_default_addresses():
+    conn = AzureADLS(
+        account="lake1",
+        container="c1",
+        path_prefix="/p/",
+        key_vault_name="kv1",
+        secret_name="s",
+        endpoint_suffix="core.chinacloudapi.cn",
+    )
+    assert conn.uri("a/b.parquet") == "abfss://c1@lake1.dfs.core.chinacloudapi.cn/p/a/b.parquet"
+    assert conn.blob_url == "https://lake1.blob.core.chinacloudapi.cn"
+    assert conn.vault_url == "https://kv1.vault.azure.net"
+    assert azure_mod.is_public_vault_url("https://kv1.vault.azure.cn/")
+    assert not azure_mod.is_public_vault_url("https://127.0.0.1:8443")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"account_key": "k"}, "account_key is only for auth_mode='direct_key'"),
+        ({"secret_name": None}, "needs secret_name and key_vault_name"),
+        (
+            {"auth_mode": "direct_key", "account_key": "k"},
+            "key_vault_name, secret_name only apply to auth_mode='key_vault'",
+        ),
+        (
+            {"auth_mode": "direct_key", "key_vault_name": None, "secret_name": None},
+            "needs account_key",
+        ),
+    ],
+)
+def test_invalid_auth_combinations_cannot_be_constructed(kwargs: dict[str, Any], message: str):
+    base = {"account": "a1", "container": "c1", "key_vault_name": "kv", "secret_name": "s"}
+    with pytest.raises(ValueError, match=message):
+        AzureADLS(**{**base, **kwargs})
+
+
+def test_direct_key_in_production_warns(lake: Lake, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ODIBI_ENV", "production")
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    project = lake.project(
+        """pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: raw, path: in/orders.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        write: {connection: cur, path: o.csv, format: csv}
+"""
+    )
+    result = run_job(project)
+    assert result.success
+    texts = [r.user_message for r in dg.DagsterInstance.get().all_logs(result.run_id)]
+    warned = [t for t in texts if "direct_key with ODIBI_ENV=production" in t]
+    assert len(warned) == 1 and "connection 'cur'" in warned[0], texts
+
+
+# --------------------------------------------------------------------------- failures
+
+
+SIMPLE = """pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: raw, path: in/orders.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        write: {connection: cur, path: out.parquet, format: parquet}
+      - name: local_too
+        depends_on: [src]
+        write: {connection: cur, path: out2.csv, format: csv}
+"""
+
+
+def assert_failed_before_writing(lake: Lake, result: dg.ExecuteInProcessResult) -> str:
+    assert not result.success
+    text = failure_text(result)
+    assert lake.blobs() == []  # no node wrote anything
+    started = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert started == []
+    assert "Traceback" not in text.split("\n")[0]
+    return text
+
+
+def test_wrong_account_key_fails_the_run_before_any_write(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+):
+    wrong = lake.key(RAW)  # a real key of the other account
+    monkeypatch.setenv(lake.env_var, wrong)
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    text = assert_failed_before_writing(lake, run_job(lake.project(SIMPLE)))
+    assert (
+        f"connection 'cur' (account '{CUR}', container '{lake.cur_container}') at "
+        f"{lake.azurite.blob_endpoint(CUR)}: the storage account rejected the account key "
+        "from account_key (auth_mode direct_key) (403 AuthorizationFailure)"
+    ) in text
+    assert f"az storage account keys list --account-name {CUR}" in text
+    assert wrong not in text
+
+
+def test_missing_container(lake: Lake):
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    lake.azurite.delete_container(CUR, lake.cur_container)
+    text = assert_failed_before_writing(lake, run_job(lake.project(SIMPLE)))
+    assert (
+        f"connection 'cur' (account '{CUR}', container '{lake.cur_container}') at "
+        f"{lake.azurite.blob_endpoint(CUR)}: container '{lake.cur_container}' does not exist. "
+        f"Create it (az storage container create --account-name {CUR} --name "
+        f"{lake.cur_container} --auth-mode login)"
+    ) in text
+
+
+def test_missing_secret(lake: Lake):
+    lake.keyvault.delete_secret(lake.secret)
+    text = assert_failed_before_writing(lake, run_job(lake.project(SIMPLE)))
+    assert (
+        f"connection 'raw' (account '{RAW}', container '{lake.raw_container}'): could not "
+        f"read secret '{lake.secret}' in Key Vault {lake.keyvault.url}: the secret does not "
+        f"exist. Create it with the storage account key (az keyvault secret set --vault-name "
+        f"odibi-kv --name {lake.secret} --value <key>)"
+    ) in text
+
+
+@pytest.mark.parametrize("rbac", [True, False])
+def test_forbidden_secret_names_the_identity_and_the_role(lake: Lake, rbac: bool):
+    lake.keyvault.forbid(lake.secret, rbac=rbac)
+    try:
+        text = assert_failed_before_writing(lake, run_job(lake.project(SIMPLE)))
+    finally:
+        lake.keyvault.allow(lake.secret)
+    assert (
+        f"could not read secret '{lake.secret}' in Key Vault {lake.keyvault.url}: access "
+        "denied (403)"
+    ) in text
+    assert f"oid={IDENTITY_OBJECT_ID}" in text
+    assert "Grant it the 'Key Vault Secrets User' role on the vault" in text
+    assert (
+        "az keyvault set-policy --name odibi-kv --object-id <object id> --secret-permissions get"
+        in text
+    )
+
+
+def test_unreachable_vault(lake: Lake, unused_port: int):
+    project = lake.project(SIMPLE, raw__key_vault_url=f"https://127.0.0.1:{unused_port}")
+    text = assert_failed_before_writing(lake, run_job(project))
+    assert (
+        f"connection 'raw' (account '{RAW}', container '{lake.raw_container}'): could not read "
+        f"secret '{lake.secret}' in Key Vault https://127.0.0.1:{unused_port}: the vault could "
+        "not be reached"
+    ) in text
+    assert "Check key_vault_name / key_vault_url" in text
+
+
+def test_unreachable_storage_endpoint(lake: Lake, unused_port: int):
+    project = lake.project(SIMPLE, cur__blob_endpoint=f"http://127.0.0.1:{unused_port}/{CUR}")
+    text = assert_failed_before_writing(lake, run_job(project))
+    assert f"connection 'cur' (account '{CUR}', container '{lake.cur_container}')" in text
+    assert "the blob endpoint could not be reached" in text
+
+
+def test_unset_key_variable_names_the_connection_and_the_variable(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv(lake.env_var)
+    project = lake.project(SIMPLE)
+    defs = odibi_dagster.load_definitions(project)  # loading needs no secret
+    with pytest.raises(dg.DagsterInvalidConfigError) as err:
+        defs.resolve_job_def("p").execute_in_process(instance=dg.DagsterInstance.get())
+    text = str(err.value)
+    assert "resources:cur:config:account_key" in text and lake.env_var in text
+    assert lake.blobs() == []
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_errors_from_get_storage_key_are_connection_errors(lake: Lake):
+    lake.keyvault.delete_secret(lake.secret)
+    with pytest.raises(OdibiConnectionError, match="the secret does not exist"):
+        lake.resource(RAW).get_storage_key()
