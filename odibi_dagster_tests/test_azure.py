@@ -8,6 +8,7 @@ pandas/pyarrow, and delta-rs with storage options built here.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -27,6 +28,7 @@ from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources import azure as azure_mod
 from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
+from odibi_dagster_tests.conftest import run_cli
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
 
@@ -538,3 +540,74 @@ def test_errors_from_get_storage_key_are_connection_errors(lake: Lake):
     lake.keyvault.delete_secret(lake.secret)
     with pytest.raises(OdibiConnectionError, match="the secret does not exist"):
         lake.resource(RAW).get_storage_key()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_no_key_reaches_logs_run_config_event_log_metadata_or_stories(
+    lake: Lake, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Real runs through the dagster CLI (step processes, compute logs, DEBUG console
+    logs), one of them failing, then a byte search of everything they left behind."""
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    story_dir = lake.tmp / "stories"
+    project = lake.project(
+        f"""executor: multiprocess
+story: {{output_path: "{story_dir}"}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {{connection: raw, path: in/orders.csv, format: csv}}
+      - name: out
+        depends_on: [src]
+        transform: {{steps: ["SELECT * FROM src WHERE amount > 0"]}}
+        write: {{connection: cur, path: out.parquet, format: parquet}}
+      - name: out_delta
+        depends_on: [src]
+        write: {{connection: cur, path: out_delta, format: delta}}
+  - pipeline: fails
+    nodes:
+      - name: src
+        read: {{connection: raw, path: in/orders.csv, format: csv}}
+      - name: again
+        depends_on: [src]
+        write: {{connection: cur, path: out.parquet, format: parquet, mode: error}}
+"""
+    )
+    defs_file = lake.tmp / "definitions.py"
+    defs_file.write_text(
+        f"import odibi_dagster\ndefs = odibi_dagster.load_definitions({str(project)!r})\n"
+    )
+    outputs = []
+    for job, ok in (("p", True), ("fails", False)):
+        result = run_cli("dagster", "job", "execute", "-f", defs_file, "-j", job, timeout=600)
+        outputs.append(result.stdout + result.stderr)
+        assert (result.returncode == 0) is ok, result.stderr[-3000:]
+    assert "exists" in outputs[1] and "out.parquet" in outputs[1]
+    # a wrong key (the other account's) fails the run; it must not be echoed either
+    monkeypatch.setenv(lake.env_var, lake.key(RAW))
+    result = run_cli("dagster", "job", "execute", "-f", defs_file, "-j", "p", timeout=600)
+    assert result.returncode != 0
+    outputs.append(result.stdout + result.stderr)
+    assert "rejected the account key" in outputs[-1]
+
+    keys = [lake.key(RAW), lake.key(CUR)]
+    needles = [k.encode() for k in keys] + [base64.b64decode(k) for k in keys]
+    files = [p for p in (*dagster_home.rglob("*"), *story_dir.rglob("*")) if p.is_file()]
+    assert any(p.suffix == ".db" for p in files)  # the event log and run storage
+    assert any("compute_logs" in str(p) for p in files), [str(p) for p in files]
+    assert any(p.name == "story.json" for p in files)
+    leaks = [str(p) for p in files for n in needles if n in p.read_bytes()]
+    leaks += [f"output {i}" for i, out in enumerate(outputs) for k in keys if k in out]
+    assert leaks == []
+    # and the instance's own view: run config and every event's text
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    runs = instance.get_runs()
+    assert len(runs) == 3
+    for run in runs:
+        assert not any(k in json.dumps(run.run_config) for k in keys)
+        for record in instance.all_logs(run.run_id):
+            assert not any(k in (record.user_message or "") for k in keys)
+    instance.dispose()

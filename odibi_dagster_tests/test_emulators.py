@@ -51,8 +51,9 @@ def test_get_and_set_secret_with_default_credential(keyvault: KeyVaultService) -
     keyvault.reset_counts()
     c = client(keyvault)
     assert c.get_secret("db-password").value == "s3cr3t"
-    # the first request is the unauthenticated challenge, then one token, then the real GET
-    assert [status for _, _, status in keyvault.requests] == [401, 200]
+    # an unauthenticated challenge first (unless the SDK already cached this vault's
+    # challenge earlier in the process), then one token, then the real GET
+    assert [status for _, _, status in keyvault.requests] in ([401, 200], [200])
     assert (keyvault.secret_gets, keyvault.token_requests) == (1, 1)
 
     first = c.set_secret("api-key", "v1")

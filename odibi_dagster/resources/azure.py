@@ -70,12 +70,13 @@ fetch_count = 0
 
 
 def clear_secret_cache() -> None:
-    """Forget every secret fetched by this process (the next use fetches again)."""
-    global fetch_count
+    """Forget every secret, client and credential of this process (the next use starts over)."""
+    global fetch_count, _credential
     with _lock:
         _secrets.clear()
         _secret_locks.clear()
         _clients.clear()
+        _credential = None
         fetch_count = 0
 
 
@@ -279,6 +280,14 @@ class AzureADLS(dg.ConfigurableResource):
         """The storage account key: from Key Vault (cached per process) or account_key."""
         if self.auth_mode == "direct_key":
             key = self.account_key or ""
+            if isinstance(key, dg.EnvVar):  # not resolved by Dagster (used outside a run)
+                name = key.env_var_name
+                key = key.get_value() or ""
+                if not key.strip():
+                    raise OdibiConnectionError(
+                        f"{self.describe()}: account_key reads the environment variable {name}, "
+                        "which is not set. Export it with the storage account key."
+                    )
             if not key.strip():
                 raise OdibiConnectionError(
                     f"{self.describe()}: account_key is empty. Set the environment variable "
