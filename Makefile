@@ -1,12 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the retail example (pandas, local disk) and say where the outputs are
 #   make test   run the whole test suite (what CI runs, plus `make lint`)
+# And: make azure-demo   the azure_pandas example on local Azure emulators (two storage
+#                        accounts in Azurite, one key from an HTTPS Key Vault stand-in)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint ui browser clean bench services
+.PHONY: demo azure-demo test lint ui browser clean bench services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +22,9 @@ demo: $(STAMP)
 	@echo "outputs:  examples/retail/data/silver/  examples/retail/outputs/gold/"
 	@echo "stories:  examples/retail/outputs/stories/<pipeline>/<run id>/story.html"
 	@echo "web UI:   make ui   (then open http://127.0.0.1:3000)"
+
+azure-demo: $(STAMP) services
+	$(BIN)/python examples/azure_pandas/run_with_emulators.py
 
 test: $(STAMP) browser services
 	$(BIN)/pytest

@@ -173,7 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAIL
     order = [p for p in pipeline_order(project.config) if p in wanted]
-    unset = _unset_key_variables(project.config)
+    unset, warnings = _check_keys(project, order)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if unset:
         for line in unset:
             print(line, file=sys.stderr)
@@ -221,21 +223,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAIL
 
 
-def _unset_key_variables(cfg: Any) -> list[str]:
-    """direct_key connections whose ``${VAR}`` is not set, said before any run starts."""
-    from odibi_dagster.config.models import AzureAdlsConnection
+def _check_keys(project: Any, pipelines: list[str]) -> tuple[list[str], list[str]]:
+    """Before any run: direct_key variables that are unset (errors), and direct keys used
+    with ODIBI_ENV=production (warnings), for the connections these pipelines use."""
+    import dagster as dg
 
-    out = []
-    for name, conn in cfg.connections.items():
-        if isinstance(conn, AzureAdlsConnection) and conn.account_key:
-            var = conn.account_key.strip()[2:-1]
-            if not os.environ.get(var):
-                out.append(
-                    f"connection '{name}' (account '{conn.account}'): account_key names the "
-                    f"environment variable {var}, which is not set. Export it with the storage "
-                    "account key, or use auth_mode: key_vault."
-                )
-    return out
+    from odibi_dagster.compile import pipeline_connections
+    from odibi_dagster.resources.azure import AzureADLS
+
+    errors, warnings = [], []
+    for name, conn in pipeline_connections(project, pipelines).items():
+        if not isinstance(conn, AzureADLS):
+            continue
+        key = conn.account_key
+        if isinstance(key, dg.EnvVar) and not (key.get_value() or "").strip():
+            errors.append(
+                f"connection '{name}' (account '{conn.account}'): account_key names the "
+                f"environment variable {key.env_var_name}, which is not set. Export it with the "
+                "storage account key, or use auth_mode: key_vault."
+            )
+        warning = conn.production_warning()
+        if warning:
+            warnings.append(warning)
+    return errors, warnings
 
 
 def _story_uri(project: Any, pipeline: str, run_id: str) -> str | None:

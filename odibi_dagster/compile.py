@@ -193,6 +193,13 @@ def _connection_resources(cfg: ProjectConfig) -> dict[str, Connection]:
     return out
 
 
+def pipeline_connections(project: LoadedProject, pipelines: list[str]) -> dict[str, Connection]:
+    """The connection resources that runs of ``pipelines`` set up (nodes' and story's)."""
+    used = _connections_used(project.config, _story_settings(project))
+    names: set[str] = set().union(*(used[p] for p in pipelines if p in used))
+    return {n: c for n, c in _connection_resources(project.config).items() if n in names}
+
+
 def _connections_used(cfg: ProjectConfig, story: StorySettings | None) -> dict[str, set[str]]:
     """The connections each pipeline's steps require: every one the pipeline reads or
     writes, and the story's. Each step of a run then sets up (and checks) them all before

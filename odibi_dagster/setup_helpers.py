@@ -227,7 +227,7 @@ def print_keyvault_setup_instructions(
             f"# 1. Let the identity read secrets in Key Vault '{key_vault_name}' (access "
             "policies):",
             f"az keyvault set-policy --name {key_vault_name} --object-id {object_id} "
-            "--secret-permissions get list",
+            "--secret-permissions get",
         ]
 
     accounts = list(storage_accounts)

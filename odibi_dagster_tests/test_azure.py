@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,7 @@ from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources import azure as azure_mod
 from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
-from odibi_dagster_tests.conftest import run_cli
+from odibi_dagster_tests.conftest import EXAMPLES, cli_env, run_cli
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
 
@@ -375,7 +378,7 @@ def test_sovereign_cloud_and_default_addresses():
         ({"secret_name": None}, "needs secret_name and key_vault_name"),
         (
             {"auth_mode": "direct_key", "account_key": "k"},
-            "key_vault_name, secret_name only apply to auth_mode='key_vault'",
+            "key_vault_name, secret_name apply only to auth_mode='key_vault'",
         ),
         (
             {"auth_mode": "direct_key", "key_vault_name": None, "secret_name": None},
@@ -490,7 +493,10 @@ def test_forbidden_secret_names_the_identity_and_the_role(lake: Lake, rbac: bool
     assert f"oid={IDENTITY_OBJECT_ID}" in text
     assert "Grant it the 'Key Vault Secrets User' role on the vault" in text
     assert (
-        "az keyvault set-policy --name odibi-kv --object-id <object id> --secret-permissions get"
+        f"--assignee-object-id {IDENTITY_OBJECT_ID} --assignee-principal-type ServicePrincipal"
+    ) in text
+    assert (
+        f"az keyvault set-policy --name odibi-kv --object-id {IDENTITY_OBJECT_ID} --secret-permissions get"
         in text
     )
 
@@ -611,3 +617,159 @@ pipelines:
         for record in instance.all_logs(run.run_id):
             assert not any(k in (record.user_message or "") for k in keys)
     instance.dispose()
+
+
+# --------------------------------------------------------------------------- the example
+
+
+def test_the_azure_example_runs_with_one_command():
+    """What `make azure-demo` runs: its own emulators, the real CLI, then a listing."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "azure_pandas" / "run_with_emulators.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=cli_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    listing = out.split("in account odibicurated, container lake:\n", 1)[1].splitlines()
+    blobs = [line.strip() for line in listing if line.startswith("  ")]
+    assert blobs[:2] == ["gold/revenue_by_country.csv", "silver/customers.parquet"]
+    assert blobs[2] == "silver/orders/_delta_log/00000000000000000000.json"
+    assert blobs[3].startswith("silver/orders/part-") and len(blobs) == 4
+    assert "Key Vault: 1 secret read(s), 1 token(s)" in out
+    assert "done: 1 pipeline(s) succeeded" in out
+
+
+def test_the_azure_example_computes_revenue_per_country(
+    lake: Lake, example: Any, monkeypatch: pytest.MonkeyPatch
+):
+    project = example("azure_pandas")
+    lake.keyvault.set_secret("odibiraw-key", lake.key(RAW))
+    lake.azurite.create_container(RAW, "landing")
+    lake.azurite.delete_container(CUR, "lake")
+    lake.azurite.create_container(CUR, "lake")
+    for f in (project / "data").iterdir():
+        lake.azurite.upload_blob(RAW, "landing", f"retail/{f.name}", f.read_bytes())
+    monkeypatch.setenv("ODIBI_KEY_VAULT_URL", lake.keyvault.url)
+    monkeypatch.setenv("AZURITE_BLOB_ENDPOINT_ODIBIRAW", lake.azurite.blob_endpoint(RAW))
+    monkeypatch.setenv("AZURITE_BLOB_ENDPOINT_ODIBICURATED", lake.azurite.blob_endpoint(CUR))
+    monkeypatch.setenv("AZURITE_KEY_ODIBICURATED", lake.key(CUR))
+    result = run_job(project, "orders")
+    assert result.success, failure_text(result)
+
+    orders = pd.read_csv(project / "data" / "orders.csv")
+    customers = pd.read_json(project / "data" / "customers.jsonl", lines=True)
+    paid = orders[orders.status == "paid"].assign(amount=lambda d: d.quantity * d.unit_price)
+    customers["country"] = customers.country.str.strip().str.upper()
+    expected = (
+        paid.merge(customers, on="customer_id")
+        .groupby("country", dropna=False)  # a customer without a country is a group too
+        .agg(orders=("order_id", "count"), revenue=("amount", "sum"))
+        .reset_index()
+    )
+    got = pd.read_csv(
+        io.BytesIO(lake.azurite.read_blob(CUR, "lake", "gold/revenue_by_country.csv"))
+    )
+    merged = got.merge(expected, on="country", suffixes=("", "_expected"))
+    assert len(merged) == len(expected) == len(got)
+    assert (merged.orders == merged.orders_expected).all()
+    assert (merged.revenue - merged.revenue_expected).abs().max() < 0.01
+    silver = DeltaTable("az://lake/silver/orders", storage_options=lake.delta_options(CUR))
+    assert silver.to_pandas().order_id.sort_values().tolist() == sorted(paid.order_id)
+
+
+def test_multiprocess_run_with_a_story_on_adls(lake: Lake, monkeypatch: pytest.MonkeyPatch):
+    """Each step process sets up the pipeline's connections itself; intermediate results
+    travel between processes; the story is written through an Azure connection."""
+    lake.upload("in/orders.csv", ORDERS.to_csv(index=False).encode())
+    project = lake.project(
+        """executor: multiprocess
+story: {connection: cur, path: stories}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: raw, path: in/orders.csv, format: csv}
+      - name: positive
+        depends_on: [src]
+        transform: {steps: ["SELECT * FROM src WHERE amount > 0"]}
+      - name: by_customer
+        depends_on: [positive]
+        transform: {steps: ["SELECT customer, SUM(amount) AS total FROM positive GROUP BY customer ORDER BY customer"]}
+        write: {connection: cur, path: by_customer.parquet, format: parquet}
+"""
+    )
+    defs = odibi_dagster.load_definitions(project)
+    monkeypatch.setenv("ODIBI_TEST_PROJECT", str(project))
+    # (not entered as a context manager: that would set the resources up once more here)
+    result = dg.execute_job(dg.reconstructable(_job_from_env), instance=dg.DagsterInstance.get())
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert defs.resolve_job_def("p").executor_def.name == "multiprocess"
+    got = pq.read_table(io.BytesIO(lake.read_blob("gold/by_customer.parquet"))).to_pandas()
+    assert got.to_dict("list") == {"customer": ["ann", "cy"], "total": [17.75, 12.0]}
+    stories = [b for b in lake.blobs() if b.startswith("gold/stories/")]
+    story = json.loads(lake.read_blob(next(b for b in stories if b.endswith("story.json"))))
+    assert sorted(n["node"] for n in story["nodes"]) == ["by_customer", "positive"]
+    assert {n["status"] for n in story["nodes"]} == {"success"}
+    # two step processes, each fetching the raw secret once (the other key is an env var)
+    assert lake.keyvault.secret_gets == 2
+
+
+def _job_from_env() -> dg.JobDefinition:
+    return odibi_dagster.load_definitions(os.environ["ODIBI_TEST_PROJECT"]).resolve_job_def("p")
+
+
+def test_cli_run_names_an_unset_key_variable_only_for_the_pipelines_it_runs(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, dagster_home: Path
+):
+    (lake.tmp / "data").mkdir()
+    pd.DataFrame({"a": [1, 2]}).to_csv(lake.tmp / "data" / "a.csv", index=False)
+    project = lake.project(
+        f"""  disk: {{type: local, base_path: "{lake.tmp / "data"}"}}
+pipelines:
+  - pipeline: local_only
+    nodes:
+      - name: a
+        read: {{connection: disk, path: a.csv, format: csv}}
+      - name: b
+        depends_on: [a]
+        write: {{connection: disk, path: b.csv, format: csv}}
+  - pipeline: to_azure
+    nodes:
+      - name: a
+        read: {{connection: disk, path: a.csv, format: csv}}
+      - name: b
+        depends_on: [a]
+        write: {{connection: cur, path: b.csv, format: csv}}
+"""
+    )
+    monkeypatch.delenv(lake.env_var)
+    ok = run_cli("odibi-dagster", "run", project, "--pipeline", "local_only")
+    assert ok.returncode == 0, ok.stderr
+    assert (lake.tmp / "data" / "b.csv").read_text() == "a\n1\n2\n"
+    bad = run_cli("odibi-dagster", "run", project)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        f"connection 'cur' (account '{CUR}'): account_key names the environment variable "
+        f"{lake.env_var}, which is not set. Export it with the storage account key, or use "
+        "auth_mode: key_vault."
+    ]
+    assert lake.blobs() == []
+    # set, but in production: the run goes ahead with a warning first
+    warned = run_cli(
+        "odibi-dagster",
+        "run",
+        project,
+        "--pipeline",
+        "to_azure",
+        **{lake.env_var: lake.key(CUR), "ODIBI_ENV": "prod"},
+    )
+    assert warned.returncode == 0, warned.stderr
+    assert warned.stderr.splitlines()[0] == (
+        f"warning: connection 'cur' (account '{CUR}', container '{lake.cur_container}') uses "
+        "auth_mode direct_key with ODIBI_ENV=prod: keep production keys in Key Vault "
+        "(auth_mode: key_vault)."
+    )
+    assert lake.read_blob("gold/b.csv") == b"a\n1\n2\n"

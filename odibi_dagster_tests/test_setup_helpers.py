@@ -205,7 +205,7 @@ def test_keyvault_instructions_access_policy_with_given_object_id(
     )
 
     assert (
-        "az keyvault set-policy --name kv-legacy --object-id 0000-oid --secret-permissions get list"
+        "az keyvault set-policy --name kv-legacy --object-id 0000-oid --secret-permissions get"
     ) in text
     assert "role assignment" not in text
     # No secret name given: it defaults to <account>-key; the resource group to a placeholder.

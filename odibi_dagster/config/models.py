@@ -168,11 +168,14 @@ class AzureAdlsConnection(StrictModel):
                     "account_key must reference an environment variable, like "
                     "${MY_STORAGE_KEY}; a key written in the file would be committed with it"
                 )
-            extra = [k for k in ("key_vault_name", "secret_name") if getattr(self, k)]
+            extra = [
+                k for k in ("key_vault_name", "secret_name", "key_vault_url") if getattr(self, k)
+            ]
             if extra:
+                them = "them" if len(extra) > 1 else "it"
                 raise ValueError(
-                    f"{' and '.join(extra)} only apply to auth_mode key_vault; remove them "
-                    "or set auth_mode: key_vault"
+                    f"{' and '.join(extra)} {'apply' if len(extra) > 1 else 'applies'} only to "
+                    f"auth_mode key_vault; remove {them} or set auth_mode: key_vault"
                 )
         return self
 

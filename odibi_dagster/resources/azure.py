@@ -137,12 +137,19 @@ def fetch_secret(vault_url: str, secret_name: str, *, refresh: bool = False) -> 
         return value or ""
 
 
-def identity_summary() -> str:
-    """Who ``DefaultAzureCredential`` runs as, from its Key Vault token (best effort)."""
+def identity_claims() -> dict[str, Any]:
+    """Claims of the token ``DefaultAzureCredential`` gets for Key Vault (best effort, {})."""
     try:
         token = _get_credential().get_token("https://vault.azure.net/.default").token
-        claims = decode_token_claims(token)
     except Exception:
+        return {}
+    return decode_token_claims(token)
+
+
+def identity_summary(claims: dict[str, Any] | None = None) -> str:
+    """Who ``DefaultAzureCredential`` runs as, from its Key Vault token (best effort)."""
+    claims = identity_claims() if claims is None else claims
+    if not claims:
         return "the identity DefaultAzureCredential runs as"
     parts = [
         f"{k}={claims[k]}" for k in ("upn", "appid", "oid", "tid") if isinstance(claims.get(k), str)
@@ -231,8 +238,9 @@ class AzureADLS(dg.ConfigurableResource):
                 k for k in ("key_vault_name", "secret_name", "key_vault_url") if getattr(self, k)
             ]
             if extra:
+                verb = "apply" if len(extra) > 1 else "applies"
                 raise ValueError(
-                    f"{self.describe()}: {', '.join(extra)} only apply to auth_mode='key_vault'"
+                    f"{self.describe()}: {', '.join(extra)} {verb} only to auth_mode='key_vault'"
                 )
             if not self.account_key:
                 raise ValueError(
@@ -335,15 +343,18 @@ class AzureADLS(dg.ConfigurableResource):
                 "AZURE_CLIENT_SECRET for a service principal."
             )
         if status in (401, 403):
-            who = identity_summary()
+            claims = identity_claims()
+            who = identity_summary(claims)
+            oid = claims.get("oid") if isinstance(claims.get("oid"), str) else "<object id>"
+            kind = "User" if claims.get("upn") else "ServicePrincipal"
             return (
                 f"{head}: access denied ({status}). {who[0].upper()}{who[1:]} may not read "
                 f"secrets in vault '{vault}'. Grant it the '{SECRETS_USER_ROLE}' role on the "
-                f'vault (az role assignment create --role "{SECRETS_USER_ROLE}" --assignee '
-                f"<object id> --scope $(az keyvault show --name {vault} --query id -o tsv)), "
-                "or, for a vault that uses access policies, the secret 'get' permission "
-                f"(az keyvault set-policy --name {vault} --object-id <object id> "
-                "--secret-permissions get)."
+                f'vault (az role assignment create --role "{SECRETS_USER_ROLE}" '
+                f"--assignee-object-id {oid} --assignee-principal-type {kind} --scope "
+                f"$(az keyvault show --name {vault} --query id -o tsv)), or, for a vault that "
+                f"uses access policies, the secret 'get' permission (az keyvault set-policy "
+                f"--name {vault} --object-id {oid} --secret-permissions get)."
             )
         if isinstance(exc, ServiceRequestError):
             return (
@@ -492,15 +503,20 @@ class AzureADLS(dg.ConfigurableResource):
                 "`blob_endpoint` and the network path to the account."
             ) from None
 
+    def production_warning(self) -> str | None:
+        """A warning when a direct key is used where ODIBI_ENV says production."""
+        env = os.environ.get("ODIBI_ENV", "")
+        if self.auth_mode != "direct_key" or env.lower() not in ("prod", "production"):
+            return None
+        return (
+            f"{self.describe()} uses auth_mode direct_key with ODIBI_ENV={env}: keep "
+            "production keys in Key Vault (auth_mode: key_vault)."
+        )
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.auth_mode == "direct_key" and os.environ.get("ODIBI_ENV", "").lower() in (
-            "prod",
-            "production",
-        ):
-            context.log.warning(  # type: ignore[union-attr]
-                f"{self.describe()} uses auth_mode direct_key with ODIBI_ENV=production: "
-                "keep production keys in Key Vault (auth_mode: key_vault)."
-            )
+        warning = self.production_warning()
+        if warning:
+            context.log.warning(warning)  # type: ignore[union-attr]
         if self.validate_on_start and not self._checked:
             self.check()
 
