@@ -54,10 +54,11 @@ services:
 	@if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 	  npm ci --no-audit --no-fund --silent; fi
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(BIN)/python benchmarks/executors.py
 	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/keyvault_requests.py
 
 clean:
 	rm -rf examples/*/data/silver examples/*/data/gold examples/*/outputs .dagster_home
