@@ -773,3 +773,24 @@ pipelines:
         "(auth_mode: key_vault)."
     )
     assert lake.read_blob("gold/b.csv") == b"a\n1\n2\n"
+
+
+def test_transient_vault_errors_are_retried_with_backoff(lake: Lake):
+    lake.keyvault.fail_next(2, status=503)
+    assert lake.resource(RAW).get_storage_key() == lake.key(RAW)
+    statuses = [status for _, path, status in lake.keyvault.requests if status != 401]
+    assert statuses == [503, 503, 200]
+
+
+def test_a_vault_that_hangs_times_out_with_a_message(lake: Lake, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(azure_mod, "KEY_VAULT_TIMEOUT", 0.5)
+    monkeypatch.setattr(azure_mod, "KEY_VAULT_RETRIES", 1)
+    monkeypatch.setattr(azure_mod, "KEY_VAULT_BACKOFF", 0.1)
+    lake.keyvault.fail_next(2, status=200, delay=2.0)
+    with pytest.raises(OdibiConnectionError) as err:
+        lake.resource(RAW).get_storage_key()
+    assert (
+        f"connection 'raw' (account '{RAW}', container '{lake.raw_container}'): could not read "
+        f"secret '{lake.secret}' in Key Vault {lake.keyvault.url}: the vault did not answer in "
+        "time (0.5 s per attempt, 2 attempts"
+    ) in str(err.value)

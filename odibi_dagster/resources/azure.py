@@ -324,6 +324,7 @@ class AzureADLS(dg.ConfigurableResource):
             HttpResponseError,
             ResourceNotFoundError,
             ServiceRequestError,
+            ServiceResponseError,
         )
 
         head = f"{self.describe()}: could not read {self._key_source()}"
@@ -361,6 +362,12 @@ class AzureADLS(dg.ConfigurableResource):
                 f"{head}: the vault could not be reached ({_first_line(exc)}). Check "
                 "key_vault_name / key_vault_url, DNS and the network path to the vault "
                 "(firewall, private endpoint)."
+            )
+        if isinstance(exc, ServiceResponseError):
+            return (
+                f"{head}: the vault did not answer in time ({KEY_VAULT_TIMEOUT:g} s per "
+                f"attempt, {KEY_VAULT_RETRIES + 1} attempts: {_first_line(exc)}). Check the "
+                "network path to the vault, or try again if Azure reports an outage."
             )
         if isinstance(exc, HttpResponseError):
             return f"{head}: Key Vault answered {status}: {_first_line(exc)}"

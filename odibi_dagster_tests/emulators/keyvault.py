@@ -168,7 +168,13 @@ class _VaultHandler(_Handler):
             svc._record(self.command, path, 401, secret_get=False)
             self._reply(401, _error("Unauthorized", message), {"WWW-Authenticate": _CHALLENGE})
             return
-        status, body = svc._serve(self.command, path, raw, self.headers.get("Host", ""))
+        with svc._lock:
+            fault = svc._faults.pop(0) if svc._faults else None
+        if fault is not None:
+            time.sleep(fault[1])
+            status, body = fault[0], _error("ServiceUnavailable", "The service is busy.")
+        else:
+            status, body = svc._serve(self.command, path, raw, self.headers.get("Host", ""))
         svc._record(self.command, path, status, secret_get=self.command == "GET")
         self._reply(status, body)
 
@@ -217,6 +223,7 @@ class KeyVaultService:
     token_requests: int = 0
     _secrets: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
     _forbidden: dict[str, bool] = field(default_factory=dict, repr=False)
+    _faults: list[tuple[int, float]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _signing_key: bytes = field(default_factory=lambda: _secrets.token_bytes(32), repr=False)
     _servers: list[_Server] = field(default_factory=list, repr=False)
@@ -240,6 +247,12 @@ class KeyVaultService:
         """Undo :meth:`forbid`."""
         with self._lock:
             self._forbidden.pop(name.lower(), None)
+
+    def fail_next(self, count: int, status: int = 503, delay: float = 0.0) -> None:
+        """Make the next ``count`` authenticated requests wait ``delay`` seconds, then
+        answer ``status`` (a transient failure, or a hang when the delay is long)."""
+        with self._lock:
+            self._faults.extend([(status, delay)] * count)
 
     def reset_counts(self) -> None:
         """Zero ``secret_gets``, ``requests`` and ``token_requests``."""
