@@ -794,3 +794,20 @@ def test_a_vault_that_hangs_times_out_with_a_message(lake: Lake, monkeypatch: py
         f"secret '{lake.secret}' in Key Vault {lake.keyvault.url}: the vault did not answer in "
         "time (0.5 s per attempt, 2 attempts"
     ) in str(err.value)
+
+
+def test_no_identity_for_default_azure_credential(lake: Lake, monkeypatch: pytest.MonkeyPatch):
+    for var in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(lake.tmp))  # no developer sign-in cached either
+    clear_secret_cache()
+    with pytest.raises(OdibiConnectionError) as err:
+        lake.resource(RAW).get_storage_key()
+    text = str(err.value)
+    assert text.startswith(
+        f"connection 'raw' (account '{RAW}', container '{lake.raw_container}'): could not read "
+        f"secret '{lake.secret}' in Key Vault {lake.keyvault.url}: DefaultAzureCredential found "
+        "no identity to sign in with ("
+    )
+    assert "Locally run `az login`" in text
+    clear_secret_cache()  # drop the credential built without an identity
