@@ -82,24 +82,10 @@ def resource(server: ws.Webserver, name: str) -> dict[str, Any]:
     return dict(details)
 
 
-RUN_EVENTS = """
-query RunEvents($runId: ID!) {
-  logsForRun(runId: $runId, limit: 500) {
-    ... on EventConnection {
-      events {
-        __typename
-        ... on MessageEvent { message }
-        ... on ErrorEvent { error { message causes { message } } }
-      }
-    }
-  }
-}
-"""
-
-
 def run_messages(server: ws.Webserver, run_id: str) -> list[str]:
     """Each event's message, then the error it carries (as the UI shows it), if any."""
-    events = server.graphql.query(RUN_EVENTS, {"runId": run_id})["logsForRun"]["events"]
+    answer = server.graphql.query(ws.RUN_FAILURE_EVENTS, {"runId": run_id})
+    events = answer["logsForRun"]["events"]
     out = []
     for e in events:
         out.append(e.get("message") or "")

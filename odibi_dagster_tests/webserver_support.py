@@ -159,6 +159,7 @@ query RunEvents($runId: ID!) {
       events {
         __typename
         ... on MessageEvent { message level }
+        ... on ErrorEvent { error { message causes { message } } }
       }
     }
   }

@@ -468,12 +468,15 @@ class AzureADLS(dg.ConfigurableResource):
             HttpResponseError,
             ServiceRequestError,
         )
-        from azure.storage.blob import ContainerClient
+        from azure.storage.blob import ContainerClient, ExponentialRetry
 
         client = ContainerClient.from_connection_string(
             self._connection_string(key),
             self.container,
-            retry_total=STORAGE_RETRIES,
+            # the SDK's default waits 15 s, then 60 s, before telling the endpoint is down
+            retry_policy=ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES
+            ),
             connection_timeout=STORAGE_TIMEOUT,
             read_timeout=STORAGE_TIMEOUT,
         )
