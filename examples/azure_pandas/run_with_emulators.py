@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +37,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ui", action="store_true", help="serve the web UI after the run")
     args = parser.parse_args()
+    # a TERM (not only Ctrl-C) still runs the clean-up below: the emulators are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bin_dir = Path(sys.executable).parent
     keys = {a: base64.b64encode(secrets.token_bytes(64)).decode() for a in (RAW, CURATED)}
     with tempfile.TemporaryDirectory(prefix="odibi-azure-") as tmp:
@@ -70,11 +72,21 @@ def main() -> int:
                 home.mkdir()
                 (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
                 print("web UI on http://127.0.0.1:3000 (Ctrl-C stops it and the emulators)")
-                with contextlib.suppress(KeyboardInterrupt):
-                    subprocess.run(
-                        [str(bin_dir / "dagster"), "dev", "-f", str(HERE / "definitions.py")],
-                        env={**env, "DAGSTER_HOME": str(home)},
-                    )
+                ui = subprocess.Popen(
+                    [str(bin_dir / "dagster"), "dev", "-f", str(HERE / "definitions.py")],
+                    env={**env, "DAGSTER_HOME": str(home)},
+                    # answer the SIGINT sent below even when started where SIGINT is ignored
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                )
+                try:
+                    ui.wait()
+                except (KeyboardInterrupt, SystemExit):
+                    # dagster dev stops its webserver, daemon and code server on SIGINT
+                    ui.send_signal(signal.SIGINT)
+                    try:
+                        ui.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        ui.kill()
             return run.returncode
         finally:
             vault.stop()
