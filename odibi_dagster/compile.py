@@ -124,7 +124,10 @@ def build_definitions(project: LoadedProject) -> dg.Definitions:
     # every asset requires the connections its pipeline and its inputs use, so a run
     # sets up (and checks) them all before any node writes.
     resources: dict[str, Any] = dict(connections)
-    resources[PANDAS_IO_MANAGER_KEY] = PandasIOManager()
+    # Local connections are also given to the IO manager itself, so a user's own asset
+    # can load an Odibi asset on local disk without requiring the connection.
+    local = {n: c for n, c in connections.items() if isinstance(c, LocalStorage)}
+    resources[PANDAS_IO_MANAGER_KEY] = PandasIOManager(connections=local)
     return dg.Definitions(
         assets=assets,
         asset_checks=asset_checks,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -73,12 +76,15 @@ def install_config_excepthook() -> None:
 class OdibiRunError(RuntimeError):
     """A node failed at run time for a reason the user can fix (bad option, missing table, ...)."""
 
+    retryable = False
+
 
 def as_failure(exc: OdibiRunError) -> Any:
-    """The Dagster Failure for a mistake in the config or the data: retrying cannot help."""
+    """The Dagster Failure for an error the user can act on. A mistake in the config or the
+    data is not retried; a storage failure (:class:`OdibiStorageError`) may be."""
     import dagster as dg
 
-    return dg.Failure(description=str(exc), allow_retries=False)
+    return dg.Failure(description=str(exc), allow_retries=exc.retryable)
 
 
 class OdibiConnectionError(OdibiRunError):
@@ -87,3 +93,50 @@ class OdibiConnectionError(OdibiRunError):
     The message names the connection, the account and container, what failed and what
     to do; it never holds a secret.
     """
+
+
+class OdibiStorageError(OdibiRunError):
+    """Storage failed under a read or write (network, permissions, a file gone): perhaps
+    transient, so a retry policy may retry it."""
+
+    retryable = True
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CREDENTIAL_OPTION = re.compile(r"key|secret|token|sas|password|connection_string", re.I)
+
+
+def _from_storage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or wraps, as adlfs does) an OS or Azure SDK error."""
+    azure = sys.modules.get("azure.core.exceptions")
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) or (azure is not None and isinstance(exc, azure.AzureError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextmanager
+def storage_errors(
+    where: str, action: str, uri: str, options: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """Turn a storage library's exception under ``action`` (e.g. "reading") of ``uri`` into
+    one line that names the node and the address, with credentials (the values of
+    ``options`` whose names say key, secret, token, ...) replaced by ``***``."""
+    try:
+        yield
+    except OdibiRunError:
+        raise
+    except Exception as exc:
+        if not _from_storage(exc):
+            raise
+        lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+        text = " ".join(lines[:2])[:500] or type(exc).__name__
+        for name, value in (options or {}).items():
+            if value and _CREDENTIAL_OPTION.search(name):
+                text = text.replace(str(value), "***")
+        raise OdibiStorageError(
+            f"{where}: {action} {uri} failed: {type(exc).__name__}: {text}"
+        ) from None

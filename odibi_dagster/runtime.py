@@ -16,7 +16,7 @@ import dagster as dg
 
 from odibi_dagster import checks
 from odibi_dagster.config.models import NodeConfig
-from odibi_dagster.errors import OdibiRunError, as_failure
+from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.story import NodeStory, PendingStory, StoryTarget, record, stash_story
 from odibi_dagster.transforms import run_steps
@@ -96,10 +96,9 @@ class NodeRunner:
         story.inputs = {name: eng.row_count(df) for name, df in frames.items()}
         current = None
         if node.read is not None:
-            conn = getattr(context.resources, node.read.connection)
-            current = eng.read(
-                conn.location(node.read.path), node.read.format, node.read.options, where=node.where
-            )
+            loc = getattr(context.resources, node.read.connection).location(node.read.path)
+            with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
+                current = eng.read(loc, node.read.format, node.read.options, where=node.where)
             story.inputs[f"read {node.read.path}"] = eng.row_count(current)
         if node.transform is not None:
             current = run_steps(

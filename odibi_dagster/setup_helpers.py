@@ -189,7 +189,7 @@ def print_keyvault_setup_instructions(
     """Print (and return) the ``az`` commands that let an identity use Key Vault secrets.
 
     First the grant: the ``Key Vault Secrets User`` role on the vault (``rbac=True``) or an
-    access policy with secret get/list (``rbac=False``). Then one ``az keyvault secret set``
+    access policy with secret get (``rbac=False``). Then one ``az keyvault secret set``
     per storage account, storing that account's key; ``storage_accounts`` and ``secrets``
     pair up in order (a missing secret name defaults to ``<account>-key``, a missing
     account to ``<storage-account>``). Without ``object_id`` the identity this code runs

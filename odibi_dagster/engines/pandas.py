@@ -5,9 +5,11 @@ through a :class:`~odibi_dagster.resources.base.Location`, so the same code serv
 disk and remote filesystems (e.g. adlfs). User-fixable problems raise
 :class:`~odibi_dagster.errors.OdibiRunError` as ``<where>: <what was wrong>. <what to do>``.
 
-File writes are atomic: the complete result is serialized to a temporary sibling
+File writes are all-or-nothing: the complete result is serialized to a temporary sibling
 (``<name>.tmp-<hex>``) and then moved over the target, so a failed write never leaves a
-half-written file where the old one was. A directory at the target is replaced only when it
+half-written file where the old one was. On local disk the move is an atomic rename; on
+blob storage (adlfs) it is a server-side copy and a delete, which is not atomic: a reader
+may see the old file until the copy completes. A directory at the target is replaced only when it
 is a plain directory of part files: it is moved aside to ``<name>.old-<hex>``, the new file
 is moved in, and only then is the old directory deleted (or moved back if the move failed).
 

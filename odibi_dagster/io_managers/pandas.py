@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from odibi_dagster.config.yaml_source import resolve_env
-from odibi_dagster.errors import OdibiRunError, as_failure
+from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.story import PendingStory, record, take_story
@@ -157,9 +157,10 @@ class PandasIOManager(dg.ConfigurableIOManager):
         if write:
             loc = self._location(context, write, where)
             mode = write.get("mode", "overwrite")
-            written = engine.write(
-                obj, loc, write["format"], mode, write.get("options") or {}, where=where
-            )
+            with storage_errors(where, "writing", loc.uri, loc.storage_options):
+                written = engine.write(
+                    obj, loc, write["format"], mode, write.get("options") or {}, where=where
+                )
             outcome = {"uri": loc.uri, "format": write["format"], "mode": mode, "written": written}
             out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
             out_meta["written"] = written
@@ -222,17 +223,13 @@ class PandasIOManager(dg.ConfigurableIOManager):
         where = str(meta.get(NODE_KEY) or "/".join(key))
         read = resolve_env(meta.get(READ_KEY), where)
         write = resolve_env(meta.get(WRITE_KEY), where)
-        if read:
-            df = self.engine.read(
-                self._location(context, read, where),
-                read["format"],
-                read.get("options") or {},
-                where=where,
-            )
-        elif write and faithful_copy(write):
-            df = self.engine.read(
-                self._location(context, write, where), write["format"], where=where
-            )
+        if read or (write and faithful_copy(write)):
+            spec = read or write
+            loc = self._location(context, spec, where)
+            with storage_errors(where, "reading", loc.uri, loc.storage_options):
+                df = self.engine.read(
+                    loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
+                )
         else:
             df = self._load_intermediate(context, key, where)
         self._cache[key] = df
@@ -255,10 +252,9 @@ class PandasIOManager(dg.ConfigurableIOManager):
             conn = self.connections.get(name)
         if conn is None:
             raise OdibiRunError(
-                f"{where}: connection '{name}' is neither a resource of this step nor "
-                f"configured on the PandasIOManager (known: "
-                f"{', '.join(self.connections) or 'none'}); add it to the step's "
-                "required_resource_keys"
+                f"{where}: connection '{name}' is not a resource of this step. An asset that "
+                f"loads this one must require it: add a parameter `{name}: AzureADLS` to the "
+                f"asset function, or required_resource_keys={{'{name}'}}"
             )
         location: Location = conn.location(spec["path"])
         return location

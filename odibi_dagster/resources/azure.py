@@ -19,13 +19,14 @@ import base64
 import binascii
 import json
 import os
+import posixpath
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources.base import Location
@@ -137,18 +138,27 @@ def fetch_secret(vault_url: str, secret_name: str, *, refresh: bool = False) -> 
         return value or ""
 
 
-def identity_claims() -> dict[str, Any]:
+def vault_scope(vault_url: str) -> str:
+    """The token scope for a vault: its cloud's Key Vault resource (public cloud otherwise)."""
+    host = (urlparse(vault_url).hostname or "").lower()
+    for suffix in PUBLIC_KEY_VAULT_SUFFIXES:
+        if host.endswith(suffix):
+            return f"https://{suffix.lstrip('.')}/.default"
+    return "https://vault.azure.net/.default"
+
+
+def identity_claims(vault_url: str = "") -> dict[str, Any]:
     """Claims of the token ``DefaultAzureCredential`` gets for Key Vault (best effort, {})."""
     try:
-        token = _get_credential().get_token("https://vault.azure.net/.default").token
+        token = _get_credential().get_token(vault_scope(vault_url)).token
     except Exception:
         return {}
     return decode_token_claims(token)
 
 
-def identity_summary(claims: dict[str, Any] | None = None) -> str:
+def identity_summary(claims: dict[str, Any] | None = None, vault_url: str = "") -> str:
     """Who ``DefaultAzureCredential`` runs as, from its Key Vault token (best effort)."""
-    claims = identity_claims() if claims is None else claims
+    claims = identity_claims(vault_url) if claims is None else claims
     if not claims:
         return "the identity DefaultAzureCredential runs as"
     parts = [
@@ -199,6 +209,7 @@ class AzureADLS(dg.ConfigurableResource):
     )
     account_key: str | None = Field(
         default=None,
+        repr=False,
         description="The account key (direct_key); pass dg.EnvVar('NAME') so only the "
         "variable's name is shown.",
     )
@@ -217,7 +228,16 @@ class AzureADLS(dg.ConfigurableResource):
         description="Check the key and the container when a run sets the resource up.",
     )
 
+    # a resolved key must not reach a repr or a validation error's text
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     _checked: bool = PrivateAttr(default=False)
+
+    @field_validator("endpoint_suffix", mode="before")
+    @classmethod
+    def _default_suffix(cls, v: Any) -> Any:
+        # `endpoint_suffix: ${VAR:-}` left empty means the public cloud
+        return v if v else DEFAULT_ENDPOINT_SUFFIX
 
     @model_validator(mode="after")
     def _auth_fields(self) -> AzureADLS:
@@ -272,8 +292,10 @@ class AzureADLS(dg.ConfigurableResource):
         return "account_key (auth_mode direct_key)"
 
     def _full_path(self, path: str) -> str:
-        parts = [p.strip("/") for p in (self.path_prefix, path) if p and p.strip("/")]
-        return "/".join(parts)
+        """``<prefix>/<path>`` inside the container, normalized (no ``//`` or ``.``)."""
+        joined = "/".join(p.strip("/") for p in (self.path_prefix, path) if p and p.strip("/"))
+        full = posixpath.normpath(joined) if joined else ""
+        return "" if full == "." else full
 
     def uri(self, path: str) -> str:
         """``abfss://<container>@<account>.dfs.<suffix>/<prefix>/<path>``."""
@@ -301,7 +323,7 @@ class AzureADLS(dg.ConfigurableResource):
                     f"{self.describe()}: account_key is empty. Set the environment variable "
                     "it names to the storage account key."
                 )
-            return key.strip()
+            return self._valid_key(key.strip())
         assert self.secret_name is not None
         try:
             key = fetch_secret(self.vault_url, self.secret_name, refresh=refresh)
@@ -313,7 +335,26 @@ class AzureADLS(dg.ConfigurableResource):
                 f"account key in it: az keyvault secret set --vault-name "
                 f"{self._vault_label()} --name {self.secret_name} --value <key>"
             )
-        return key.strip()
+        return self._valid_key(key.strip())
+
+    def _valid_key(self, key: str) -> str:
+        """``key`` if it looks like a storage account key (base64), else a clear error."""
+        hint = ""
+        if ";" in key or "AccountKey=" in key:
+            hint = " It looks like a connection string: store only the AccountKey part."
+        elif key.startswith(("?", "sv=", "se=")) or "sig=" in key:
+            hint = " It looks like a SAS token; odibi needs the account key."
+        try:
+            if hint:
+                raise ValueError
+            base64.b64decode(key, validate=True)
+        except (ValueError, binascii.Error):
+            raise OdibiConnectionError(
+                f"{self.describe()}: the value of {self._key_source()} is not a storage "
+                f"account key (a base64 string, as `az storage account keys list --account-name "
+                f"{self.account}` prints).{hint}"
+            ) from None
+        return key
 
     def _vault_label(self) -> str:
         return self.key_vault_name or urlparse(self.vault_url).hostname or self.vault_url
@@ -344,7 +385,7 @@ class AzureADLS(dg.ConfigurableResource):
                 "AZURE_CLIENT_SECRET for a service principal."
             )
         if status in (401, 403):
-            claims = identity_claims()
+            claims = identity_claims(self.vault_url)
             who = identity_summary(claims)
             oid = claims.get("oid") if isinstance(claims.get("oid"), str) else "<object id>"
             kind = "User" if claims.get("upn") else "ServicePrincipal"
@@ -470,18 +511,18 @@ class AzureADLS(dg.ConfigurableResource):
         )
         from azure.storage.blob import ContainerClient, ExponentialRetry
 
-        client = ContainerClient.from_connection_string(
-            self._connection_string(key),
-            self.container,
-            # the SDK's default waits 15 s, then 60 s, before telling the endpoint is down
-            retry_policy=ExponentialRetry(
-                initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES
-            ),
-            connection_timeout=STORAGE_TIMEOUT,
-            read_timeout=STORAGE_TIMEOUT,
-        )
         head = f"{self.describe()} at {self.blob_url}"
         try:
+            client = ContainerClient.from_connection_string(
+                self._connection_string(key),
+                self.container,
+                # the SDK's default waits 15 s, then 60 s, before telling the endpoint is down
+                retry_policy=ExponentialRetry(
+                    initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES
+                ),
+                connection_timeout=STORAGE_TIMEOUT,
+                read_timeout=STORAGE_TIMEOUT,
+            )
             with client:
                 client.get_container_properties(timeout=int(STORAGE_TIMEOUT))
         except (ClientAuthenticationError, HttpResponseError) as exc:
@@ -494,13 +535,29 @@ class AzureADLS(dg.ConfigurableResource):
                     f"storage container create --account-name {self.account} --name "
                     f"{self.container} --auth-mode login) or fix `container:`."
                 ) from None
-            if status == 403 and code in ("AuthenticationFailed", "AuthorizationFailure", ""):
+            if status == 403 and code == "KeyBasedAuthenticationNotPermitted":
+                raise OdibiConnectionError(
+                    f"{head}: the account does not allow account-key access (403 "
+                    f"{code}). Allow it (az storage account update --name {self.account} "
+                    "--allow-shared-key-access true), if your organisation permits it."
+                ) from None
+            if status == 403 and code in ("AuthenticationFailed", ""):
                 raise OdibiConnectionError(
                     f"{head}: the storage account rejected the account key from "
                     f"{self._key_source()} (403 {code or 'Forbidden'}). Put a current key of "
                     f"account '{self.account}' there (az storage account keys list "
-                    f"--account-name {self.account} --query [0].value -o tsv); if the key is "
-                    "right, the account's firewall may be blocking this network."
+                    f"--account-name {self.account} --query [0].value -o tsv)."
+                ) from None
+            if status == 403 and code == "AuthorizationFailure":
+                # Azure says so when a firewall or network rule blocks the caller; the
+                # storage emulator says so for a wrong key too
+                raise OdibiConnectionError(
+                    f"{head}: the storage account rejected the account key from "
+                    f"{self._key_source()} or the network (403 {code}). If the account's "
+                    "firewall allows this network, put a current key of account "
+                    f"'{self.account}' there (az storage account keys list --account-name "
+                    f"{self.account} --query [0].value -o tsv); else add this network to the "
+                    "account's firewall rules or use a private endpoint."
                 ) from None
             raise OdibiConnectionError(
                 f"{head}: the storage account answered {status} {code}: "
