@@ -118,6 +118,11 @@ def _from_storage(exc: BaseException | None) -> bool:
     return False
 
 
+def is_credential_option(name: str) -> bool:
+    """Whether a storage option of this name holds a credential (key, secret, token, ...)."""
+    return bool(_CREDENTIAL_OPTION.search(name))
+
+
 @contextmanager
 def storage_errors(
     where: str, action: str, uri: str, options: Mapping[str, Any] | None = None
@@ -135,7 +140,7 @@ def storage_errors(
         lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
         text = " ".join(lines[:2])[:500] or type(exc).__name__
         for name, value in (options or {}).items():
-            if value and _CREDENTIAL_OPTION.search(name):
+            if value and is_credential_option(name):
                 text = text.replace(str(value), "***")
         raise OdibiStorageError(
             f"{where}: {action} {uri} failed: {type(exc).__name__}: {text}"
