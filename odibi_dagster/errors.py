@@ -103,7 +103,6 @@ class OdibiStorageError(OdibiRunError):
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CREDENTIAL_OPTION = re.compile(r"key|secret|token|sas|password|connection_string", re.I)
 
 
 def _from_storage(exc: BaseException | None) -> bool:
@@ -118,9 +117,14 @@ def _from_storage(exc: BaseException | None) -> bool:
     return False
 
 
-def is_credential_option(name: str) -> bool:
-    """Whether a storage option of this name holds a credential (key, secret, token, ...)."""
-    return bool(_CREDENTIAL_OPTION.search(name))
+def redact(text: str, options: Mapping[str, Any] | None, public: str = "") -> str:
+    """``text`` with every storage option value replaced by ``***`` (any of them may be a
+    credential), except flags and values already shown in ``public`` (the address)."""
+    values = {str(v) for v in (options or {}).values() if v is not None and str(v)}
+    for value in sorted(values, key=len, reverse=True):
+        if value.lower() not in ("true", "false") and value not in public:
+            text = text.replace(value, "***")
+    return text
 
 
 @contextmanager
@@ -128,8 +132,7 @@ def storage_errors(
     where: str, action: str, uri: str, options: Mapping[str, Any] | None = None
 ) -> Iterator[None]:
     """Turn a storage library's exception under ``action`` (e.g. "reading") of ``uri`` into
-    one line that names the node and the address, with credentials (the values of
-    ``options`` whose names say key, secret, token, ...) replaced by ``***``."""
+    one line that names the node and the address, storage option values redacted."""
     try:
         yield
     except OdibiRunError:
@@ -139,9 +142,7 @@ def storage_errors(
             raise
         lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
         text = " ".join(lines[:2])[:500] or type(exc).__name__
-        for name, value in (options or {}).items():
-            if value and is_credential_option(name):
-                text = text.replace(str(value), "***")
+        text = redact(text, options, uri)
         raise OdibiStorageError(
             f"{where}: {action} {uri} failed: {type(exc).__name__}: {text}"
         ) from None

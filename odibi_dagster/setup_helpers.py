@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from odibi_dagster.resources.azure import SECRETS_USER_ROLE, decode_token_claims, vault_scope
+
 if TYPE_CHECKING:
     from odibi_dagster.resources.azure import AzureADLS
     from odibi_dagster.resources.local import LocalStorage
@@ -36,8 +38,6 @@ __all__ = [
     "print_keyvault_setup_instructions",
 ]
 
-KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
-SECRETS_USER_ROLE = "Key Vault Secrets User"
 OBJECT_ID_PLACEHOLDER = "<object-id>"
 
 _WORKSPACE_URL_CONF = "spark.databricks.workspaceUrl"
@@ -94,11 +94,9 @@ def _token_claims() -> tuple[dict[str, Any], str | None]:
     try:
         from azure.identity import DefaultAzureCredential
 
-        from odibi_dagster.resources.azure import decode_token_claims
-
         credential = DefaultAzureCredential()
         try:
-            token = credential.get_token(KEY_VAULT_SCOPE).token
+            token = credential.get_token(vault_scope("")).token
         finally:
             credential.close()
     except Exception as exc:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, SchemaMismatchError
 
-from odibi_dagster.errors import OdibiRunError, is_credential_option
+from odibi_dagster.errors import OdibiRunError, redact
 from odibi_dagster.formats import FORMATS, WRITE_MODES
 from odibi_dagster.resources.base import Location
 
@@ -175,19 +175,12 @@ def _copy_existing(loc: Location, handle: IO[bytes]) -> None:
 
 
 def _redact(text: str, loc: Location) -> str:
-    """``text`` with the credentials among the storage options replaced by ``***``."""
-    values = {
-        str(v)
-        for k, v in loc.storage_options.items()
-        if v is not None and str(v) and is_credential_option(k)
-    }
-    for value in sorted(values, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    """``text`` with the storage option values (credentials, maybe) replaced by ``***``."""
+    return redact(text, loc.storage_options, loc.uri)
 
 
 def _delta_detail(loc: Location, exc: BaseException) -> str:
-    """``<ExceptionType>: <first line>`` of a delta-rs error, credentials redacted."""
+    """``<ExceptionType>: <first line>`` of a delta-rs error, storage option values redacted."""
     return f"{type(exc).__name__}: {_redact(_first_line(str(exc)), loc)}"
 
 
