@@ -135,6 +135,16 @@ class AzureAdlsConnection(StrictModel):
             )
         return v
 
+    @field_validator("container")
+    @classmethod
+    def _container_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", v):
+            raise ValueError(
+                f"container name '{v}' is invalid: use 3-63 lowercase letters, digits and "
+                "single hyphens, starting and ending with a letter or digit"
+            )
+        return v
+
     @model_validator(mode="after")
     def _auth_fields(self) -> AzureAdlsConnection:
         if self.auth_mode == "key_vault":
