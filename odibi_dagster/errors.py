@@ -91,8 +91,13 @@ class OdibiConnectionError(OdibiRunError):
     """A connection cannot work (no key, access denied, no container, unreachable).
 
     The message names the connection, the account and container, what failed and what
-    to do; it never holds a secret.
+    to do; it never holds a secret. ``key_rejected``: the storage account refused the
+    key itself (so a key cached before a rotation is worth fetching again).
     """
+
+    def __init__(self, message: str, *, key_rejected: bool = False) -> None:
+        super().__init__(message)
+        self.key_rejected = key_rejected
 
 
 class OdibiStorageError(OdibiRunError):

@@ -495,7 +495,7 @@ class AzureADLS(dg.ConfigurableResource):
         try:
             self._probe_container(key)
         except OdibiConnectionError as first:
-            if self.auth_mode != "key_vault" or "rejected the account key" not in str(first):
+            if self.auth_mode != "key_vault" or not first.key_rejected:
                 raise
             fresh = self.get_storage_key(refresh=True)
             if fresh == key:
@@ -546,7 +546,8 @@ class AzureADLS(dg.ConfigurableResource):
                     f"{head}: the storage account rejected the account key from "
                     f"{self._key_source()} (403 {code or 'Forbidden'}). Put a current key of "
                     f"account '{self.account}' there (az storage account keys list "
-                    f"--account-name {self.account} --query [0].value -o tsv)."
+                    f"--account-name {self.account} --query [0].value -o tsv).",
+                    key_rejected=True,
                 ) from None
             if status == 403 and code == "AuthorizationFailure":
                 # Azure says so when a firewall or network rule blocks the caller; the
@@ -557,7 +558,8 @@ class AzureADLS(dg.ConfigurableResource):
                     "firewall allows this network, put a current key of account "
                     f"'{self.account}' there (az storage account keys list --account-name "
                     f"{self.account} --query [0].value -o tsv); else add this network to the "
-                    "account's firewall rules or use a private endpoint."
+                    "account's firewall rules or use a private endpoint.",
+                    key_rejected=True,
                 ) from None
             raise OdibiConnectionError(
                 f"{head}: the storage account answered {status} {code}: "
