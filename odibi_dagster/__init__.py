@@ -9,8 +9,10 @@ from odibi_dagster.components import OdibiProject
 from odibi_dagster.config.loader import LoadedProject, load_project
 from odibi_dagster.errors import OdibiConfigError, OdibiConnectionError, OdibiRunError
 from odibi_dagster.io_managers.pandas import PandasIOManager
+from odibi_dagster.io_managers.spark import SparkIOManager
 from odibi_dagster.resources.azure import AzureADLS
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster.transforms import StepContext, transform
 
 __version__ = "0.1.0"
@@ -24,6 +26,8 @@ __all__ = [
     "OdibiProject",
     "OdibiRunError",
     "PandasIOManager",
+    "SparkIOManager",
+    "SparkSessionResource",
     "StepContext",
     "build_definitions",
     "load_definitions",

@@ -68,7 +68,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--verbose", "-v", action="store_true", help="show Dagster's event log")
     r.set_defaults(func=cmd_run)
+
+    j = sub.add_parser(
+        "spark-jars",
+        help="download the Delta Lake and hadoop-azure jars a local Spark session needs",
+    )
+    j.add_argument(
+        "--dir",
+        help="where to put them (default: $ODIBI_SPARK_JARS_DIR, else "
+        "~/.cache/odibi_dagster/spark-jars)",
+    )
+    j.add_argument(
+        "--repository",
+        help="a Maven repository to download from (default: $ODIBI_MAVEN_REPOSITORY, else "
+        "Maven Central)",
+    )
+    j.set_defaults(func=cmd_spark_jars)
     return p
+
+
+def cmd_spark_jars(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from odibi_dagster.resources.spark_jars import SPARK_JARS, download_jars
+
+    try:
+        target = download_jars(Path(args.dir) if args.dir else None, repository=args.repository)
+    except RuntimeError as exc:
+        print(f"odibi-dagster spark-jars: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"{len(SPARK_JARS)} jars ready in {target}")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- validate

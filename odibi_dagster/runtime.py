@@ -33,12 +33,23 @@ class StorySettings:
     output_dir: str | None = None
 
 
-def get_engine(name: str) -> Any:
+def get_engine(name: str, resources: Any = None) -> Any:
+    """The engine ``name``; for spark, over the session of the step with ``resources``."""
     if name == "pandas":
         from odibi_dagster.engines.pandas import PandasEngine
 
         return PandasEngine()
-    raise OdibiRunError(f"engine '{name}' is not available in this version; use engine: pandas")
+    if name == "spark":
+        from odibi_dagster.engines.spark import SparkEngine, session_for
+
+        return SparkEngine(session_for(resources))
+    raise OdibiRunError(f"engine '{name}' is not available; use engine: pandas or spark")
+
+
+def cheap_count(eng: Any, df: Any) -> int | None:
+    """The row count when it costs nothing (pandas); None where it would run a job (Spark:
+    the IO manager counts while it writes)."""
+    return eng.row_count(df) if getattr(eng, "counts_are_cheap", True) else None
 
 
 @dataclass(frozen=True)
@@ -91,24 +102,24 @@ class NodeRunner:
     ) -> Generator[Any, None, Any]:
         """Read, transform and validate; yields check results, returns the result."""
         node = self.node
-        eng = get_engine(self.engine)
+        eng = get_engine(self.engine, context.resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
-        story.inputs = {name: eng.row_count(df) for name, df in frames.items()}
+        story.inputs = {name: cheap_count(eng, df) for name, df in frames.items()}
         current = None
         if node.read is not None:
             loc = getattr(context.resources, node.read.connection).location(node.read.path)
             with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
                 current = eng.read(loc, node.read.format, node.read.options, where=node.where)
-            story.inputs[f"read {node.read.path}"] = eng.row_count(current)
+            story.inputs[f"read {node.read.path}"] = cheap_count(eng, current)
         if node.transform is not None:
             current = run_steps(
                 eng, node.transform.steps, frames, current, node=node.name, where=node.where
             )
         elif current is None:
             current = frames[node.depends_on[0]]
-        story.rows = eng.row_count(current)
+        story.rows = cheap_count(eng, current)
         story.columns = eng.column_schema(current)
-        if self.story is not None and self.story.max_sample_rows:
+        if self.story is not None and self.story.max_sample_rows and story.rows is not None:
             story.sample = current.head(self.story.max_sample_rows).to_dict(orient="records")
         if node.validation is not None:
             failed = []

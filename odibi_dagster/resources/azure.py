@@ -35,6 +35,12 @@ if TYPE_CHECKING:
     from azure.keyvault.secrets import SecretClient
 
 DEFAULT_ENDPOINT_SUFFIX = "core.windows.net"
+# hadoop-azure's emulator mode: its wasb driver talks to this one account, at this address
+EMULATOR_ACCOUNT = "devstoreaccount1"
+EMULATOR_BLOB_ENDPOINTS = (
+    "http://127.0.0.1:10000/devstoreaccount1",
+    "http://localhost:10000/devstoreaccount1",
+)
 
 # Hosts of the public and sovereign Key Vault clouds. The SDK checks that the resource
 # a vault's challenge names matches the vault's host; for any other host (an emulator, a
@@ -448,10 +454,41 @@ class AzureADLS(dg.ConfigurableResource):
     def spark_conf(self) -> dict[str, str]:
         """The account-scoped Hadoop settings that give Spark this account's key."""
         key = self.get_storage_key()
-        return {
+        conf = {
             f"fs.azure.account.key.{self.account}.dfs.{self.endpoint_suffix}": key,
             f"fs.azure.account.key.{self.account}.blob.{self.endpoint_suffix}": key,
         }
+        if self._spark_emulated():
+            # hadoop-azure sends wasb:// URIs for this account name to the local emulator
+            conf["fs.azure.storage.emulator.account.name"] = (
+                f"{EMULATOR_ACCOUNT}.blob.{DEFAULT_ENDPOINT_SUFFIX}"
+            )
+        return conf
+
+    def _spark_emulated(self) -> bool:
+        endpoint = (self.blob_endpoint or "").rstrip("/")
+        return self.account == EMULATOR_ACCOUNT and endpoint in EMULATOR_BLOB_ENDPOINTS
+
+    def spark_uri(self, path: str) -> str:
+        """What Spark opens: ``uri(path)`` (abfss), or for Azurite's ``devstoreaccount1`` at
+        127.0.0.1:10000 the ``wasb://`` URI of hadoop-azure's emulator mode.
+
+        Raises OdibiConnectionError for any other ``blob_endpoint``: hadoop-azure has no
+        endpoint override, so only the pandas engine honours one.
+        """
+        if not self.blob_endpoint:
+            return self.uri(path)
+        if self._spark_emulated():
+            return (
+                f"wasb://{self.container}@{EMULATOR_ACCOUNT}.blob.{DEFAULT_ENDPOINT_SUFFIX}/"
+                f"{self._full_path(path)}"
+            )
+        raise OdibiConnectionError(
+            f"{self.describe()}: Spark cannot use blob_endpoint {self.blob_endpoint}: "
+            f"hadoop-azure reaches an account only at {self.account}.dfs.{self.endpoint_suffix} "
+            "(abfss), or Azurite's account devstoreaccount1 at http://127.0.0.1:10000 (its "
+            "emulator mode). Remove blob_endpoint for Spark, or use engine: pandas"
+        )
 
     def configure_spark(self, spark: Any) -> None:
         """Give a Spark session this account's key, scoped to the account.
@@ -466,6 +503,11 @@ class AzureADLS(dg.ConfigurableResource):
         from adlfs import AzureBlobFileSystem
 
         full = self._full_path(path)
+        spark_uri, spark_note = "", ""
+        try:
+            spark_uri = self.spark_uri(path)
+        except OdibiConnectionError as exc:
+            spark_note = str(exc)
         return Location(
             uri=self.uri(path),
             fs=AzureBlobFileSystem(**self.pandas_storage_options()),
@@ -473,6 +515,8 @@ class AzureADLS(dg.ConfigurableResource):
             delta_uri=f"az://{self.container}/{full}",
             storage_options=self.delta_storage_options(),
             connection=self.connection_name,
+            spark_uri=spark_uri,
+            spark_note=spark_note,
         )
 
     def secrets(self) -> list[str]:

@@ -14,7 +14,7 @@ class Location:
 
     ``uri`` is what users see (and what lineage compares); ``fs``/``fs_path`` serve
     file formats through fsspec; ``delta_uri``/``storage_options`` serve delta-rs.
-    ``storage_options`` may hold credentials: it is never logged or put in metadata.
+    ``spark_uri`` serves the Spark engine. ``storage_options`` may hold credentials: it is never logged or put in metadata.
     """
 
     uri: str
@@ -23,3 +23,7 @@ class Location:
     delta_uri: str
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     connection: str = ""
+    # what Spark opens (a local path, abfss:// or an emulator's wasb://); empty when Spark
+    # cannot reach this place, and ``spark_note`` says why
+    spark_uri: str = ""
+    spark_note: str = ""

@@ -45,4 +45,5 @@ class LocalStorage(dg.ConfigurableResource):
             delta_uri=full,
             storage_options={},
             connection=self.connection_name,
+            spark_uri=full,
         )

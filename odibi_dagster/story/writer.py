@@ -29,7 +29,7 @@ class NodeStory:
     duration_s: float
     where: str = ""
     description: str | None = None
-    inputs: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, int | None] = field(default_factory=dict)  # None: not counted
     steps: list[str] = field(default_factory=list)
     rows: int | None = None
     columns: list[tuple[str, str]] = field(default_factory=list)
@@ -162,7 +162,9 @@ def render_html(doc: dict[str, Any]) -> str:
             facts.append(f"{n['rows']} rows")
         parts.append(f"<p>{', '.join(facts)} &middot; <code>{e(n.get('where') or '')}</code></p>")
         if n.get("inputs"):
-            ins = ", ".join(f"{e(k)} ({v} rows)" for k, v in n["inputs"].items())
+            ins = ", ".join(
+                f"{e(k)} ({v} rows)" if v is not None else e(k) for k, v in n["inputs"].items()
+            )
             parts.append(f"<p>Inputs: {ins}</p>")
         if n.get("steps"):
             items = "".join(f"<li><code>{e(s)}</code></li>" for s in n["steps"])

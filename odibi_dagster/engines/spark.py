@@ -1,0 +1,441 @@
+"""The Spark engine: reads, writes and transforms data where Spark runs (locally or Databricks).
+
+Native ``spark.read`` / ``DataFrame.write`` for parquet, csv, json and delta, on local
+paths and ``abfss://`` URIs; SQL steps through ``spark.sql`` over temp views named after
+the nodes. Nothing here collects a table to the driver: the only rows that reach the
+driver are previews and story samples (``limit(n)``) and one-row aggregates (row and
+null counts for validation).
+
+CSV and JSON read the way the pandas engine reads them, so one YAML gives one answer:
+CSV has a header row and typed columns unless the options say otherwise, and JSON is
+one object per line. Write modes mean what they mean on pandas: ``error`` fails and
+``ignore`` skips when anything is at the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
+
+from odibi_dagster.errors import OdibiRunError, redact
+from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.resources.base import Location
+
+__all__ = ["SPARK_RESOURCE_KEY", "SparkEngine", "session_for"]
+
+SPARK_RESOURCE_KEY = "odibi_spark"
+
+_DELTA_READ_OPTIONS = ("versionAsOf", "timestampAsOf", "columns")
+# delta-rs (pandas engine) option names with their Spark Delta equivalents
+_DELTA_WRITE_ALIASES = {"predicate": "replaceWhere"}
+_DELTA_RS_ONLY = ("target_file_size", "name", "description", "configuration", "filters")
+_ERROR_CLASS = re.compile(r"^\[([A-Z_.]+)\]\s*")
+_MISSING_VIEW = re.compile(r"The table or view `?([^`\s]+?)`? cannot be found")
+
+
+def _fail(where: str, message: str) -> NoReturn:
+    raise OdibiRunError(f"{where}: {message}" if where else message)
+
+
+def _message(exc: BaseException) -> str:
+    """The first meaningful line of a Spark error, without the JVM stack."""
+    text = getattr(exc, "getMessage", None)
+    raw = ""
+    if callable(text):
+        try:
+            raw = str(text())
+        except Exception:
+            raw = ""
+    raw = raw or str(exc)
+    for line in raw.strip().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("at ", "JVM stacktrace", "==")):
+            return line[:600]
+    return type(exc).__name__
+
+
+def _error_class(exc: BaseException) -> str:
+    get = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    if callable(get):
+        try:
+            return str(get() or "")
+        except Exception:
+            pass
+    m = _ERROR_CLASS.match(_message(exc))
+    return m.group(1) if m else ""
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JJavaError)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _as_option(value: Any) -> Any:
+    """Spark option values: booleans as 'true'/'false', lists comma-joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _columns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    return [str(c) for c in value]
+
+
+def session_for(resources: Any) -> Any:
+    """The Spark session for a step, configured for every Azure connection it uses.
+
+    ``resources`` is the step's resources (``context.resources``): the session comes from
+    the ``odibi_spark`` resource (a default ``SparkSessionResource`` when there is none),
+    and each ``AzureADLS`` among them gives the session its account-scoped key, once per
+    process.
+    """
+    from odibi_dagster.resources.spark import SparkSessionResource
+
+    items: dict[str, Any] = {}
+    if resources is not None:
+        asdict = getattr(resources, "_asdict", None)
+        items = dict(asdict()) if callable(asdict) else {}
+    spark_res = items.get(SPARK_RESOURCE_KEY)
+    if not isinstance(spark_res, SparkSessionResource):
+        spark_res = SparkSessionResource()
+    spark = spark_res.get_session()
+    spark_res.configure_connections(spark, items.values())
+    return spark
+
+
+class SparkEngine:
+    """Run Odibi reads, writes and SQL steps with Spark (data stays distributed)."""
+
+    name = "spark"
+    # counting rows runs a Spark job: the runtime leaves it to the IO manager, which
+    # counts while writing
+    counts_are_cheap = False
+
+    def __init__(self, spark: Any):
+        self.spark = spark
+        self._profiled: tuple[Any, dict[str, int]] | None = None
+
+    # ------------------------------------------------------------------ read
+
+    def read(
+        self,
+        loc: Location,
+        fmt: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> Any:
+        """A DataFrame over the data at ``loc`` in format ``fmt`` (lazy where Spark is)."""
+        self._check_format(fmt, where)
+        uri = self._uri(loc, where)
+        opts = dict(options or {})
+        if "partition_by" in opts or "partitionBy" in opts:
+            _fail(where, "read option 'partition_by' is not a read option. Remove it")
+        select: list[str] | None = None
+        reader = self.spark.read.format(fmt)
+        if fmt == "csv":
+            opts = {"header": True, "inferSchema": "schema" not in opts, **opts}
+        elif fmt == "json":
+            lines = opts.pop("lines", True)
+            opts.setdefault("multiLine", not _truthy(lines))
+        elif fmt == "delta":
+            unknown = sorted(set(opts) - set(_DELTA_READ_OPTIONS))
+            if unknown:
+                _fail(
+                    where,
+                    f"read option '{unknown[0]}' is not accepted for delta on spark. Remove it "
+                    f"or use one of: {', '.join(_DELTA_READ_OPTIONS)}",
+                )
+            if "versionAsOf" in opts and "timestampAsOf" in opts:
+                _fail(
+                    where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one"
+                )
+            if "columns" in opts:
+                select = _columns(opts.pop("columns"))
+        schema = opts.pop("schema", None)
+        if schema is not None:
+            reader = reader.schema(str(schema))
+        reader = reader.options(**{k: _as_option(v) for k, v in opts.items()})
+        try:
+            df = reader.load(uri)
+            if select:
+                df = df.select(*select)
+            return df
+        except _spark_errors() as exc:
+            self._read_error(exc, loc, fmt, where)
+
+    def _read_error(self, exc: BaseException, loc: Location, fmt: str, where: str) -> NoReturn:
+        cls = _error_class(exc)
+        msg = redact(_message(exc), loc.storage_options, loc.uri)
+        if cls == "PATH_NOT_FOUND" or "Path does not exist" in msg:
+            _fail(
+                where,
+                f"input path '{loc.uri}' does not exist. Check the path and connection, "
+                "or run the node that writes it first",
+            )
+        if cls.startswith("DELTA_MISSING_DELTA_TABLE") or "is not a Delta table" in msg:
+            _fail(
+                where,
+                f"input path '{loc.uri}' exists but is not a Delta table (no _delta_log). "
+                "Use the format it was written in, or point the node at a Delta table",
+            )
+        _fail(
+            where,
+            f"could not read {fmt} from '{loc.uri}' ({msg}). Check that the path holds {fmt} "
+            "data and that the read options match it",
+        )
+
+    # ----------------------------------------------------------------- write
+
+    def write(
+        self,
+        df: Any,
+        loc: Location,
+        fmt: str,
+        mode: str = "overwrite",
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> bool:
+        """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists)."""
+        self._check_format(fmt, where)
+        if mode not in WRITE_MODES:
+            _fail(
+                where,
+                f"write mode '{mode}' is not supported. Use one of: {', '.join(WRITE_MODES)}",
+            )
+        uri = self._uri(loc, where)
+        opts = dict(options or {})
+        partition_by: list[str] = []
+        for key in ("partition_by", "partitionBy"):
+            if key in opts:
+                partition_by = _columns(opts.pop(key))
+        if fmt == "delta":
+            for bad in _DELTA_RS_ONLY:
+                if bad in opts:
+                    _fail(
+                        where,
+                        f"write option '{bad}' is a delta-rs (pandas engine) option that Spark "
+                        "does not accept. Remove it",
+                    )
+            for old, new in _DELTA_WRITE_ALIASES.items():
+                if old in opts:
+                    opts[new] = opts.pop(old)
+            schema_mode = opts.pop("schema_mode", None)
+            if schema_mode == "merge":
+                opts["mergeSchema"] = True
+            elif schema_mode == "overwrite":
+                opts["overwriteSchema"] = True
+        elif fmt == "csv":
+            opts = {"header": True, **opts}
+        elif fmt == "json":
+            opts.pop("lines", None)
+            opts.pop("orient", None)
+        exists = self.exists(loc, fmt)
+        if exists and mode == "error":
+            _fail(
+                where,
+                f"output path '{loc.uri}' already exists and write mode is 'error'. Use mode "
+                "overwrite or append, or remove the existing data first",
+            )
+        if exists and mode == "ignore":
+            return False
+        writer = df.write.format(fmt).mode(mode)
+        if partition_by:
+            missing = [c for c in partition_by if c not in df.columns]
+            if missing:
+                _fail(
+                    where,
+                    f"write option partition_by names column(s) {', '.join(missing)} that the "
+                    f"result does not have. Columns: {', '.join(df.columns)}",
+                )
+            writer = writer.partitionBy(*partition_by)
+        writer = writer.options(**{k: _as_option(v) for k, v in opts.items()})
+        try:
+            writer.save(uri)
+        except _spark_errors() as exc:
+            msg = redact(_message(exc), loc.storage_options, loc.uri)
+            hint = "Check the write options and the path"
+            cls = _error_class(exc)
+            if "SCHEMA_MISMATCH" in cls or "schema mismatch" in msg.lower():
+                hint = (
+                    "The result's columns differ from the table's: add write option "
+                    "mergeSchema: true (add columns) or overwriteSchema: true with mode overwrite"
+                )
+            _fail(where, f"writing {fmt} to '{loc.uri}' failed ({msg}). {hint}")
+        return True
+
+    def exists(self, loc: Location, fmt: str) -> bool:
+        """Whether anything (a file or a directory) is at ``loc``."""
+        self._check_format(fmt, "")
+        uri = self._uri(loc, "")
+        try:
+            jvm = self.spark.sparkContext._jvm
+            conf = self.spark._jsparkSession.sessionState().newHadoopConf()
+            path = jvm.org.apache.hadoop.fs.Path(uri)
+            return bool(path.getFileSystem(conf).exists(path))
+        except (AttributeError, TypeError):
+            # a Spark Connect session has no JVM gateway: ask the data source instead
+            try:
+                self.spark.read.format("binaryFile").load(uri).limit(1).collect()
+                return True
+            except Exception:
+                return False
+
+    # ------------------------------------------------------------------- sql
+
+    def sql(self, query: str, tables: Mapping[str, Any], *, where: str = "") -> Any:
+        """Run ``query`` with ``spark.sql``; each DataFrame in ``tables`` is a temp view."""
+        for name, frame in tables.items():
+            if not self.is_frame(frame):
+                _fail(where, f"table '{name}' is a {type(frame).__name__}, not a Spark DataFrame")
+            frame.createOrReplaceTempView(name)
+        try:
+            # spark.sql analyses the query now, so the result keeps the views' plans after
+            # the views are dropped below
+            return self.spark.sql(query)
+        except _spark_errors() as exc:
+            msg = _message(exc)
+            available = ", ".join(tables) or "(none)"
+            match = _MISSING_VIEW.search(msg)
+            if match:
+                _fail(
+                    where,
+                    f"SQL step refers to table '{match.group(1)}', which is not available. "
+                    f"Available tables: {available}.",
+                )
+            first = next((ln.strip() for ln in query.splitlines() if ln.strip()), "")
+            _fail(
+                where,
+                f"SQL step failed ({msg}) in query starting '{first[:80]}'. Fix the SQL; "
+                f"available tables: {available}",
+            )
+        finally:
+            for name in tables:
+                with contextlib.suppress(Exception):
+                    self.spark.catalog.dropTempView(name)
+
+    # --------------------------------------------------------------- summary
+
+    def observe(self, df: Any) -> tuple[Any, Any]:
+        """``df`` with a row counter that fills in during the next action (the write), and
+        the Observation to read it from: counting costs no extra pass over the data."""
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        obs = Observation()
+        return df.observe(obs, F.count(F.lit(1)).alias("rows")), obs
+
+    @staticmethod
+    def observed_rows(obs: Any) -> int | None:
+        try:
+            return int(obs.get["rows"])
+        except Exception:
+            return None
+
+    def profile(self, df: Any, columns: Iterable[Any] = ()) -> dict[str, int]:
+        """Row count and null counts of ``columns`` in one aggregation (one pass)."""
+        from pyspark.sql import functions as F
+
+        cols = list(dict.fromkeys(str(c) for c in columns if str(c) in df.columns))
+        if self._profiled is not None and self._profiled[0] is df:
+            known = self._profiled[1]
+            if all(f"nulls:{c}" in known for c in cols):
+                return known
+        aggs = [F.count(F.lit(1)).alias("rows")]
+        aggs += [
+            F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
+            for i, c in enumerate(cols)
+        ]
+        row = df.agg(*aggs).collect()[0]
+        stats = {"rows": int(row["rows"] or 0)}
+        stats.update({f"nulls:{c}": int(row[f"n{i}"] or 0) for i, c in enumerate(cols)})
+        self._profiled = (df, stats)
+        return stats
+
+    def row_count(self, df: Any) -> int:
+        return self.profile(df)["rows"]
+
+    def null_count(self, df: Any, column: Any) -> int:
+        return self.profile(df, [column])[f"nulls:{column}"]
+
+    @staticmethod
+    def column_schema(df: Any) -> list[tuple[str, str]]:
+        return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+
+    @staticmethod
+    def is_frame(obj: Any) -> bool:
+        """Whether ``obj`` is a Spark DataFrame (classic or Spark Connect)."""
+        try:
+            from pyspark.sql import DataFrame
+        except ImportError:
+            return False
+        return isinstance(obj, DataFrame)
+
+    @staticmethod
+    def type_family(dtype: str) -> str:
+        """The family (string, integer, float, boolean, datetime) of a Spark type name."""
+        d = dtype.lower()
+        if d in ("tinyint", "smallint", "int", "integer", "bigint", "long", "short", "byte"):
+            return "integer"
+        if d in ("float", "double", "real") or d.startswith("decimal"):
+            return "float"
+        if d == "boolean":
+            return "boolean"
+        if d.startswith(("timestamp", "date")):
+            return "datetime"
+        if d == "string" or d.startswith(("varchar", "char")):
+            return "string"
+        return d
+
+    @staticmethod
+    def sample(df: Any, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` rows as dicts (only these reach the driver)."""
+        if n <= 0:
+            return []
+        return [row.asDict(recursive=True) for row in df.limit(n).collect()]
+
+    def preview_markdown(self, df: Any, n: int = 5) -> str:
+        """A markdown table of the first ``n`` rows (cells escaped for '|' and newlines)."""
+
+        def cell(value: Any) -> str:
+            text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+            return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+        columns = [cell(c) for c in df.columns]
+        if not columns:
+            return "_(no columns)_"
+        lines = [
+            "| " + " | ".join(columns) + " |",
+            "| " + " | ".join("---" for _ in columns) + " |",
+        ]
+        for row in df.limit(max(n, 0)).collect():
+            lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+        return "\n".join(lines)
+
+    # --------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _uri(loc: Location, where: str) -> str:
+        if not loc.spark_uri:
+            _fail(where, loc.spark_note or f"Spark cannot reach '{loc.uri}'")
+        return loc.spark_uri
+
+    @staticmethod
+    def _check_format(fmt: str, where: str) -> None:
+        if fmt not in FORMATS:
+            _fail(where, f"format '{fmt}' is not supported. Use one of: {', '.join(FORMATS)}")

@@ -1,0 +1,167 @@
+"""The Spark session a run uses: Databricks' own, or a local one with Delta and hadoop-azure."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from odibi_dagster.errors import OdibiRunError
+
+# Spark shows its conf in the UI, event logs and EXPLAIN output unless the key matches
+# this; its default covers "secret|password|token|access.key", not Azure's account keys.
+REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key|sas|credential"
+
+# What a local session gets unless spark_conf says otherwise.
+LOCAL_DEFAULTS: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.redaction.regex": REDACTION_REGEX,
+}
+
+_lock = threading.Lock()
+# (id of the JVM session, connection fingerprint) already configured in this process
+_configured: set[tuple[int, str]] = set()
+
+
+def on_databricks() -> bool:
+    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class SparkSessionResource(dg.ConfigurableResource):
+    """The Spark session for ``engine: spark`` assets (resource key ``odibi_spark``).
+
+    On Databricks (or wherever a session is already active in the process) it uses that
+    session and adds nothing. Elsewhere it builds a local session with the Delta Lake and
+    hadoop-azure jars that ``odibi-dagster spark-jars`` downloads once from Maven Central.
+
+    Example::
+
+        SparkSessionResource(master="local[4]", spark_conf={"spark.sql.shuffle.partitions": "8"})
+    """
+
+    app_name: str = Field(default="odibi_dagster", description="spark.app.name of a local session.")
+    master: str = Field(default="local[*]", description="spark.master of a local session.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Spark settings for a local session (they win over the defaults).",
+    )
+    jars_dir: str | None = Field(
+        default=None,
+        description="Directory with the Delta Lake and hadoop-azure jars. Default: "
+        "$ODIBI_SPARK_JARS_DIR, else ~/.cache/odibi_dagster/spark-jars.",
+    )
+    use_active_session: bool = Field(
+        default=True,
+        description="Use the session already active in the process (Databricks' `spark`).",
+    )
+
+    def get_session(self) -> Any:
+        """The session: the active one (Databricks), else a local one, created once."""
+        from pyspark.sql import SparkSession
+
+        if self.use_active_session:
+            active = SparkSession.getActiveSession() or _instantiated(SparkSession)
+            if active is not None:
+                return active
+            if on_databricks():
+                return SparkSession.builder.getOrCreate()
+        with _lock:
+            return self._build_local(SparkSession)
+
+    def _build_local(self, spark_session: Any) -> Any:
+        from odibi_dagster.resources.spark_jars import (
+            SPARK_JARS,
+            default_jars_dir,
+            jar_paths,
+            missing_jars,
+        )
+
+        jars_dir = Path(self.jars_dir).expanduser() if self.jars_dir else default_jars_dir()
+        missing = missing_jars(jars_dir)
+        if missing:
+            raise OdibiRunError(
+                f"a local Spark session needs the Delta Lake and hadoop-azure jars in "
+                f"{jars_dir}; missing: {', '.join(missing)}. Run `odibi-dagster spark-jars` "
+                f"once (downloads {len(SPARK_JARS)} jars from Maven Central), or set "
+                "ODIBI_SPARK_JARS_DIR to a directory that holds them"
+            )
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        conf = {**LOCAL_DEFAULTS, **self.spark_conf}
+        jars = jar_paths(jars_dir)
+        if conf.get("spark.jars"):
+            jars.append(conf["spark.jars"])
+        builder = spark_session.builder.master(self.master).appName(self.app_name)
+        builder = builder.config("spark.jars", ",".join(jars))
+        for key, value in conf.items():
+            if key != "spark.jars":
+                builder = builder.config(key, value)
+        try:
+            session = builder.getOrCreate()
+        except Exception as exc:
+            raise OdibiRunError(
+                f"the local Spark session did not start: {_first_line(exc)}. Spark needs Java "
+                "17 or 21 (java on PATH, or JAVA_HOME)"
+            ) from None
+        session.sparkContext.setLogLevel(conf.get("odibi.spark.logLevel", "ERROR"))
+        return session
+
+    def configure_connections(self, spark: Any, connections: Iterable[Any]) -> None:
+        """Give ``spark`` the account-scoped key of each Azure connection, once per process.
+
+        A connection whose key changes (rotated in Key Vault) is configured again.
+        """
+        from odibi_dagster.resources.azure import AzureADLS
+
+        for conn in connections:
+            if not isinstance(conn, AzureADLS):
+                continue
+            conf = conn.spark_conf()
+            digest = hashlib.sha256(repr(sorted(conf.items())).encode()).hexdigest()
+            marker = (id(spark), digest)
+            if marker in _configured:
+                continue
+            for key, value in conf.items():
+                spark.conf.set(key, value)
+            _configured.add(marker)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The session itself starts at the first Spark node, not here: steps that only
+        # touch pandas assets (or no data) do not pay for a JVM.
+        return None
+
+
+def _instantiated(spark_session: Any) -> Any:
+    """A session built earlier in this process and not stopped, even on another thread."""
+    session = getattr(spark_session, "_instantiatedSession", None)
+    if session is None:
+        return None
+    try:
+        if session.sparkContext._jsc is None:
+            return None
+    except Exception:
+        return None
+    return session
+
+
+def forget_configured() -> None:
+    """Forget which connections were configured (after a session was stopped)."""
+    with _lock:
+        _configured.clear()
