@@ -59,6 +59,7 @@ bench: $(STAMP) services
 	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/keyvault_requests.py
+	$(BIN)/python benchmarks/spark_io.py
 
 clean:
 	rm -rf examples/*/data/silver examples/*/data/gold examples/*/outputs .dagster_home

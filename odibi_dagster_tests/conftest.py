@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,23 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local Spark session (Delta + hadoop-azure jars) for the whole suite.
+
+    Compiled projects run in-process reuse it: ``SparkSessionResource`` takes the session
+    already active in the process. The jars are downloaded once if missing.
+    """
+    from odibi_dagster.resources.spark import SparkSessionResource, forget_configured
+    from odibi_dagster.resources.spark_jars import download_jars
+
+    download_jars(log=lambda _msg: None)
+    session = SparkSessionResource(
+        master="local[2]",
+        spark_conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"},
+    ).get_session()
+    yield session
+    session.stop()
+    forget_configured()

@@ -7,9 +7,11 @@ driver are previews and story samples (``limit(n)``) and one-row aggregates (row
 null counts for validation).
 
 CSV and JSON read the way the pandas engine reads them, so one YAML gives one answer:
-CSV has a header row and typed columns unless the options say otherwise, and JSON is
-one object per line. Write modes mean what they mean on pandas: ``error`` fails and
-``ignore`` skips when anything is at the path.
+CSV has a header row and typed columns unless the options say otherwise (numbers are
+inferred; dates and timestamps stay text, as on pandas, unless ``preferDate: true``),
+pandas' ``dtype`` option is honoured, and JSON is one object per line. Write modes mean
+what they mean on pandas: ``error`` fails and ``ignore`` skips when anything is at the
+path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,22 @@ _DELTA_READ_OPTIONS = ("versionAsOf", "timestampAsOf", "columns")
 # delta-rs (pandas engine) option names with their Spark Delta equivalents
 _DELTA_WRITE_ALIASES = {"predicate": "replaceWhere"}
 _DELTA_RS_ONLY = ("target_file_size", "name", "description", "configuration", "filters")
+# pandas dtype names (the pandas engine's ``dtype`` read option) -> Spark SQL types
+_PANDAS_TYPES = {
+    "str": "string",
+    "string": "string",
+    "object": "string",
+    "int": "bigint",
+    "int64": "bigint",
+    "int32": "int",
+    "float": "double",
+    "float64": "double",
+    "float32": "float",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "datetime64[ns]": "timestamp",
+    "datetime64[us]": "timestamp",
+}
 _ERROR_CLASS = re.compile(r"^\[([A-Z_.]+)\]\s*")
 _MISSING_VIEW = re.compile(r"The table or view `?([^`\s]+?)`? cannot be found")
 
@@ -166,17 +184,75 @@ class SparkEngine:
                 )
             if "columns" in opts:
                 select = _columns(opts.pop("columns"))
+        casts = self._dtype_casts(opts.pop("dtype", None), where) if fmt in ("csv", "json") else {}
         schema = opts.pop("schema", None)
         if schema is not None:
             reader = reader.schema(str(schema))
         reader = reader.options(**{k: _as_option(v) for k, v in opts.items()})
         try:
+            if fmt == "csv" and schema is None and _truthy(opts.get("inferSchema")):
+                # Typed as pandas types them: numbers inferred, dates and timestamps kept as
+                # text (unless preferDate: true), dtype columns read as text first ("007"
+                # stays "007"). The inference pass is the one inferSchema makes anyway.
+                dates = _truthy(opts.get("preferDate", False))
+                inferred = reader.load(uri).schema
+                reader = reader.schema(self._with_text_columns(inferred, casts, dates))
             df = reader.load(uri)
             if select:
                 df = df.select(*select)
+            missing = [c for c in casts if c not in df.columns]
+            if missing:
+                _fail(
+                    where,
+                    f"read option dtype names column(s) {', '.join(missing)} that '{loc.uri}' "
+                    f"does not have. Columns: {', '.join(df.columns)}",
+                )
+            for column, spark_type in casts.items():
+                df = df.withColumn(column, df[f"`{column}`"].cast(spark_type))
             return df
         except _spark_errors() as exc:
             self._read_error(exc, loc, fmt, where)
+
+    @staticmethod
+    def _with_text_columns(schema: Any, columns: Mapping[str, str], keep_dates: bool) -> Any:
+        from pyspark.sql.types import (
+            DateType,
+            StringType,
+            StructField,
+            StructType,
+            TimestampNTZType,
+            TimestampType,
+        )
+
+        dates = (DateType, TimestampType, TimestampNTZType)
+        return StructType(
+            [
+                StructField(f.name, StringType(), True)
+                if f.name in columns or (not keep_dates and isinstance(f.dataType, dates))
+                else f
+                for f in schema.fields
+            ]
+        )
+
+    @staticmethod
+    def _dtype_casts(dtype: Any, where: str) -> dict[str, str]:
+        """pandas' ``dtype`` read option ({column: type}) as Spark casts, so a YAML written
+        for pandas types its columns the same way on Spark."""
+        if dtype is None:
+            return {}
+        if not isinstance(dtype, Mapping):
+            _fail(where, "read option dtype must map column names to types, e.g. {id: str}")
+        out = {}
+        for column, name in dtype.items():
+            spark_type = _PANDAS_TYPES.get(str(name).lower())
+            if spark_type is None:
+                _fail(
+                    where,
+                    f"read option dtype gives column '{column}' type '{name}', which the spark "
+                    f"engine does not know. Use one of: {', '.join(sorted(_PANDAS_TYPES))}",
+                )
+            out[str(column)] = spark_type
+        return out
 
     def _read_error(self, exc: BaseException, loc: Location, fmt: str, where: str) -> NoReturn:
         cls = _error_class(exc)
@@ -187,7 +263,14 @@ class SparkEngine:
                 f"input path '{loc.uri}' does not exist. Check the path and connection, "
                 "or run the node that writes it first",
             )
-        if cls.startswith("DELTA_MISSING_DELTA_TABLE") or "is not a Delta table" in msg:
+        not_delta = cls.startswith(("DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND"))
+        if not_delta and not self.exists(loc, fmt):
+            _fail(
+                where,
+                f"input path '{loc.uri}' does not exist. Check the path and connection, "
+                "or run the node that writes it first",
+            )
+        if not_delta or "is not a Delta table" in msg:
             _fail(
                 where,
                 f"input path '{loc.uri}' exists but is not a Delta table (no _delta_log). "

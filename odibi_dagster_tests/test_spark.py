@@ -1,0 +1,405 @@
+"""The Spark engine on local disk, with the real Delta Lake jars and one shared session.
+
+Results are read back with independent readers (pyarrow, the csv/json modules, delta-rs)
+or compared with the pandas engine's answer to the same YAML.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+import odibi_dagster
+from odibi_dagster.engines.pandas import PandasEngine
+from odibi_dagster.engines.spark import SparkEngine
+from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.resources.spark import SparkSessionResource
+from odibi_dagster.transforms import run_steps
+from odibi_dagster_tests.conftest import EXAMPLES, copy_tree, run_cli
+from odibi_dagster_tests.test_run import failure_text, run_job
+
+ROWS = [(1, "a", 1.5), (2, "b", 2.5), (3, "a", None)]
+
+
+@pytest.fixture
+def engine(spark: Any) -> SparkEngine:
+    return SparkEngine(spark)
+
+
+def frame(spark: Any, rows: list[tuple[Any, ...]] = ROWS) -> Any:
+    return spark.createDataFrame(rows, "id long, g string, x double")
+
+
+def part_files(path: Path, suffix: str) -> list[Path]:
+    return sorted(p for p in path.rglob(f"*{suffix}") if not p.name.startswith((".", "_")))
+
+
+def read_back(path: Path, fmt: str) -> list[tuple[Any, ...]]:
+    """The rows at ``path``, by a reader that is not odibi_dagster's, sorted by id."""
+    if fmt == "parquet":
+        rows = pq.read_table(path).to_pylist()
+    elif fmt == "delta":
+        rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    elif fmt == "csv":
+        rows = []
+        for f in part_files(path, ".csv"):
+            with open(f, newline="") as h:
+                rows += [
+                    {"id": int(r["id"]), "g": r["g"], "x": float(r["x"]) if r["x"] else None}
+                    for r in csv.DictReader(h)
+                ]
+    else:
+        rows = [json.loads(line) for f in part_files(path, ".json") for line in f.open()]
+    return sorted((r["id"], r["g"], r.get("x")) for r in rows)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json", "delta"])
+def test_every_format_and_write_mode_on_local_disk(spark, engine, tmp_path: Path, fmt: str):
+    loc = LocalStorage(base_path=str(tmp_path)).location(f"t.{fmt}")
+    assert not engine.exists(loc, fmt)
+    assert engine.write(frame(spark), loc, fmt, "overwrite") is True
+    assert read_back(tmp_path / f"t.{fmt}", fmt) == sorted(ROWS)
+
+    assert engine.write(frame(spark, [(4, "c", 4.0)]), loc, fmt, "append") is True
+    assert read_back(tmp_path / f"t.{fmt}", fmt) == sorted([*ROWS, (4, "c", 4.0)])
+
+    with pytest.raises(
+        OdibiRunError, match=r"node n: output path .* already exists.*mode is 'error'"
+    ):
+        engine.write(frame(spark), loc, fmt, "error", where="node n")
+    assert engine.write(frame(spark, [(9, "z", 9.0)]), loc, fmt, "ignore") is False
+    assert engine.write(frame(spark, [(5, "e", 5.0)]), loc, fmt, "overwrite") is True
+    assert read_back(tmp_path / f"t.{fmt}", fmt) == [(5, "e", 5.0)]
+    # and the engine reads its own output back with the same answer
+    got = engine.read(loc, fmt).collect()
+    assert [(r["id"], r["g"], r["x"]) for r in got] == [(5, "e", 5.0)]
+
+
+def test_csv_reads_like_pandas_header_types_dtype_and_separator(engine, tmp_path: Path):
+    (tmp_path / "in.csv").write_text("id;name;amount\n007;x;1.5\n008;y;2\n")
+    loc = LocalStorage(base_path=str(tmp_path)).location("in.csv")
+    df = engine.read(loc, "csv", {"sep": ";", "dtype": {"id": "str"}})
+    assert engine.column_schema(df) == [("id", "string"), ("name", "string"), ("amount", "double")]
+    assert [tuple(r) for r in df.collect()] == [("007", "x", 1.5), ("008", "y", 2.0)]
+    plain = engine.read(loc, "csv", {"sep": ";", "header": False, "inferSchema": False})
+    assert plain.count() == 3  # the header line is data now
+    with pytest.raises(OdibiRunError, match=r"dtype names column.*nope"):
+        engine.read(loc, "csv", {"sep": ";", "dtype": {"nope": "str"}})
+
+
+def test_partition_by_writes_one_directory_per_value(spark, engine, tmp_path: Path):
+    loc = LocalStorage(base_path=str(tmp_path)).location("parts")
+    engine.write(frame(spark), loc, "delta", "overwrite", {"partition_by": ["g"]})
+    assert sorted(p.name for p in (tmp_path / "parts").glob("g=*")) == ["g=a", "g=b"]
+    assert DeltaTable(str(tmp_path / "parts")).metadata().partition_columns == ["g"]
+    with pytest.raises(
+        OdibiRunError, match=r"partition_by names column.*missing.*Columns: id, g, x"
+    ):
+        engine.write(frame(spark), loc, "delta", "overwrite", {"partition_by": "missing"})
+
+
+def test_delta_time_travel_and_column_selection(spark, engine, tmp_path: Path):
+    loc = LocalStorage(base_path=str(tmp_path)).location("tt")
+    engine.write(frame(spark), loc, "delta", "overwrite")
+    engine.write(frame(spark, [(7, "q", 0.0)]), loc, "delta", "overwrite")
+    old = engine.read(loc, "delta", {"versionAsOf": 0, "columns": ["id"]})
+    assert old.columns == ["id"]
+    assert sorted(r["id"] for r in old.collect()) == [1, 2, 3]
+    assert [r["id"] for r in engine.read(loc, "delta").collect()] == [7]
+
+
+def test_read_errors_name_the_path_and_what_to_do(spark, engine, tmp_path: Path):
+    storage = LocalStorage(base_path=str(tmp_path))
+    with pytest.raises(
+        OdibiRunError, match=r"node n: input path '.*nothing.parquet' does not exist"
+    ):
+        engine.read(storage.location("nothing.parquet"), "parquet", where="node n")
+    engine.write(frame(spark), storage.location("plain"), "parquet", "overwrite")
+    with pytest.raises(OdibiRunError, match="exists but is not a Delta table"):
+        engine.read(storage.location("plain"), "delta", where="node n")
+
+
+def test_delta_written_by_spark_is_read_by_delta_rs_and_back(spark, engine, tmp_path: Path):
+    storage = LocalStorage(base_path=str(tmp_path))
+    engine.write(frame(spark), storage.location("by_spark"), "delta", "overwrite")
+    engine.write(frame(spark, [(4, "c", 4.0)]), storage.location("by_spark"), "delta", "append")
+    table = DeltaTable(str(tmp_path / "by_spark"))
+    assert table.version() == 1
+    assert sorted(tuple(r.values()) for r in table.to_pyarrow_table().to_pylist()) == sorted(
+        [*ROWS, (4, "c", 4.0)]
+    )
+
+    pdf = pd.DataFrame({"id": [10, 11], "g": ["m", "n"], "x": [0.5, None]})
+    write_deltalake(str(tmp_path / "by_rs"), pdf)
+    write_deltalake(str(tmp_path / "by_rs"), pdf.assign(id=[12, 13]), mode="append")
+    got = engine.read(storage.location("by_rs"), "delta").orderBy("id").collect()
+    assert [(r["id"], r["g"], r["x"]) for r in got] == [
+        (10, "m", 0.5),
+        (11, "n", None),
+        (12, "m", 0.5),
+        (13, "n", None),
+    ]
+    # and the pandas engine (delta-rs) reads what Spark wrote
+    back = PandasEngine().read(storage.location("by_spark"), "delta")
+    assert sorted(back["id"].tolist()) == [1, 2, 3, 4]
+
+
+def test_sql_steps_see_nodes_as_temp_views_and___result__(spark, engine):
+    class Step:
+        def __init__(self, sql: str):
+            self.sql, self.function, self.params = sql, None, {}
+
+    steps = [
+        Step("SELECT id, g, x * 10 AS y FROM src WHERE x IS NOT NULL"),
+        Step(
+            "SELECT r.g, SUM(r.y) AS total FROM __result__ r JOIN other o ON r.g = o.g GROUP BY r.g"
+        ),
+    ]
+    other = spark.createDataFrame([("a",), ("b",)], "g string")
+    out = run_steps(engine, steps, {"src": frame(spark), "other": other}, node="n", where="node n")
+    assert sorted((r["g"], r["total"]) for r in out.collect()) == [("a", 15.0), ("b", 25.0)]
+    # the views are gone; the result still computes from the plans it captured
+    assert not {"src", "other", "__result__"} & {t.name for t in spark.catalog.listTables()}
+    with pytest.raises(OdibiRunError, match=r"refers to table 'missing'.*Available tables: src"):
+        run_steps(
+            engine, [Step("SELECT * FROM missing")], {"src": frame(spark)}, node="n", where="n"
+        )
+
+
+def test_configure_connections_scopes_each_key_to_its_account(spark):
+    from odibi_dagster.resources.azure import AzureADLS
+    from odibi_dagster_tests.emulators.fixtures import random_key
+
+    keys = {"acctone": random_key(), "accttwo": random_key()}
+    conns = [
+        AzureADLS(account=a, container="c", auth_mode="direct_key", account_key=k)
+        for a, k in keys.items()
+    ]
+    SparkSessionResource().configure_connections(spark, conns)
+    for account, key in keys.items():
+        assert spark.conf.get(f"fs.azure.account.key.{account}.dfs.core.windows.net") == key
+        assert spark.conf.get(f"fs.azure.account.key.{account}.blob.core.windows.net") == key
+    assert spark.conf.get("fs.azure.account.key", None) is None
+
+
+def test_a_local_session_without_the_jars_says_how_to_get_them(tmp_path: Path):
+    res = SparkSessionResource(jars_dir=str(tmp_path), use_active_session=False)
+    with pytest.raises(OdibiRunError) as info:
+        res.get_session()
+    text = str(info.value)
+    assert str(tmp_path) in text and "odibi-dagster spark-jars" in text
+    assert "delta-spark_4.2_2.13-4.4.0.jar" in text
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def spark_copy_of(tmp_path: Path, name: str) -> Path:
+    root = copy_tree(EXAMPLES / name, tmp_path / name)
+    project = root / "project.yaml"
+    project.write_text(
+        project.read_text().replace("${ODIBI_ENGINE:-pandas}", "spark", 1), encoding="utf-8"
+    )
+    return root
+
+
+def normalised(df: pd.DataFrame) -> list[tuple[Any, ...]]:
+    df = df[sorted(df.columns)]
+    return sorted(
+        tuple(None if pd.isna(v) else (round(v, 6) if isinstance(v, float) else v) for v in row)
+        for row in df.itertuples(index=False)
+    )
+
+
+def test_the_same_yaml_gives_the_same_answer_on_pandas_and_spark(spark, tmp_path: Path):
+    roots = {
+        "pandas": copy_tree(EXAMPLES / "retail", tmp_path / "pandas" / "retail"),
+        "spark": spark_copy_of(tmp_path / "spark", "retail"),
+    }
+    for name, root in roots.items():
+        defs = odibi_dagster.load_definitions(root)
+        for job in ("ingest", "analytics"):
+            result = run_job(defs, job)
+            assert result.success, f"{name}/{job}: {failure_text(result)}"
+    reader = PandasEngine()  # reads single files and Spark's directories of part files
+    outputs = [
+        ("data", "silver/orders.parquet", "parquet", {}),
+        ("data", "silver/customers", "delta", {}),
+        ("outputs", "gold/revenue_by_country.csv", "csv", {}),
+        ("outputs", "gold/top_customers.json", "json", {}),
+    ]
+    for base, path, fmt, opts in outputs:
+        got = {
+            name: reader.read(LocalStorage(base_path=str(root / base)).location(path), fmt, opts)
+            for name, root in roots.items()
+        }
+        assert len(got["pandas"]) > 0
+        assert sorted(got["spark"].columns) == sorted(got["pandas"].columns), path
+        assert normalised(got["spark"]) == normalised(got["pandas"]), path
+    # Spark wrote directories of part files where pandas wrote single files
+    assert (roots["spark"] / "outputs/gold/revenue_by_country.csv").is_dir()
+
+
+def test_spark_materializations_carry_row_count_schema_uri_preview_and_story(spark, tmp_path):
+    root = spark_copy_of(tmp_path, "retail")
+    result = run_job(odibi_dagster.load_definitions(root), "ingest")
+    assert result.success, failure_text(result)
+    mats = {
+        tuple(m.asset_key.path): m.metadata
+        for node in ("ingest__save_orders", "ingest__clean_orders")
+        for m in result.asset_materializations_for_node(node)
+    }
+    meta = mats[("ingest", "save_orders")]
+    assert meta["dagster/row_count"].value == 13
+    schema = {c.name: c.type for c in meta["dagster/column_schema"].schema.columns}
+    assert schema["order_id"] == "string" and schema["amount"] == "double"
+    assert meta["dagster/uri"].value == str(root / "data" / "silver" / "orders.parquet")
+    assert "| order_id |" in meta["preview"].value
+    # a node without write: kept as Parquet for its consumers, counted while stored
+    assert mats[("ingest", "clean_orders")]["dagster/row_count"].value == 13
+    assert "odibi/stored_at" in mats[("ingest", "clean_orders")]
+    checks = {
+        (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
+    }
+    assert checks == {
+        ("raw_orders", "not_empty"): True,
+        ("raw_orders", "no_nulls_order_id"): True,
+        ("clean_orders", "no_nulls_customer_id"): True,
+        ("clean_orders", "schema"): True,
+    }
+
+    story = next((root / "outputs" / "stories" / "ingest").glob("*/nodes/save_orders.json"))
+    node = json.loads(story.read_text())
+    assert node["status"] == "success" and node["rows"] == 13
+    assert len(node["sample"]) == 5 and node["sample"][0]["order_id"] == "1001"
+    assert node["write"]["format"] == "parquet"
+
+
+def test_validation_failure_on_spark_blocks_the_write(spark, tmp_path: Path):
+    (tmp_path / "in.csv").write_text("id,v\n1,\n2,5\n")
+    (tmp_path / "p.yaml").write_text(
+        """
+project: v
+engine: spark
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        transform: {steps: ["SELECT id, v FROM src"]}
+        validation: {not_empty: true, no_nulls: [v]}
+        write: {connection: fs, path: out, format: delta}
+"""
+    )
+    result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
+    assert not result.success
+    assert "validation failed, nothing was written: no_nulls_v: column 'v' has 1 null values" in (
+        failure_text(result)
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_function_steps_get_spark_dataframes_and_must_return_one(spark, tmp_path: Path):
+    (tmp_path / "in.csv").write_text("id,v\n1,2\n3,4\n")
+    (tmp_path / "transforms.py").write_text(
+        """
+from odibi_dagster import transform
+
+@transform
+def doubled(context, source: str):
+    df = context.get(source)
+    assert context.engine == "spark" and type(df).__module__.startswith("pyspark")
+    return df.withColumn("v", df["v"] * 2)
+
+@transform
+def to_pandas(context, source: str):
+    return context.get(source).toPandas()
+"""
+    )
+    (tmp_path / "project.yaml").write_text(
+        """
+project: f
+engine: spark
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: good
+        depends_on: [src]
+        transform: {steps: [{function: doubled, params: {source: src}}]}
+        write: {connection: fs, path: good.parquet, format: parquet}
+  - pipeline: bad
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: wrong
+        depends_on: [src]
+        transform: {steps: [{function: to_pandas, params: {source: src}}]}
+"""
+    )
+    defs = odibi_dagster.load_definitions(tmp_path)
+    assert run_job(defs, "p").success
+    assert sorted(pq.read_table(tmp_path / "good.parquet").to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "v": 4},
+        {"id": 3, "v": 8},
+    ]
+    result = run_job(defs, "bad")
+    assert not result.success
+    assert "function 'to_pandas' returned a DataFrame; a function step must return a spark" in (
+        failure_text(result)
+    )
+
+
+MULTIPROCESS_PROJECT = """
+project: mp
+engine: spark
+executor: multiprocess
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: mp
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: mid
+        depends_on: [src]
+        transform: {steps: ["SELECT g, SUM(v) AS total FROM src GROUP BY g"]}
+      - name: out
+        depends_on: [mid]
+        transform: {steps: ["SELECT g, total * 2 AS doubled FROM mid"]}
+        write: {connection: fs, path: out.csv, format: csv}
+"""
+
+
+def test_multiprocess_runs_hand_intermediates_across_step_processes(tmp_path, dagster_home):
+    (tmp_path / "in.csv").write_text("g,v\na,1\nb,2\na,3\n")
+    (tmp_path / "project.yaml").write_text(MULTIPROCESS_PROJECT)
+    (tmp_path / "definitions.py").write_text(
+        "import odibi_dagster\ndefs = odibi_dagster.load_definitions(__file__.rsplit('/', 1)[0])\n"
+    )
+    out = run_cli("dagster", "job", "execute", "-f", tmp_path / "definitions.py", "-j", "mp")
+    assert "RUN_SUCCESS" in out.stdout + out.stderr, out.stderr[-3000:]
+    rows = []
+    for f in part_files(tmp_path / "out.csv", ".csv"):
+        rows += list(csv.DictReader(f.open()))
+    assert sorted((r["g"], int(r["doubled"])) for r in rows) == [("a", 8), ("b", 4)]
+    # mid has no write: target; it crossed processes as Parquet in the instance's storage
+    stored = dagster_home / "storage" / "odibi_spark" / "mp" / "mid"
+    assert pq.read_table(stored).num_rows == 2
+    shutil.rmtree(tmp_path / "out.csv")
