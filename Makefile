@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the retail example (pandas, local disk) and say where the outputs are
 #   make test   run the whole test suite (what CI runs, plus `make lint`)
+# And: make spark-demo   the retail example on a local Spark session instead of pandas
 # And: make azure-demo   the azure_pandas example on local Azure emulators (two storage
 #                        accounts in Azurite, one key from an HTTPS Key Vault stand-in)
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo azure-demo test lint ui browser clean bench services
+.PHONY: demo azure-demo spark-demo test lint ui browser clean bench services spark-jars
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +27,16 @@ demo: $(STAMP)
 azure-demo: $(STAMP) services
 	$(BIN)/python examples/azure_pandas/run_with_emulators.py
 
-test: $(STAMP) browser services
+# The retail example on a local Spark session (Java 17 or 21) instead of pandas.
+spark-demo: $(STAMP) spark-jars
+	ODIBI_ENGINE=spark $(BIN)/odibi-dagster run examples/retail
+
+# The Delta Lake and hadoop-azure jars a local Spark session loads, pinned and checked
+# (SHA-1) from Maven Central; kept when already there.
+spark-jars: $(STAMP)
+	$(BIN)/odibi-dagster spark-jars
+
+test: $(STAMP) browser services spark-jars
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -54,7 +64,7 @@ services:
 	@if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
 	  npm ci --no-audit --no-fund --silent; fi
 
-bench: $(STAMP) services
+bench: $(STAMP) services spark-jars
 	$(BIN)/python benchmarks/executors.py
 	$(BIN)/python benchmarks/load_time.py
 	$(BIN)/python benchmarks/memory.py

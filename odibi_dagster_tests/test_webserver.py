@@ -19,7 +19,7 @@ try:
 except ImportError:  # the tests directory is not a package: pytest puts it on sys.path
     import webserver_support as ws  # type: ignore[no-redef]
 
-LOCATIONS = ["retail", "quickstart"]
+LOCATIONS = ["retail", "quickstart", "spark_databricks"]
 RETAIL = "retail"
 
 needs_chromium = pytest.mark.skipif(

@@ -18,6 +18,9 @@ from odibi_dagster.errors import OdibiRunError
 # this; its default covers "secret|password|token|access.key", not Azure's account keys.
 REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key|account[.]key|sas|credential"
 
+# The PySpark a local session runs: the one the pinned jars (spark_jars.py) are built for.
+LOCAL_PYSPARK = "4.2."
+
 # What a local session gets unless spark_conf says otherwise.
 LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -94,6 +97,14 @@ class SparkSessionResource(dg.ConfigurableResource):
             missing_jars,
         )
 
+        import pyspark
+
+        if not pyspark.__version__.startswith(LOCAL_PYSPARK):
+            raise OdibiRunError(
+                f"a local Spark session needs pyspark {LOCAL_PYSPARK}.x, the version its Delta "
+                f"Lake jars are built for; this is pyspark {pyspark.__version__}. Install "
+                "odibi_dagster[spark] (or pin pyspark==4.2.0 and delta-spark==4.4.0)"
+            )
         jars_dir = Path(self.jars_dir).expanduser() if self.jars_dir else default_jars_dir()
         missing = missing_jars(jars_dir)
         if missing:
