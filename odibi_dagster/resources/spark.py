@@ -90,14 +90,14 @@ class SparkSessionResource(dg.ConfigurableResource):
             return self._build_local(SparkSession)
 
     def _build_local(self, spark_session: Any) -> Any:
+        import pyspark
+
         from odibi_dagster.resources.spark_jars import (
             SPARK_JARS,
             default_jars_dir,
             jar_paths,
             missing_jars,
         )
-
-        import pyspark
 
         if not pyspark.__version__.startswith(LOCAL_PYSPARK):
             raise OdibiRunError(
