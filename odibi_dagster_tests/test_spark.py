@@ -178,22 +178,6 @@ def test_sql_steps_see_nodes_as_temp_views_and___result__(spark, engine):
         )
 
 
-def test_configure_connections_scopes_each_key_to_its_account(spark):
-    from odibi_dagster.resources.azure import AzureADLS
-    from odibi_dagster_tests.emulators.fixtures import random_key
-
-    keys = {"acctone": random_key(), "accttwo": random_key()}
-    conns = [
-        AzureADLS(account=a, container="c", auth_mode="direct_key", account_key=k)
-        for a, k in keys.items()
-    ]
-    SparkSessionResource().configure_connections(spark, conns)
-    for account, key in keys.items():
-        assert spark.conf.get(f"fs.azure.account.key.{account}.dfs.core.windows.net") == key
-        assert spark.conf.get(f"fs.azure.account.key.{account}.blob.core.windows.net") == key
-    assert spark.conf.get("fs.azure.account.key", None) is None
-
-
 def test_a_local_session_without_the_jars_says_how_to_get_them(tmp_path: Path):
     res = SparkSessionResource(jars_dir=str(tmp_path), use_active_session=False)
     with pytest.raises(OdibiRunError) as info:

@@ -514,8 +514,11 @@ class SparkEngine:
 
     @staticmethod
     def _uri(loc: Location, where: str) -> str:
+        from odibi_dagster.resources.spark import opened
+
         if not loc.spark_uri:
             _fail(where, loc.spark_note or f"Spark cannot reach '{loc.uri}'")
+        opened(loc.spark_uri)
         return loc.spark_uri
 
     @staticmethod

@@ -35,8 +35,10 @@ LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 _lock = threading.Lock()
-# (id of the JVM session, connection fingerprint) already configured in this process
-_configured: set[tuple[int, str]] = set()
+# (id of the session, account, container) -> digest of the conf set for it in this process
+_configured: dict[tuple[int, str, str], str] = {}
+# scheme://authority roots Spark has opened in this process (Hadoop caches a handle each)
+_opened: set[str] = set()
 
 
 def on_databricks() -> bool:
@@ -137,7 +139,9 @@ class SparkSessionResource(dg.ConfigurableResource):
     def configure_connections(self, spark: Any, connections: Iterable[Any]) -> None:
         """Give ``spark`` the account-scoped key of each Azure connection, once per process.
 
-        A connection whose key changes (rotated in Key Vault) is configured again.
+        A connection whose key changed since (rotated in Key Vault) is configured again,
+        and Hadoop's cached filesystem for its container is closed: that handle would
+        otherwise keep signing with the old key for the life of the JVM.
         """
         from odibi_dagster.resources.azure import AzureADLS
 
@@ -146,12 +150,15 @@ class SparkSessionResource(dg.ConfigurableResource):
                 continue
             conf = conn.spark_conf()
             digest = hashlib.sha256(repr(sorted(conf.items())).encode()).hexdigest()
-            marker = (id(spark), digest)
-            if marker in _configured:
+            slot = (id(spark), conn.account, conn.container)
+            known = _configured.get(slot)
+            if known == digest:
                 continue
             for key, value in conf.items():
                 spark.conf.set(key, value)
-            _configured.add(marker)
+            if known is not None and storage_root(conn.spark_uri("")) in _opened:
+                _close_cached_filesystem(spark, conn.spark_uri(""))
+            _configured[slot] = digest
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # The session itself starts at the first Spark node, not here: steps that only
@@ -172,7 +179,29 @@ def _instantiated(spark_session: Any) -> Any:
     return session
 
 
+def storage_root(uri: str) -> str:
+    """``scheme://authority`` of a URI: what Hadoop caches one filesystem for."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.split('/', 1)[0]}" if sep else "file://"
+
+
+def opened(uri: str) -> None:
+    """Note that Spark has opened storage under ``uri`` (so Hadoop may cache a handle)."""
+    _opened.add(storage_root(uri))
+
+
+def _close_cached_filesystem(spark: Any, uri: str) -> None:
+    """Drop Hadoop's cached filesystem for ``uri`` so the next access reads the new conf
+    (best effort: a Spark Connect session has no JVM to reach)."""
+    try:
+        conf = spark._jsparkSession.sessionState().newHadoopConf()
+        spark.sparkContext._jvm.org.apache.hadoop.fs.Path(uri).getFileSystem(conf).close()
+    except Exception:
+        pass
+
+
 def forget_configured() -> None:
     """Forget which connections were configured (after a session was stopped)."""
     with _lock:
         _configured.clear()
+        _opened.clear()
