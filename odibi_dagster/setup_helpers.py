@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectionStatus",
     "check_connections",
+    "check_spark_access",
     "get_databricks_identity_info",
     "print_connection_report",
     "print_keyvault_setup_instructions",
@@ -361,6 +362,54 @@ def check_connections(connections: Any, *, max_workers: int = 8) -> list[Connect
     ) as pool:
         futures = [pool.submit(_check_one, name, res) for name, res in items]
         return [f.result() for f in futures]
+
+
+def check_spark_access(spark: Any, connections: Any) -> list[ConnectionStatus]:
+    """Check that ``spark`` reaches every connection the way a Spark run does.
+
+    Each connection is configured on the session as a run configures it (account-scoped
+    key), then Spark looks up the connection's root (``<container>/<path_prefix>``) through
+    its own filesystem driver: on Databricks that is the abfss driver with the cluster's
+    settings, which :func:`check_connections` (the Azure SDK) does not exercise. A root
+    that does not exist yet is fine; an error (403, unknown host, ...) is a failure.
+    ``connections`` is a project path or a mapping name -> resource, as for
+    :func:`check_connections`. Runs one connection after another.
+    """
+    from odibi_dagster.engines.spark import SparkEngine, first_message
+    from odibi_dagster.errors import OdibiRunError, redact
+    from odibi_dagster.resources.azure import AzureADLS
+    from odibi_dagster.resources.local import LocalStorage
+    from odibi_dagster.resources.spark import SparkSessionResource
+
+    engine = SparkEngine(spark)
+    out = []
+    for name, res in _load_resources(connections).items():
+        if not isinstance(res, (AzureADLS, LocalStorage)):
+            continue
+        kind = "azure_adls" if isinstance(res, AzureADLS) else "local"
+        start = time.perf_counter()
+        loc = None
+        try:
+            SparkSessionResource().configure_connections(spark, [res])
+            loc = res.location("")
+            found = engine.exists(loc, "parquet")
+            ok = True
+            detail = f"Spark reaches {loc.spark_uri}" + ("" if found else " (empty so far)")
+        except Exception as exc:
+            ok = False
+            if isinstance(exc, OdibiRunError):
+                text = str(exc)
+            else:
+                text = f"Spark could not list it: {type(exc).__name__}: {first_message(exc)}"
+            if loc is not None:
+                text = redact(text, loc.storage_options, loc.uri)
+            for secret in res.secrets() if isinstance(res, AzureADLS) else []:
+                text = text.replace(secret, "***")
+            detail = text if text.startswith(f"connection '{name}'") else f"{name}: {text}"
+        out.append(
+            ConnectionStatus(str(name), kind, ok, detail, round(time.perf_counter() - start, 3))
+        )
+    return out
 
 
 def print_connection_report(

@@ -98,7 +98,7 @@ def test_notebook_is_stored_without_outputs() -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     cells = _code_cells(nb)
-    assert len(cells) == 5
+    assert len(cells) == 6
     assert all(c.outputs == [] and c.execution_count is None for c in cells)
 
 
@@ -110,7 +110,7 @@ def test_notebook_names_the_identity_prints_grants_and_checks_both_connections(
     nb, error = _run_notebook(tmp_path, _kernel_env(lake, keyvault))
 
     assert error is None, str(error)
-    params, identity, grants, report, result = (_text(c) for c in _code_cells(nb))
+    params, identity, grants, report, spark, result = (_text(c) for c in _code_cells(nb))
 
     assert f"project:        {PROJECT.resolve()}" in params
     assert "resource group: rg-odibi" in params
@@ -143,6 +143,10 @@ def test_notebook_names_the_identity_prints_grants_and_checks_both_connections(
     assert "container 'landing' reachable" in report and "container 'lake' reachable" in report
     assert report.rstrip().endswith("2 connection(s): 2 OK, 0 FAILED")
 
+    # no Spark session here (not Databricks): the Spark check says so and checks nothing
+    assert spark.strip() == (
+        "No active Spark session (not on Databricks): Spark access not checked."
+    )
     assert "All 2 connection(s) work" in result
     assert "dagster job execute -f definitions.py -j orders" in result
 
@@ -166,14 +170,14 @@ def test_notebook_fails_in_its_last_cell_naming_the_connection_without_a_secret(
     assert error is not None, "the notebook ran to the end although a secret is missing"
     assert error.ename == "RuntimeError"
     headline, *details = error.evalue.splitlines()
-    assert headline == "1 of 2 connection(s) failed: curated"
+    assert headline == "1 of 2 check(s) failed: curated"
     [detail] = details
     assert detail.startswith("- connection 'curated' (account 'odibicurated', container 'lake'): ")
     assert f"could not read secret '{CURATED_SECRET}' in Key Vault {keyvault.url}" in detail
     assert "the secret does not exist" in detail
     assert f"az keyvault secret set --vault-name {VAULT} --name {CURATED_SECRET}" in detail
 
-    *_, report, result = _code_cells(nb)
+    *_, report, _spark, result = _code_cells(nb)
     assert [o.output_type for o in result.outputs] == ["error"]  # the cell that raised
     rows = {line.split()[0]: line.split() for line in _text(report).splitlines() if line.strip()}
     assert rows["raw"][2] == "OK" and rows["curated"][2] == "FAILED"

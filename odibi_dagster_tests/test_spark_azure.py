@@ -37,6 +37,7 @@ from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.engines.spark import SparkEngine
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
+from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.fixtures import DEV_ACCOUNT, DEV_KEY, random_key
@@ -284,6 +285,36 @@ def test_a_rotated_key_replaces_the_filesystem_hadoop_cached_for_the_container(
     assert after.getConf().get(key_name) == rotated.account_key
     SparkSessionResource().configure_connections(spark, [dev])  # and back, for the others
     assert filesystem().getConf().get(key_name) == DEV_KEY
+
+
+def test_check_spark_access_reports_what_spark_reaches_and_what_it_cannot(
+    spark: Any, dev: AzureADLS, azurite: AzuriteService, tmp_path: Path
+):
+    from odibi_dagster.setup_helpers import check_spark_access, print_connection_report
+
+    azurite.create_container("odibiraw", "landing")
+    other = AzureADLS(
+        account="odibiraw",
+        container="landing",
+        auth_mode="direct_key",
+        account_key=azurite.accounts["odibiraw"],
+        blob_endpoint=azurite.blob_endpoint("odibiraw"),
+        connection_name="raw",
+    )
+    local = LocalStorage(base_path=str(tmp_path), connection_name="disk")
+    statuses = check_spark_access(spark, {"dev": dev, "raw": other, "disk": local})
+    by_name = {s.name: s for s in statuses}
+    assert by_name["dev"].ok and by_name["dev"].detail.startswith(
+        f"Spark reaches wasb://{dev.container}@devstoreaccount1.blob.core.windows.net"
+    )
+    assert by_name["disk"].ok and str(tmp_path) in by_name["disk"].detail
+    assert not by_name["raw"].ok
+    assert "connection 'raw'" in by_name["raw"].detail
+    assert "Spark cannot use blob_endpoint" in by_name["raw"].detail
+    out = io.StringIO()
+    assert print_connection_report(statuses, file=out) is False
+    assert azurite.accounts["odibiraw"] not in out.getvalue()
+    assert "3 connection(s): 2 OK, 1 FAILED" in out.getvalue()
 
 
 # --------------------------------------------------------------------------- a project

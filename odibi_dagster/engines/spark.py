@@ -57,7 +57,7 @@ def _fail(where: str, message: str) -> NoReturn:
     raise OdibiRunError(f"{where}: {message}" if where else message)
 
 
-def _message(exc: BaseException) -> str:
+def first_message(exc: BaseException) -> str:
     """The first meaningful line of a Spark error, without the JVM stack."""
     text = getattr(exc, "getMessage", None)
     raw = ""
@@ -81,7 +81,7 @@ def _error_class(exc: BaseException) -> str:
             return str(get() or "")
         except Exception:
             pass
-    m = _ERROR_CLASS.match(_message(exc))
+    m = _ERROR_CLASS.match(first_message(exc))
     return m.group(1) if m else ""
 
 
@@ -256,7 +256,7 @@ class SparkEngine:
 
     def _read_error(self, exc: BaseException, loc: Location, fmt: str, where: str) -> NoReturn:
         cls = _error_class(exc)
-        msg = redact(_message(exc), loc.storage_options, loc.uri)
+        msg = redact(first_message(exc), loc.storage_options, loc.uri)
         if cls == "PATH_NOT_FOUND" or "Path does not exist" in msg:
             _fail(
                 where,
@@ -351,7 +351,7 @@ class SparkEngine:
         try:
             writer.save(uri)
         except _spark_errors() as exc:
-            msg = redact(_message(exc), loc.storage_options, loc.uri)
+            msg = redact(first_message(exc), loc.storage_options, loc.uri)
             hint = "Check the write options and the path"
             cls = _error_class(exc)
             if "SCHEMA_MISMATCH" in cls or "schema mismatch" in msg.lower():
@@ -392,7 +392,7 @@ class SparkEngine:
             # the views are dropped below
             return self.spark.sql(query)
         except _spark_errors() as exc:
-            msg = _message(exc)
+            msg = first_message(exc)
             available = ", ".join(tables) or "(none)"
             match = _MISSING_VIEW.search(msg)
             if match:
