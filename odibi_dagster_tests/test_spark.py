@@ -87,6 +87,39 @@ def test_every_format_and_write_mode_on_local_disk(spark, engine, tmp_path: Path
     assert [(r["id"], r["g"], r["x"]) for r in got] == [(5, "e", 5.0)]
 
 
+def test_a_failing_overwrite_leaves_the_old_data_in_place(spark, engine, tmp_path: Path):
+    from pyspark.sql import functions as F
+
+    loc = LocalStorage(base_path=str(tmp_path)).location("t.parquet")
+    engine.write(frame(spark), loc, "parquet", "overwrite")
+    failing = spark.range(3).select(F.raise_error(F.lit("bad row")).alias("id"))
+    with pytest.raises(OdibiRunError, match=r"node n: writing parquet to .*t\.parquet' failed"):
+        engine.write(failing, loc, "parquet", "overwrite", where="node n")
+    assert read_back(tmp_path / "t.parquet", "parquet") == sorted(ROWS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]  # no leftovers
+
+
+def test_a_file_format_never_replaces_a_delta_table_or_a_folder_of_other_data(
+    spark, engine, tmp_path: Path
+):
+    storage = LocalStorage(base_path=str(tmp_path))
+    engine.write(frame(spark), storage.location("table"), "delta", "overwrite")
+    with pytest.raises(OdibiRunError, match=r"is a Delta table .* It was left unchanged"):
+        engine.write(frame(spark), storage.location("table"), "parquet", "overwrite")
+    assert DeltaTable(str(tmp_path / "table")).to_pyarrow_table().num_rows == 3
+    (tmp_path / "silver" / "orders").mkdir(parents=True)
+    (tmp_path / "silver" / "orders" / "keep.txt").write_text("precious")
+    with pytest.raises(OdibiRunError, match=r"holding subdirectories \(orders\)"):
+        engine.write(frame(spark), storage.location("silver"), "csv", "overwrite")
+    assert (tmp_path / "silver" / "orders" / "keep.txt").read_text() == "precious"
+    # partition directories of a partitioned write are its own: replaced as usual
+    engine.write(
+        frame(spark), storage.location("parts"), "parquet", "overwrite", {"partition_by": "g"}
+    )
+    engine.write(frame(spark, [(8, "h", 8.0)]), storage.location("parts"), "parquet", "overwrite")
+    assert read_back(tmp_path / "parts", "parquet") == [(8, "h", 8.0)]
+
+
 def test_csv_reads_like_pandas_header_types_dtype_and_separator(engine, tmp_path: Path):
     (tmp_path / "in.csv").write_text("id;name;amount\n007;x;1.5\n008;y;2\n")
     loc = LocalStorage(base_path=str(tmp_path)).location("in.csv")
@@ -387,3 +420,45 @@ def test_multiprocess_runs_hand_intermediates_across_step_processes(tmp_path, da
     stored = dagster_home / "storage" / "odibi_spark" / "mp" / "mid"
     assert pq.read_table(stored).num_rows == 2
     shutil.rmtree(tmp_path / "out.csv")
+
+
+def test_mode_error_fails_before_computing_and_ignore_keeps_the_first_write(spark, tmp_path):
+    (tmp_path / "in.csv").write_text("id,v\n1,2\n")
+    (tmp_path / "p.yaml").write_text(
+        """
+project: modes
+engine: spark
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: once
+        depends_on: [src]
+        transform: {steps: ["SELECT id, v * 10 AS v FROM src"]}
+        write: {connection: fs, path: once.csv, format: csv, mode: error}
+      - name: kept
+        depends_on: [src]
+        transform: {steps: ["SELECT id, v FROM src"]}
+        write: {connection: fs, path: kept.json, format: json, mode: ignore}
+"""
+    )
+    defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+    assert run_job(defs, "p").success
+    (tmp_path / "in.csv").write_text("id,v\n1,3\n")
+    result = run_job(defs, "p")
+    assert not result.success
+    assert "once.csv' already exists and write mode is 'error'" in failure_text(result)
+    mats = {
+        tuple(m.asset_key.path): m.metadata
+        for m in result.asset_materializations_for_node("p__kept")
+    }
+    assert mats[("p", "kept")]["written"].value is False
+    assert mats[("p", "kept")]["dagster/row_count"].value == 1
+    rows = [
+        json.loads(line) for f in part_files(tmp_path / "kept.json", ".json") for line in f.open()
+    ]
+    assert rows == [{"id": 1, "v": 2}]  # the first run's
+    rows = [r for f in part_files(tmp_path / "once.csv", ".csv") for r in csv.DictReader(f.open())]
+    assert rows == [{"id": "1", "v": "20"}]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -348,9 +349,20 @@ class SparkEngine:
                 )
             writer = writer.partitionBy(*partition_by)
         writer = writer.options(**{k: _as_option(v) for k, v in opts.items()})
+        hadoop = self._hadoop(uri) if fmt != "delta" and mode == "overwrite" and exists else None
+        target = uri
+        if hadoop is not None:
+            # Spark deletes the old files before its job runs: write beside them, then swap,
+            # so a job that fails leaves the old data in place
+            self._check_replaceable(hadoop, loc, fmt, where)
+            target = f"{uri.rstrip('/')}.tmp-{uuid.uuid4().hex}"
         try:
-            writer.save(uri)
+            writer.save(target)
+            if hadoop is not None:
+                self._swap(hadoop, target, uri, loc, where)
         except _spark_errors() as exc:
+            if hadoop is not None:
+                self._delete_quietly(hadoop, target)
             msg = redact(first_message(exc), loc.storage_options, loc.uri)
             hint = "Check the write options and the path"
             cls = _error_class(exc)
@@ -366,18 +378,89 @@ class SparkEngine:
         """Whether anything (a file or a directory) is at ``loc``."""
         self._check_format(fmt, "")
         uri = self._uri(loc, "")
+        hadoop = self._hadoop(uri)
+        if hadoop is not None:
+            fs, path = hadoop
+            return bool(fs.exists(path(uri)))
+        # a Spark Connect session has no JVM gateway: ask the data source instead
+        try:
+            self.spark.read.format("binaryFile").load(uri).select("path").limit(1).collect()
+            return True
+        except _spark_errors() as exc:
+            if _error_class(exc) == "PATH_NOT_FOUND" or "does not exist" in first_message(exc):
+                return False
+            raise
+
+    def _hadoop(self, uri: str) -> tuple[Any, Any] | None:
+        """Hadoop's filesystem for ``uri`` and a Path constructor; None without a JVM
+        (Spark Connect)."""
         try:
             jvm = self.spark.sparkContext._jvm
             conf = self.spark._jsparkSession.sessionState().newHadoopConf()
-            path = jvm.org.apache.hadoop.fs.Path(uri)
-            return bool(path.getFileSystem(conf).exists(path))
-        except (AttributeError, TypeError):
-            # a Spark Connect session has no JVM gateway: ask the data source instead
-            try:
-                self.spark.read.format("binaryFile").load(uri).limit(1).collect()
-                return True
-            except Exception:
-                return False
+        except Exception:
+            return None
+        if jvm is None:
+            return None
+        make_path = jvm.org.apache.hadoop.fs.Path
+        return make_path(uri).getFileSystem(conf), make_path
+
+    @staticmethod
+    def _check_replaceable(hadoop: tuple[Any, Any], loc: Location, fmt: str, where: str) -> None:
+        """Refuse to replace a Delta table, or a directory with subdirectories other than
+        partitions (``col=value``), with a file format: it would delete them all."""
+        fs, path = hadoop
+        target = path(loc.spark_uri)
+        if not fs.getFileStatus(target).isDirectory():
+            return
+        children = [(st.getPath().getName(), st.isDirectory()) for st in fs.listStatus(target)]
+        if any(name == "_delta_log" for name, _ in children):
+            _fail(
+                where,
+                f"output path '{loc.uri}' is a Delta table (it holds _delta_log); writing "
+                f"{fmt} there would replace the whole table. It was left unchanged. Write "
+                "format delta, choose another path, or remove the table first",
+            )
+        subdirs = sorted(
+            name
+            for name, is_dir in children
+            if is_dir and "=" not in name and not name.startswith(("_", "."))
+        )
+        if subdirs:
+            _fail(
+                where,
+                f"output path '{loc.uri}' is a directory holding subdirectories "
+                f"({', '.join(subdirs[:3])}{', ...' if len(subdirs) > 3 else ''}), not a "
+                f"directory of part files; writing {fmt} there would delete them. It was left "
+                "unchanged. Point the node at a path inside it, or remove it first",
+            )
+
+    def _swap(self, hadoop: tuple[Any, Any], new: str, uri: str, loc: Location, where: str) -> None:
+        """Put the finished output ``new`` at ``uri``: the old data moves aside first and is
+        deleted only once the new data is in place (moved back if that move fails)."""
+        fs, path = hadoop
+        old = f"{uri.rstrip('/')}.old-{uuid.uuid4().hex}"
+        if not fs.rename(path(uri), path(old)):
+            self._delete_quietly(hadoop, new)
+            _fail(where, f"could not move the previous '{loc.uri}' aside; it was left unchanged")
+        if not fs.rename(path(new), path(uri)):
+            restored = fs.rename(path(old), path(uri))
+            self._delete_quietly(hadoop, new)
+            _fail(
+                where,
+                f"could not move the new output into '{loc.uri}'"
+                + (
+                    "; the previous data is back in place"
+                    if restored
+                    else f"; the previous data is at '{old}'"
+                ),
+            )
+        self._delete_quietly(hadoop, old)
+
+    @staticmethod
+    def _delete_quietly(hadoop: tuple[Any, Any], uri: str) -> None:
+        fs, path = hadoop
+        with contextlib.suppress(Exception):
+            fs.delete(path(uri), True)
 
     # ------------------------------------------------------------------- sql
 
@@ -408,9 +491,12 @@ class SparkEngine:
                 f"available tables: {available}",
             )
         finally:
-            for name in tables:
-                with contextlib.suppress(Exception):
-                    self.spark.catalog.dropTempView(name)
+            # Spark Connect analyses the query again when it runs: its views must stay (the
+            # next step replaces them)
+            if not type(self.spark).__module__.startswith("pyspark.sql.connect"):
+                for name in tables:
+                    with contextlib.suppress(Exception):
+                        self.spark.catalog.dropTempView(name)
 
     # --------------------------------------------------------------- summary
 

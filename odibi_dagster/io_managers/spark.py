@@ -25,6 +25,7 @@ import dagster as dg
 from pydantic import Field
 
 from odibi_dagster.config.yaml_source import resolve_env
+from odibi_dagster.engines.spark import first_message
 from odibi_dagster.errors import OdibiRunError, storage_errors
 from odibi_dagster.io_managers.base import READ_KEY, WRITE_KEY, OdibiIOManager, faithful_copy
 from odibi_dagster.resources.base import Location
@@ -84,6 +85,11 @@ class SparkIOManager(OdibiIOManager):
                 "spark a function step must return a pyspark DataFrame"
             )
         write = resolve_env(meta.get(WRITE_KEY), where)
+        loc = self._location(context, write, where) if write else None
+        if write and loc is not None and write.get("mode") == "error":
+            with storage_errors(where, "checking", loc.uri, loc.storage_options):
+                if engine.exists(loc, write["format"]):  # before computing anything
+                    engine.write(obj, loc, write["format"], "error", where=where)
         observed, obs = engine.observe(obj)
         out_meta: dict[str, Any] = {}
         outcome = None
@@ -94,8 +100,7 @@ class SparkIOManager(OdibiIOManager):
             out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored.uri)
             result = engine.read(stored, "parquet", where=where)
             observed = result
-        if write:
-            loc = self._location(context, write, where)
+        if write and loc is not None:
             mode = write.get("mode", "overwrite")
             with storage_errors(where, "writing", loc.uri, loc.storage_options):
                 written = engine.write(
@@ -109,17 +114,27 @@ class SparkIOManager(OdibiIOManager):
             if result is None:
                 result = engine.read(loc, write["format"], where=where)
         assert result is not None
-        rows = engine.observed_rows(obs)
-        self._remember(context, key, result)
-        out_meta["dagster/row_count"] = rows
-        out_meta["dagster/column_schema"] = self._schema_metadata(engine.column_schema(result))
-        out_meta["preview"] = dg.MetadataValue.md(
-            engine.preview_markdown(result, self.preview_rows)
-        )
-        context.add_output_metadata({k: v for k, v in out_meta.items() if v is not None})
-        if pending is not None:
-            pending.story.rows = rows
-            pending.story.sample = engine.sample(result, pending.target.max_sample_rows)
+        try:
+            rows = engine.observed_rows(obs)
+            self._remember(context, key, result)
+            out_meta["dagster/row_count"] = rows
+            out_meta["dagster/column_schema"] = self._schema_metadata(engine.column_schema(result))
+            out_meta["preview"] = dg.MetadataValue.md(
+                engine.preview_markdown(result, self.preview_rows)
+            )
+            context.add_output_metadata({k: v for k, v in out_meta.items() if v is not None})
+            if pending is not None:
+                pending.story.rows = rows
+                pending.story.sample = engine.sample(result, pending.target.max_sample_rows)
+        except Exception as exc:
+            if outcome and outcome["written"] and outcome["mode"] == "append":
+                # a retry would append the same rows a second time
+                raise OdibiRunError(
+                    f"{where}: the rows were appended to {outcome['uri']}, but describing the "
+                    f"result failed ({type(exc).__name__}: {first_message(exc)}); not retried, "
+                    "so the rows are not appended twice"
+                ) from exc
+            raise
         return outcome
 
     # ------------------------------------------------------------------ input

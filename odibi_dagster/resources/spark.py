@@ -80,7 +80,13 @@ class SparkSessionResource(dg.ConfigurableResource):
 
     def get_session(self) -> Any:
         """The session: the active one (Databricks), else a local one, created once."""
-        from pyspark.sql import SparkSession
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise OdibiRunError(
+                "engine spark needs PySpark: on Databricks the runtime has it; elsewhere "
+                "install odibi_dagster[spark] (PySpark and delta-spark matching the jars)"
+            ) from None
 
         if self.use_active_session:
             active = SparkSession.getActiveSession() or _instantiated(SparkSession)
