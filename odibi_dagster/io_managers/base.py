@@ -15,7 +15,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from odibi_dagster.errors import OdibiRunError, as_failure
+from odibi_dagster.config.yaml_source import resolve_env
+from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.story import PendingStory, record, take_story
@@ -109,6 +110,37 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         raise NotImplementedError
 
     def _load_input(self, context: dg.InputContext) -> Any:
+        """This process's copy of the upstream result, else what the upstream node reads,
+        or wrote as a faithful copy, else its stored intermediate."""
+        upstream = context.upstream_output
+        if upstream is None or not context.has_asset_key:
+            raise OdibiRunError(f"{type(self).__name__} only loads assets")
+        key = tuple(context.asset_key.path)
+        found, df = self._recall(key)
+        if found:
+            return df
+        meta = dict(upstream.definition_metadata or {})
+        where = self._where(meta, key)
+        read = resolve_env(meta.get(READ_KEY), where)
+        write = resolve_env(meta.get(WRITE_KEY), where)
+        if read or (write and faithful_copy(write)):
+            spec = read or write
+            loc = self._location(context, spec, where)
+            with storage_errors(where, "reading", loc.uri, loc.storage_options):
+                df = self._engine_for(context).read(
+                    loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
+                )
+        else:
+            df = self._load_intermediate(context, key, where)
+        self._cache[key] = df
+        return df
+
+    def _engine_for(self, context: dg.InputContext | dg.OutputContext) -> Any:
+        """The engine that reads and writes for this step."""
+        raise NotImplementedError
+
+    def _load_intermediate(self, context: dg.InputContext, key: tuple[str, ...], where: str) -> Any:
+        """The stored result of a node whose output has no faithful copy."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers

@@ -23,7 +23,6 @@ import dagster as dg
 from odibi_dagster.config.yaml_source import resolve_env
 from odibi_dagster.errors import OdibiRunError, storage_errors
 from odibi_dagster.io_managers.base import (
-    READ_KEY,
     WRITE_KEY,
     OdibiIOManager,
     faithful_copy,
@@ -124,29 +123,8 @@ class PandasIOManager(OdibiIOManager):
         context.add_output_metadata(out_meta)
         return outcome
 
-    def _load_input(self, context: dg.InputContext) -> Any:
-        upstream = context.upstream_output
-        if upstream is None or not context.has_asset_key:
-            raise OdibiRunError("PandasIOManager only loads assets")
-        key = tuple(context.asset_key.path)
-        found, df = self._recall(key)
-        if found:
-            return df
-        meta = dict(upstream.definition_metadata or {})
-        where = self._where(meta, key)
-        read = resolve_env(meta.get(READ_KEY), where)
-        write = resolve_env(meta.get(WRITE_KEY), where)
-        if read or (write and faithful_copy(write)):
-            spec = read or write
-            loc = self._location(context, spec, where)
-            with storage_errors(where, "reading", loc.uri, loc.storage_options):
-                df = self.engine.read(
-                    loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
-                )
-        else:
-            df = self._load_intermediate(context, key, where)
-        self._cache[key] = df
-        return df
+    def _engine_for(self, context: dg.InputContext | dg.OutputContext) -> PandasEngine:
+        return self.engine
 
     # ------------------------------------------------------------------ helpers
 

@@ -27,7 +27,7 @@ from pydantic import Field
 from odibi_dagster.config.yaml_source import resolve_env
 from odibi_dagster.engines.spark import first_message
 from odibi_dagster.errors import OdibiRunError, storage_errors
-from odibi_dagster.io_managers.base import READ_KEY, WRITE_KEY, OdibiIOManager, faithful_copy
+from odibi_dagster.io_managers.base import WRITE_KEY, OdibiIOManager, faithful_copy
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.story import PendingStory
@@ -56,7 +56,7 @@ class SparkIOManager(OdibiIOManager):
         "<DAGSTER_HOME>/storage/odibi_spark.",
     )
 
-    def _engine(self, context: dg.InputContext | dg.OutputContext) -> Any:
+    def _engine_for(self, context: dg.InputContext | dg.OutputContext) -> Any:
         from odibi_dagster.engines.spark import SparkEngine, session_for
 
         try:
@@ -78,7 +78,7 @@ class SparkIOManager(OdibiIOManager):
             return None
         meta = dict(context.definition_metadata or {})
         where = self._where(meta, key)
-        engine = self._engine(context)
+        engine = self._engine_for(context)
         if not engine.is_frame(obj):
             raise OdibiRunError(
                 f"{where}: produced a {type(obj).__name__}, not a Spark DataFrame; on engine "
@@ -139,36 +139,15 @@ class SparkIOManager(OdibiIOManager):
 
     # ------------------------------------------------------------------ input
 
-    def _load_input(self, context: dg.InputContext) -> Any:
-        upstream = context.upstream_output
-        if upstream is None or not context.has_asset_key:
-            raise OdibiRunError("SparkIOManager only loads assets")
-        key = tuple(context.asset_key.path)
-        found, df = self._recall(key)
-        if found:
-            return df
-        meta = dict(upstream.definition_metadata or {})
-        where = self._where(meta, key)
-        read = resolve_env(meta.get(READ_KEY), where)
-        write = resolve_env(meta.get(WRITE_KEY), where)
-        engine = self._engine(context)
-        if read or (write and faithful_copy(write)):
-            spec = read or write
-            loc = self._location(context, spec, where)
-            with storage_errors(where, "reading", loc.uri, loc.storage_options):
-                df = engine.read(
-                    loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
-                )
-        else:
-            stored = self._intermediate(context, key)
-            if not engine.exists(stored, "parquet"):
-                raise OdibiRunError(
-                    f"{where}: no stored result yet (looked in {stored.uri}). Materialize this "
-                    "upstream node first, or run the whole pipeline job."
-                )
-            df = engine.read(stored, "parquet", where=where)
-        self._cache[key] = df
-        return df
+    def _load_intermediate(self, context: dg.InputContext, key: tuple[str, ...], where: str) -> Any:
+        engine = self._engine_for(context)
+        stored = self._intermediate(context, key)
+        if not engine.exists(stored, "parquet"):
+            raise OdibiRunError(
+                f"{where}: no stored result yet (looked in {stored.uri}). Materialize this "
+                "upstream node first, or run the whole pipeline job."
+            )
+        return engine.read(stored, "parquet", where=where)
 
     # ------------------------------------------------------------------ helpers
 
