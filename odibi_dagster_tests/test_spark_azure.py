@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-import odibi_dagster
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.engines.spark import SparkEngine
 from odibi_dagster.errors import OdibiRunError
@@ -42,6 +41,7 @@ from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.fixtures import DEV_ACCOUNT, DEV_KEY, random_key
 from odibi_dagster_tests.emulators.keyvault import KeyVaultService
+from odibi_dagster_tests.test_azure import failure_text, run_job
 
 SCHEMA = "id long, name string, amount double"
 FIRST = [(1, "ann", 10.5), (2, "bob", -3.0)]
@@ -92,28 +92,6 @@ def rows_of(df: Any) -> list[tuple[Any, ...]]:
 
 def rows_of_pylist(rows: Any) -> list[tuple[Any, ...]]:
     return sorted((r["id"], r["name"], r["amount"]) for r in rows)
-
-
-def run_job(project: Path, job: str) -> dg.ExecuteInProcessResult:
-    defs = odibi_dagster.load_definitions(project)
-    return defs.resolve_job_def(job).execute_in_process(
-        raise_on_error=False, instance=dg.DagsterInstance.get()
-    )
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """Every error message of a run's events, causes included."""
-    out = []
-    for event in result.all_events:
-        data = event.event_specific_data
-        err = getattr(data, "error", None)
-        while err is not None:
-            out.append(err.message)
-            err = err.cause
-        ufd = getattr(data, "user_failure_data", None)
-        if ufd is not None and ufd.description:
-            out.append(ufd.description)
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- the engine
