@@ -449,7 +449,7 @@ pipelines:
     (tmp_path / "in.csv").write_text("id,v\n1,3\n")
     result = run_job(defs, "p")
     assert not result.success
-    assert "once.csv' already exists and write mode is 'error'" in failure_text(result)
+    assert "once.csv' already exists and the write mode is 'error'" in failure_text(result)
     mats = {
         tuple(m.asset_key.path): m.metadata
         for m in result.asset_materializations_for_node("p__kept")

@@ -36,8 +36,18 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, SchemaMismatchError
 
-from odibi_dagster.errors import OdibiRunError, redact
-from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.engines.common import (
+    check_format,
+    check_mode,
+    delta_table_in_the_way,
+    exists_error,
+    fail,
+    markdown_table,
+    missing_input,
+    not_a_delta_table,
+    subdirectories_in_the_way,
+)
+from odibi_dagster.errors import redact
 from odibi_dagster.resources.base import Location
 
 __all__ = ["PandasEngine"]
@@ -67,15 +77,6 @@ _DELTA_WRITE_OPTIONS = (
     "description",
     "configuration",
 )
-
-
-def _prefix(where: str) -> str:
-    return f"{where}: " if where else ""
-
-
-def _fail(where: str, message: str) -> NoReturn:
-    message = message.rstrip()
-    raise OdibiRunError(_prefix(where) + message + ("" if message.endswith(".") else "."))
 
 
 def _first_line(text: str) -> str:
@@ -114,13 +115,13 @@ def _kwarg_error(
     """Turn a TypeError raised while calling ``func`` with user options into an OdibiRunError."""
     match = _UNEXPECTED_KWARG.search(str(exc))
     if match:
-        _fail(
+        fail(
             where,
             f"{kind} option '{match.group(1)}' is not accepted by {func} "
             f"(TypeError: {_first_line(str(exc))}). Remove it or use a {func} argument",
         )
     names = ", ".join(sorted(options)) or "(none)"
-    _fail(
+    fail(
         where,
         f"{func} failed for '{uri}' with the given {kind} options [{names}] "
         f"(TypeError: {_first_line(str(exc))}). Check the option values",
@@ -141,7 +142,7 @@ def _serialization_error(where: str, uri: str, fmt: str, exc: BaseException) -> 
         if column
         else "Check the data and the write options (e.g. encoding)"
     )
-    _fail(
+    fail(
         where,
         f"could not write {fmt} to '{uri}': {what}could not be serialized "
         f"({type(exc).__name__}: {_first_line(str(exc))}). The target was left unchanged. {todo}",
@@ -149,7 +150,7 @@ def _serialization_error(where: str, uri: str, fmt: str, exc: BaseException) -> 
 
 
 def _column_mismatch(where: str, uri: str, existing: list[str], new: list[str]) -> NoReturn:
-    _fail(
+    fail(
         where,
         f"cannot append to '{uri}': its columns {existing} differ from the new data's "
         f"columns {new}. The target was left unchanged. Select the same columns before "
@@ -202,7 +203,7 @@ def _is_delta(loc: Location, where: str) -> bool:
             return False
         raise
     except DeltaError as exc:  # e.g. a storage option delta-rs cannot parse
-        _fail(
+        fail(
             where,
             f"could not open Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). "
             "Check the connection's storage options and the path",
@@ -258,7 +259,7 @@ def _serialize(
         culprits = [k for k in given if not sample_ok({k})] or given
         names = ", ".join(f"'{k}'" for k in culprits)
         plural = len(culprits) > 1
-        _fail(
+        fail(
             where,
             f"write option{'s' if plural else ''} {names} {'are' if plural else 'is'} not "
             f"valid for {func} ({type(exc).__name__}: {_first_line(str(exc))}). The target "
@@ -323,18 +324,14 @@ class PandasEngine:
         where: str = "",
     ) -> pd.DataFrame:
         """Read the data at ``loc`` in format ``fmt`` into a DataFrame."""
-        self._check_format(fmt, where)
+        check_format(fmt, where)
         opts = dict(options or {})
         if fmt == "delta":
             return self._read_delta(loc, opts, where)
         if not loc.fs.exists(loc.fs_path):
-            _fail(
-                where,
-                f"input path '{loc.uri}' does not exist. Check the path and connection, "
-                "or run the node that writes it first",
-            )
+            missing_input(where, loc.uri)
         if "partition_by" in opts or "partitionBy" in opts:
-            _fail(where, "read option 'partition_by' is not a read option. Remove it")
+            fail(where, "read option 'partition_by' is not a read option. Remove it")
         if fmt == "parquet":
             return self._read_parquet(loc, opts, where)
         if fmt == "csv":
@@ -355,7 +352,7 @@ class PandasEngine:
                     files.append(f"{str(dirpath).rstrip('/')}/{filename}")
         files.sort()
         if not files:
-            _fail(
+            fail(
                 where,
                 f"input path '{loc.uri}' is a directory with no data files. "
                 "Point the node at a file or at a directory of part files",
@@ -388,7 +385,7 @@ class PandasEngine:
             except TypeError as exc:
                 _kwarg_error(where, exc, "read", func_name, loc.uri, opts)
             except (ValueError, pa.ArrowException) as exc:
-                _fail(
+                fail(
                     where,
                     f"could not read {fmt} from '{loc.uri}' ({type(exc).__name__}: "
                     f"{_first_line(str(exc))}). Check that the file is {fmt} and that the "
@@ -404,7 +401,7 @@ class PandasEngine:
         except TypeError as exc:
             _kwarg_error(where, exc, "read", "pyarrow.parquet.read_table", loc.uri, opts)
         except (pa.ArrowException, ValueError, OSError) as exc:
-            _fail(
+            fail(
                 where,
                 f"could not read parquet from '{loc.uri}' ({type(exc).__name__}: "
                 f"{_first_line(str(exc))}). Check that the path holds parquet files",
@@ -414,32 +411,24 @@ class PandasEngine:
     def _read_delta(self, loc: Location, opts: dict[str, Any], where: str) -> pd.DataFrame:
         unknown = sorted(set(opts) - set(_DELTA_READ_OPTIONS))
         if unknown:
-            _fail(
+            fail(
                 where,
                 f"read option '{unknown[0]}' is not accepted for delta on pandas. "
                 f"Remove it or use one of: {', '.join(_DELTA_READ_OPTIONS)}",
             )
         if "versionAsOf" in opts and "timestampAsOf" in opts:
-            _fail(where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one")
+            fail(where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one")
         storage_options = loc.storage_options or None
         if not _is_delta(loc, where):
             if loc.fs.exists(loc.fs_path):
-                _fail(
-                    where,
-                    f"input path '{loc.uri}' exists but is not a Delta table (no _delta_log). "
-                    "Use the format it was written in, or point the node at a Delta table",
-                )
-            _fail(
-                where,
-                f"input path '{loc.uri}' does not exist. Check the path and connection, "
-                "or run the node that writes it first",
-            )
+                not_a_delta_table(where, loc.uri)
+            missing_input(where, loc.uri)
         version: int | None = None
         if "versionAsOf" in opts:
             try:
                 version = int(opts["versionAsOf"])
             except (TypeError, ValueError):
-                _fail(
+                fail(
                     where,
                     f"read option versionAsOf must be a whole number, got "
                     f"{opts['versionAsOf']!r}. Use a table version such as 0",
@@ -455,13 +444,13 @@ class PandasEngine:
                 travel = f" at versionAsOf={opts['versionAsOf']}"
             elif "timestampAsOf" in opts:
                 travel = f" at timestampAsOf={opts['timestampAsOf']}"
-            _fail(
+            fail(
                 where,
                 f"could not read Delta table '{loc.uri}'{travel} ({_delta_detail(loc, exc)}). "
                 "Check the table version/timestamp and options",
             )
         except (pa.ArrowException, ValueError, TypeError) as exc:
-            _fail(
+            fail(
                 where,
                 f"could not read Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). "
                 "Check the columns/filters read options",
@@ -472,13 +461,13 @@ class PandasEngine:
         try:
             ts = pd.Timestamp(value)
         except (TypeError, ValueError):
-            _fail(
+            fail(
                 where,
                 f"read option timestampAsOf {value!r} is not a timestamp. "
                 "Use e.g. '2024-01-31' or '2024-01-31T12:00:00Z'",
             )
         if ts is pd.NaT:
-            _fail(where, "read option timestampAsOf is empty. Use e.g. '2024-01-31'")
+            fail(where, "read option timestampAsOf is empty. Use e.g. '2024-01-31'")
         result: datetime = ts.to_pydatetime()
         if result.tzinfo is None:
             result = result.replace(tzinfo=timezone.utc)
@@ -497,17 +486,13 @@ class PandasEngine:
         where: str = "",
     ) -> bool:
         """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists)."""
-        self._check_format(fmt, where)
-        if mode not in WRITE_MODES:
-            _fail(
-                where,
-                f"write mode '{mode}' is not supported. Use one of: {', '.join(WRITE_MODES)}",
-            )
+        check_format(fmt, where)
+        check_mode(mode, where)
         opts = dict(options or {})
         if fmt != "delta":
             for key in ("partition_by", "partitionBy"):
                 if key in opts:
-                    _fail(
+                    fail(
                         where,
                         f"write option '{key}' is supported only for format delta on the "
                         f"pandas engine, not for {fmt}. Remove it or write format delta",
@@ -515,7 +500,7 @@ class PandasEngine:
         # error/ignore mean the same for every format: anything at the path counts
         exists = bool(loc.fs.exists(loc.fs_path))
         if exists and mode == "error":
-            self._exists_error(loc, where)
+            exists_error(where, loc.uri)
         if exists and mode == "ignore":
             return False
         if fmt == "delta":
@@ -529,14 +514,6 @@ class PandasEngine:
             writer = self._parquet_writer(df, loc, opts, where, append)
         self._atomic_write(loc, fmt, writer, where)
         return True
-
-    @staticmethod
-    def _exists_error(loc: Location, where: str) -> NoReturn:
-        _fail(
-            where,
-            f"output path '{loc.uri}' already exists and the write mode is 'error'. "
-            "Use mode overwrite or append, or remove it first",
-        )
 
     def _atomic_write(
         self, loc: Location, fmt: str, writer: Callable[[IO[bytes]], None], where: str
@@ -572,21 +549,10 @@ class PandasEngine:
         entries = fs.ls(loc.fs_path, detail=True)
         names = {_split(str(e["name"]))[1]: e.get("type") for e in entries}
         if "_delta_log" in names:
-            _fail(
-                where,
-                f"output path '{loc.uri}' is a Delta table (it holds _delta_log); writing "
-                f"{fmt} there would replace the whole table. It was left unchanged. Write "
-                "format delta, choose another path, or remove the table first",
-            )
+            delta_table_in_the_way(where, loc.uri, fmt)
         subdirs = sorted(name for name, kind in names.items() if kind == "directory")
         if subdirs:
-            _fail(
-                where,
-                f"output path '{loc.uri}' is a directory holding subdirectories "
-                f"({', '.join(subdirs[:3])}{', ...' if len(subdirs) > 3 else ''}), not a "
-                f"directory of part files; writing {fmt} there would delete them. It was left "
-                "unchanged. Point the node at a file path inside it, or remove it first",
-            )
+            subdirectories_in_the_way(where, loc.uri, fmt, subdirs)
         return True
 
     @staticmethod
@@ -602,7 +568,7 @@ class PandasEngine:
             try:
                 fs.mv(old, loc.fs_path, recursive=True)
             except Exception as restore_exc:
-                _fail(
+                fail(
                     where,
                     f"could not replace the directory '{loc.uri}' ({type(exc).__name__}: "
                     f"{_first_line(str(exc))}) nor move it back ({type(restore_exc).__name__}: "
@@ -644,7 +610,7 @@ class PandasEngine:
         existing_size = 0
         if append:
             if loc.fs.isdir(loc.fs_path):
-                _fail(
+                fail(
                     where,
                     f"cannot append csv to '{loc.uri}': it is a directory of part files. "
                     "Use mode overwrite, or write format parquet or delta",
@@ -652,7 +618,7 @@ class PandasEngine:
             existing_size = int(loc.fs.info(loc.fs_path).get("size") or 0)
         if append and existing_size > 0:
             if kwargs.get("compression") not in (None, "infer"):
-                _fail(
+                fail(
                     where,
                     f"cannot append to compressed csv '{loc.uri}'. Use mode overwrite, or "
                     "write format parquet or delta",
@@ -690,7 +656,7 @@ class PandasEngine:
         prefix_existing = False
         if append:
             if loc.fs.isdir(loc.fs_path):
-                _fail(
+                fail(
                     where,
                     f"cannot append json to '{loc.uri}': it is a directory of part files. "
                     "Use mode overwrite, or write format parquet or delta",
@@ -707,7 +673,7 @@ class PandasEngine:
                     with loc.fs.open(loc.fs_path, "rb") as handle:
                         existing = pd.read_json(handle, convert_dates=False, **read_kwargs)
                 except (ValueError, TypeError) as exc:
-                    _fail(
+                    fail(
                         where,
                         f"cannot append to '{loc.uri}': its current content could not be read "
                         f"as json ({type(exc).__name__}: {_first_line(str(exc))}). "
@@ -744,7 +710,7 @@ class PandasEngine:
             try:
                 existing = pq.read_table(loc.fs_path, filesystem=loc.fs)
             except (pa.ArrowException, OSError, ValueError) as exc:
-                _fail(
+                fail(
                     where,
                     f"cannot append to '{loc.uri}': its current content could not be read as "
                     f"parquet ({type(exc).__name__}: {_first_line(str(exc))}). "
@@ -757,7 +723,7 @@ class PandasEngine:
                     [existing, table.select(old_cols)], promote_options="permissive"
                 )
             except (pa.ArrowException, TypeError, ValueError) as exc:
-                _fail(
+                fail(
                     where,
                     f"cannot append to '{loc.uri}': the new column types do not match the "
                     f"existing ones ({type(exc).__name__}: {_first_line(str(exc))}). "
@@ -785,7 +751,7 @@ class PandasEngine:
     ) -> bool:
         unknown = sorted(set(opts) - set(_DELTA_WRITE_OPTIONS))
         if unknown:
-            _fail(
+            fail(
                 where,
                 f"write option '{unknown[0]}' is not accepted for delta on pandas. "
                 f"Remove it or use one of: {', '.join(_DELTA_WRITE_OPTIONS)}",
@@ -800,7 +766,7 @@ class PandasEngine:
         if _truthy(opts.get("overwriteSchema", False)):
             schema_mode = "overwrite"
         if schema_mode not in (None, "merge", "overwrite"):
-            _fail(
+            fail(
                 where,
                 f"write option schema_mode must be 'merge' or 'overwrite', got {schema_mode!r}. "
                 "Fix the value",
@@ -809,14 +775,14 @@ class PandasEngine:
             not isinstance(partition_by, (list, tuple))
             or any(str(c) not in map(str, df.columns) for c in partition_by)
         ):
-            _fail(
+            fail(
                 where,
                 f"write option partition_by {partition_by!r} must list columns of the data "
                 f"(columns: {[str(c) for c in df.columns]}). Fix the column names",
             )
         is_table = occupied and _is_delta(loc, where)
         if occupied and not is_table and not _is_empty_dir(loc):
-            _fail(
+            fail(
                 where,
                 f"output path '{loc.uri}' exists but is not a Delta table (no _delta_log); "
                 f"mode {mode} would mix a Delta table into other data. It was left unchanged. "
@@ -827,7 +793,7 @@ class PandasEngine:
                 current = DeltaTable(loc.delta_uri, storage_options=storage_options)
                 old_cols = [f.name for f in current.schema().fields]
             except DeltaError as exc:
-                _fail(
+                fail(
                     where,
                     f"could not read the schema of Delta table '{loc.uri}' "
                     f"({_delta_detail(loc, exc)}). Check the table and the storage options",
@@ -842,7 +808,7 @@ class PandasEngine:
         predicate = opts.get("predicate", opts.get("replaceWhere"))
         if predicate is not None:
             if mode != "overwrite":
-                _fail(
+                fail(
                     where,
                     f"write option replaceWhere/predicate needs mode overwrite, not '{mode}'. "
                     "Use mode overwrite or remove the option",
@@ -861,7 +827,7 @@ class PandasEngine:
                 **extra,
             )
         except SchemaMismatchError as exc:
-            _fail(
+            fail(
                 where,
                 f"cannot write to Delta table '{loc.uri}': the data's schema does not match the "
                 f"table's ({_redact(_first_line(str(exc)), loc)}). Use option mergeSchema: "
@@ -875,7 +841,7 @@ class PandasEngine:
                     "; if the column types changed, use option overwriteSchema: true "
                     "with mode overwrite"
                 )
-            _fail(
+            fail(
                 where,
                 f"could not write Delta table '{loc.uri}' ({_delta_detail(loc, exc)}). {hint}",
             )
@@ -888,7 +854,7 @@ class PandasEngine:
 
         This is the test :meth:`write` applies for modes ``error`` and ``ignore``, so
         ``exists`` true means ``error`` would fail and ``ignore`` would skip."""
-        self._check_format(fmt, "")
+        check_format(fmt, "")
         return bool(loc.fs.exists(loc.fs_path))
 
     # ------------------------------------------------------------------- sql
@@ -909,12 +875,12 @@ class PandasEngine:
                 available = ", ".join(tables) or "(none)"
                 match = _MISSING_TABLE.search(message)
                 if isinstance(exc, duckdb.CatalogException) and match:
-                    _fail(
+                    fail(
                         where,
                         f"SQL step refers to table '{match.group(1)}', which is not available. "
                         f"Available tables: {available}.",
                     )
-                _fail(
+                fail(
                     where,
                     f"SQL step failed ({type(exc).__name__}: {message.strip()}) in query "
                     f"starting '{_first_line(query)}'. Fix the SQL; available tables: {available}",
@@ -960,25 +926,4 @@ class PandasEngine:
     @staticmethod
     def preview_markdown(df: pd.DataFrame, n: int = 5) -> str:
         """A markdown table of the first ``n`` rows (cells escaped for '|' and newlines)."""
-
-        def cell(value: Any) -> str:
-            text = str(value).replace("\\", "\\\\").replace("|", "\\|")
-            return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-        columns = [cell(c) for c in df.columns]
-        if not columns:
-            return "_(no columns)_"
-        lines = [
-            "| " + " | ".join(columns) + " |",
-            "| " + " | ".join("---" for _ in columns) + " |",
-        ]
-        for row in df.head(max(n, 0)).itertuples(index=False, name=None):
-            lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-        return "\n".join(lines)
-
-    # --------------------------------------------------------------- helpers
-
-    @staticmethod
-    def _check_format(fmt: str, where: str) -> None:
-        if fmt not in FORMATS:
-            _fail(where, f"format '{fmt}' is not supported. Use one of: {', '.join(FORMATS)}")
+        return markdown_table(df.columns, df.head(max(n, 0)).itertuples(index=False, name=None))

@@ -22,8 +22,18 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
-from odibi_dagster.errors import OdibiRunError, redact
-from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.engines.common import (
+    check_format,
+    check_mode,
+    delta_table_in_the_way,
+    exists_error,
+    fail,
+    markdown_table,
+    missing_input,
+    not_a_delta_table,
+    subdirectories_in_the_way,
+)
+from odibi_dagster.errors import redact
 from odibi_dagster.resources.base import Location
 
 __all__ = ["SPARK_RESOURCE_KEY", "SparkEngine", "session_for"]
@@ -52,10 +62,6 @@ _PANDAS_TYPES = {
 }
 _ERROR_CLASS = re.compile(r"^\[([A-Z_.]+)\]\s*")
 _MISSING_VIEW = re.compile(r"The table or view `?([^`\s]+?)`? cannot be found")
-
-
-def _fail(where: str, message: str) -> NoReturn:
-    raise OdibiRunError(f"{where}: {message}" if where else message)
 
 
 def first_message(exc: BaseException) -> str:
@@ -159,11 +165,11 @@ class SparkEngine:
         where: str = "",
     ) -> Any:
         """A DataFrame over the data at ``loc`` in format ``fmt`` (lazy where Spark is)."""
-        self._check_format(fmt, where)
+        check_format(fmt, where)
         uri = self._uri(loc, where)
         opts = dict(options or {})
         if "partition_by" in opts or "partitionBy" in opts:
-            _fail(where, "read option 'partition_by' is not a read option. Remove it")
+            fail(where, "read option 'partition_by' is not a read option. Remove it")
         select: list[str] | None = None
         reader = self.spark.read.format(fmt)
         if fmt == "csv":
@@ -174,13 +180,13 @@ class SparkEngine:
         elif fmt == "delta":
             unknown = sorted(set(opts) - set(_DELTA_READ_OPTIONS))
             if unknown:
-                _fail(
+                fail(
                     where,
                     f"read option '{unknown[0]}' is not accepted for delta on spark. Remove it "
                     f"or use one of: {', '.join(_DELTA_READ_OPTIONS)}",
                 )
             if "versionAsOf" in opts and "timestampAsOf" in opts:
-                _fail(
+                fail(
                     where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one"
                 )
             if "columns" in opts:
@@ -203,7 +209,7 @@ class SparkEngine:
                 df = df.select(*select)
             missing = [c for c in casts if c not in df.columns]
             if missing:
-                _fail(
+                fail(
                     where,
                     f"read option dtype names column(s) {', '.join(missing)} that '{loc.uri}' "
                     f"does not have. Columns: {', '.join(df.columns)}",
@@ -242,12 +248,12 @@ class SparkEngine:
         if dtype is None:
             return {}
         if not isinstance(dtype, Mapping):
-            _fail(where, "read option dtype must map column names to types, e.g. {id: str}")
+            fail(where, "read option dtype must map column names to types, e.g. {id: str}")
         out = {}
         for column, name in dtype.items():
             spark_type = _PANDAS_TYPES.get(str(name).lower())
             if spark_type is None:
-                _fail(
+                fail(
                     where,
                     f"read option dtype gives column '{column}' type '{name}', which the spark "
                     f"engine does not know. Use one of: {', '.join(sorted(_PANDAS_TYPES))}",
@@ -259,25 +265,13 @@ class SparkEngine:
         cls = _error_class(exc)
         msg = redact(first_message(exc), loc.storage_options, loc.uri)
         if cls == "PATH_NOT_FOUND" or "Path does not exist" in msg:
-            _fail(
-                where,
-                f"input path '{loc.uri}' does not exist. Check the path and connection, "
-                "or run the node that writes it first",
-            )
+            missing_input(where, loc.uri)
         not_delta = cls.startswith(("DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND"))
         if not_delta and not self.exists(loc, fmt):
-            _fail(
-                where,
-                f"input path '{loc.uri}' does not exist. Check the path and connection, "
-                "or run the node that writes it first",
-            )
+            missing_input(where, loc.uri)
         if not_delta or "is not a Delta table" in msg:
-            _fail(
-                where,
-                f"input path '{loc.uri}' exists but is not a Delta table (no _delta_log). "
-                "Use the format it was written in, or point the node at a Delta table",
-            )
-        _fail(
+            not_a_delta_table(where, loc.uri)
+        fail(
             where,
             f"could not read {fmt} from '{loc.uri}' ({msg}). Check that the path holds {fmt} "
             "data and that the read options match it",
@@ -296,12 +290,8 @@ class SparkEngine:
         where: str = "",
     ) -> bool:
         """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists)."""
-        self._check_format(fmt, where)
-        if mode not in WRITE_MODES:
-            _fail(
-                where,
-                f"write mode '{mode}' is not supported. Use one of: {', '.join(WRITE_MODES)}",
-            )
+        check_format(fmt, where)
+        check_mode(mode, where)
         uri = self._uri(loc, where)
         opts = dict(options or {})
         partition_by: list[str] = []
@@ -311,7 +301,7 @@ class SparkEngine:
         if fmt == "delta":
             for bad in _DELTA_RS_ONLY:
                 if bad in opts:
-                    _fail(
+                    fail(
                         where,
                         f"write option '{bad}' is a delta-rs (pandas engine) option that Spark "
                         "does not accept. Remove it",
@@ -331,18 +321,14 @@ class SparkEngine:
             opts.pop("orient", None)
         exists = self.exists(loc, fmt)
         if exists and mode == "error":
-            _fail(
-                where,
-                f"output path '{loc.uri}' already exists and write mode is 'error'. Use mode "
-                "overwrite or append, or remove the existing data first",
-            )
+            exists_error(where, loc.uri)
         if exists and mode == "ignore":
             return False
         writer = df.write.format(fmt).mode(mode)
         if partition_by:
             missing = [c for c in partition_by if c not in df.columns]
             if missing:
-                _fail(
+                fail(
                     where,
                     f"write option partition_by names column(s) {', '.join(missing)} that the "
                     f"result does not have. Columns: {', '.join(df.columns)}",
@@ -371,12 +357,12 @@ class SparkEngine:
                     "The result's columns differ from the table's: add write option "
                     "mergeSchema: true (add columns) or overwriteSchema: true with mode overwrite"
                 )
-            _fail(where, f"writing {fmt} to '{loc.uri}' failed ({msg}). {hint}")
+            fail(where, f"writing {fmt} to '{loc.uri}' failed ({msg}). {hint}")
         return True
 
     def exists(self, loc: Location, fmt: str) -> bool:
         """Whether anything (a file or a directory) is at ``loc``."""
-        self._check_format(fmt, "")
+        check_format(fmt, "")
         uri = self._uri(loc, "")
         hadoop = self._hadoop(uri)
         if hadoop is not None:
@@ -414,25 +400,14 @@ class SparkEngine:
             return
         children = [(st.getPath().getName(), st.isDirectory()) for st in fs.listStatus(target)]
         if any(name == "_delta_log" for name, _ in children):
-            _fail(
-                where,
-                f"output path '{loc.uri}' is a Delta table (it holds _delta_log); writing "
-                f"{fmt} there would replace the whole table. It was left unchanged. Write "
-                "format delta, choose another path, or remove the table first",
-            )
+            delta_table_in_the_way(where, loc.uri, fmt)
         subdirs = sorted(
             name
             for name, is_dir in children
             if is_dir and "=" not in name and not name.startswith(("_", "."))
         )
         if subdirs:
-            _fail(
-                where,
-                f"output path '{loc.uri}' is a directory holding subdirectories "
-                f"({', '.join(subdirs[:3])}{', ...' if len(subdirs) > 3 else ''}), not a "
-                f"directory of part files; writing {fmt} there would delete them. It was left "
-                "unchanged. Point the node at a path inside it, or remove it first",
-            )
+            subdirectories_in_the_way(where, loc.uri, fmt, subdirs)
 
     def _swap(self, hadoop: tuple[Any, Any], new: str, uri: str, loc: Location, where: str) -> None:
         """Put the finished output ``new`` at ``uri``: the old data moves aside first and is
@@ -441,11 +416,11 @@ class SparkEngine:
         old = f"{uri.rstrip('/')}.old-{uuid.uuid4().hex}"
         if not fs.rename(path(uri), path(old)):
             self._delete_quietly(hadoop, new)
-            _fail(where, f"could not move the previous '{loc.uri}' aside; it was left unchanged")
+            fail(where, f"could not move the previous '{loc.uri}' aside; it was left unchanged")
         if not fs.rename(path(new), path(uri)):
             restored = fs.rename(path(old), path(uri))
             self._delete_quietly(hadoop, new)
-            _fail(
+            fail(
                 where,
                 f"could not move the new output into '{loc.uri}'"
                 + (
@@ -468,7 +443,7 @@ class SparkEngine:
         """Run ``query`` with ``spark.sql``; each DataFrame in ``tables`` is a temp view."""
         for name, frame in tables.items():
             if not self.is_frame(frame):
-                _fail(where, f"table '{name}' is a {type(frame).__name__}, not a Spark DataFrame")
+                fail(where, f"table '{name}' is a {type(frame).__name__}, not a Spark DataFrame")
             frame.createOrReplaceTempView(name)
         try:
             # spark.sql analyses the query now, so the result keeps the views' plans after
@@ -479,13 +454,13 @@ class SparkEngine:
             available = ", ".join(tables) or "(none)"
             match = _MISSING_VIEW.search(msg)
             if match:
-                _fail(
+                fail(
                     where,
                     f"SQL step refers to table '{match.group(1)}', which is not available. "
                     f"Available tables: {available}.",
                 )
             first = next((ln.strip() for ln in query.splitlines() if ln.strip()), "")
-            _fail(
+            fail(
                 where,
                 f"SQL step failed ({msg}) in query starting '{first[:80]}'. Fix the SQL; "
                 f"available tables: {available}",
@@ -578,23 +553,10 @@ class SparkEngine:
             return []
         return [row.asDict(recursive=True) for row in df.limit(n).collect()]
 
-    def preview_markdown(self, df: Any, n: int = 5) -> str:
-        """A markdown table of the first ``n`` rows (cells escaped for '|' and newlines)."""
-
-        def cell(value: Any) -> str:
-            text = str(value).replace("\\", "\\\\").replace("|", "\\|")
-            return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-
-        columns = [cell(c) for c in df.columns]
-        if not columns:
-            return "_(no columns)_"
-        lines = [
-            "| " + " | ".join(columns) + " |",
-            "| " + " | ".join("---" for _ in columns) + " |",
-        ]
-        for row in df.limit(max(n, 0)).collect():
-            lines.append("| " + " | ".join(cell(v) for v in row) + " |")
-        return "\n".join(lines)
+    @staticmethod
+    def preview_markdown(df: Any, n: int = 5) -> str:
+        """A markdown table of the first ``n`` rows (only these reach the driver)."""
+        return markdown_table(df.columns, df.limit(max(n, 0)).collect())
 
     # --------------------------------------------------------------- helpers
 
@@ -603,11 +565,6 @@ class SparkEngine:
         from odibi_dagster.resources.spark import opened
 
         if not loc.spark_uri:
-            _fail(where, loc.spark_note or f"Spark cannot reach '{loc.uri}'")
+            fail(where, loc.spark_note or f"Spark cannot reach '{loc.uri}'")
         opened(loc.spark_uri)
         return loc.spark_uri
-
-    @staticmethod
-    def _check_format(fmt: str, where: str) -> None:
-        if fmt not in FORMATS:
-            _fail(where, f"format '{fmt}' is not supported. Use one of: {', '.join(FORMATS)}")
