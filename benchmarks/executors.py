@@ -1,66 +1,54 @@
-"""In-process vs multiprocess executor on a 20-node pandas chain, and odibi vs hand-written.
+"""A 20-node pandas chain, odibi beside the same chain hand-written, on both executors.
 
-Run: `.venv/bin/python benchmarks/executors.py` (about a minute on 2 cores).
-All three runs happen in this one script, so the ratios compare like with like.
+Run: `.venv/bin/python benchmarks/executors.py` (a few minutes on 2 cores).
+All four runs happen in this one script, on one Dagster instance, so the ratios compare
+like with like: odibi in_process vs hand-written in_process, and odibi multiprocess vs
+hand-written multiprocess (where every step is a new process that rebuilds the job).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
 from _projects import chain_project
 
 N = 20
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def hand_written_chain(data: Path) -> dg.Definitions:
-    """The same chain written directly in Dagster with pandas (fs IO manager in between)."""
-    assets = []
-
-    @dg.asset(name="n0")
-    def first() -> pd.DataFrame:
-        return pd.read_csv(data / "in.csv")
-
-    assets.append(first)
-    for i in range(1, N):
-
-        def make(i: int):
-            @dg.asset(name=f"n{i}", ins={"up": dg.AssetIn(f"n{i - 1}")})
-            def step(up: pd.DataFrame) -> pd.DataFrame:
-                out = up.assign(amount=up["amount"] + 1)
-                if i % 10 == 0 or i == N - 1:
-                    (data / "hand").mkdir(exist_ok=True)
-                    out.to_parquet(data / "hand" / f"n{i}.parquet", index=False)
-                return out
-
-            return step
-
-        assets.append(make(i))
-    return dg.Definitions(
-        assets=assets, jobs=[dg.define_asset_job("chain", executor_def=dg.in_process_executor)]
-    )
-
-
-def timed_job(defs_file: str, job: str, instance: dg.DagsterInstance, args: tuple) -> float:
-    recon = dg.build_reconstructable_job(
-        "odibi_dagster.cli", "pipeline_job", reconstructable_args=args
-    )
-    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+def timed(recon: dg.ReconstructableJob, instance: dg.DagsterInstance, label: str) -> float:
     t = time.perf_counter()
-    result = dg.execute_job(recon, instance=instance, run_config=quiet)
+    result = dg.execute_job(recon, instance=instance, run_config=QUIET)
     elapsed = time.perf_counter() - t
-    assert result.success, defs_file
+    assert result.success, label
     return elapsed
 
 
+def odibi_job(project: Path) -> dg.ReconstructableJob:
+    return dg.build_reconstructable_job(
+        "odibi_dagster.cli", "pipeline_job", reconstructable_args=(str(project), "p0")
+    )
+
+
+def hand_job(data: Path, executor: str) -> dg.ReconstructableJob:
+    return dg.build_reconstructable_job(
+        "_hand_chain", "chain_job", reconstructable_args=(str(data), N, executor)
+    )
+
+
 def main() -> None:
+    # step processes import _hand_chain from here
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         home = tmp_path / "home"
@@ -70,30 +58,22 @@ def main() -> None:
         )
         inproc = chain_project(tmp_path / "inproc", N, executor="in_process")
         multi = chain_project(tmp_path / "multi", N, executor="multiprocess")
+        data = tmp_path / "inproc" / "data"
 
-        t_in = timed_job(str(inproc), "p0", instance, (str(inproc), "p0"))
-        t_multi = timed_job(str(multi), "p0", instance, (str(multi), "p0"))
-
-        hand = hand_written_chain(tmp_path / "inproc" / "data")
-        t = time.perf_counter()
-        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-        ok = (
-            hand.resolve_job_def("chain")
-            .execute_in_process(instance=instance, run_config=quiet)
-            .success
-        )
-        t_hand = time.perf_counter() - t
-        assert ok
-
-        print(f"{N}-node pandas chain, 1,000 rows")
-        print(f"  odibi, in_process executor   : {t_in:6.2f} s")
-        print(
-            f"  odibi, multiprocess executor : {t_multi:6.2f} s   ({t_multi / t_in:.1f}x in_process)"
-        )
-        print(
-            f"  hand-written Dagster assets  : {t_hand:6.2f} s   (odibi in_process = {t_in / t_hand:.2f}x)"
-        )
+        t_in = timed(odibi_job(inproc), instance, "odibi in_process")
+        t_hand_in = timed(hand_job(data, "in_process"), instance, "hand in_process")
+        t_multi = timed(odibi_job(multi), instance, "odibi multiprocess")
+        t_hand_multi = timed(hand_job(data, "multiprocess"), instance, "hand multiprocess")
         instance.dispose()
+
+    print(f"{N}-node pandas chain, 1,000 rows")
+    print(f"  odibi, in_process          : {t_in:6.2f} s")
+    print(f"  hand-written, in_process   : {t_hand_in:6.2f} s   (odibi = {t_in / t_hand_in:.2f}x)")
+    print(f"  odibi, multiprocess        : {t_multi:6.2f} s")
+    print(
+        f"  hand-written, multiprocess : {t_hand_multi:6.2f} s   "
+        f"(odibi = {t_multi / t_hand_multi:.2f}x)"
+    )
 
 
 if __name__ == "__main__":
