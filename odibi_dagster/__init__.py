@@ -10,7 +10,7 @@ from odibi_dagster.config.loader import LoadedProject, load_project
 from odibi_dagster.errors import OdibiConfigError, OdibiConnectionError, OdibiRunError
 from odibi_dagster.io_managers.pandas import PandasIOManager
 from odibi_dagster.io_managers.spark import SparkIOManager
-from odibi_dagster.resources.azure import AzureADLS
+from odibi_dagster.resources.azure_adls import AzureADLS
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster.transforms import StepContext, transform

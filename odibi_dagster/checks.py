@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odibi_dagster.config.models import COLUMN_TYPES, ValidationConfig
+from odibi_dagster.engines.base import Engine, Profile
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,15 @@ def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
     return out
 
 
-def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOutcome]:
-    """Run every check of ``validation`` on ``df`` with the engine's column statistics."""
+def evaluate(engine: Engine, df: Any, validation: ValidationConfig) -> list[CheckOutcome]:
+    """Run every check of ``validation`` on ``df``: one pass over the data for the row
+    count and every null count together."""
     outcomes: list[CheckOutcome] = []
-    if hasattr(engine, "profile"):  # Spark: every count in one aggregation, one pass
-        engine.profile(df, [c for c in validation.no_nulls if c in df.columns])
     columns = dict(engine.column_schema(df))  # names as strings, whatever the frame holds
-    actual = {str(c): c for c in df.columns}
+    counted = [c for c in validation.no_nulls if c in columns]
+    stats = engine.profile(df, counted) if validation.not_empty or counted else Profile(0)
     if validation.not_empty:
-        n = engine.row_count(df)
+        n = stats.rows
         outcomes.append(
             CheckOutcome(
                 "not_empty",
@@ -75,7 +76,7 @@ def evaluate(engine: Any, df: Any, validation: ValidationConfig) -> list[CheckOu
                 )
             )
             continue
-        nulls = engine.null_count(df, actual[col])
+        nulls = stats.nulls[col]
         outcomes.append(
             CheckOutcome(
                 name,

@@ -105,7 +105,7 @@ def cmd_spark_jars(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from odibi_dagster.compile import build_definitions, check_definitions, runnable_problems
+    from odibi_dagster.compile import build_definitions, check_definitions
     from odibi_dagster.config.loader import load_project
 
     failed = False
@@ -119,17 +119,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         cfg = project.config
         nodes = sum(len(p.nodes) for p in cfg.pipelines)
-        notes = runnable_problems(project)
-        for note in notes:
-            print(f"{note} (valid, not yet runnable)", file=sys.stderr)
-        if not notes:
-            try:  # what only Dagster can check
-                check_definitions(project, build_definitions(project))
-            except OdibiConfigError as exc:
-                for problem in exc.problems:
-                    print(str(problem), file=sys.stderr)
-                failed = True
-                continue
+        try:  # what only Dagster can check
+            check_definitions(project, build_definitions(project))
+        except OdibiConfigError as exc:
+            for problem in exc.problems:
+                print(str(problem), file=sys.stderr)
+            failed = True
+            continue
         print(
             f"ok: {path}: project '{project.name}', {len(cfg.pipelines)} pipeline(s), "
             f"{nodes} node(s), {len(cfg.connections)} connection(s)"
@@ -188,8 +184,9 @@ def pipeline_job(path: str, pipeline: str) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from odibi_dagster.compile import build_definitions, pipeline_order
+    from odibi_dagster.compile import build_definitions
     from odibi_dagster.config.loader import display_name, load_project
+    from odibi_dagster.lineage import pipeline_order
 
     project = load_project(args.path)
     build_definitions(project)  # report config problems before any run starts
@@ -202,7 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAIL
-    order = [p for p in pipeline_order(project.config) if p in wanted]
+    order = [
+        p for p in pipeline_order(project.config, project.connection_resources()) if p in wanted
+    ]
     unset, warnings = _check_keys(project, order)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -258,11 +257,10 @@ def _check_keys(project: Any, pipelines: list[str]) -> tuple[list[str], list[str
     with ODIBI_ENV=production (warnings), for the connections these pipelines use."""
     import dagster as dg
 
-    from odibi_dagster.compile import pipeline_connections
-    from odibi_dagster.resources.azure import AzureADLS
+    from odibi_dagster.resources.azure_adls import AzureADLS
 
     errors, warnings = [], []
-    for name, conn in pipeline_connections(project, pipelines).items():
+    for name, conn in project.connection_resources(pipelines).items():
         if not isinstance(conn, AzureADLS):
             continue
         key = conn.account_key
@@ -279,10 +277,14 @@ def _check_keys(project: Any, pipelines: list[str]) -> tuple[list[str], list[str
 
 
 def _story_uri(project: Any, pipeline: str, run_id: str) -> str | None:
-    from odibi_dagster.compile import story_location
+    """Where the story of this run was written (None: no story, or not written)."""
+    from odibi_dagster.compile import story_resource
 
-    loc = story_location(project, pipeline, run_id)
-    return loc.uri if loc is not None and loc.fs.exists(loc.fs_path) else None
+    story = story_resource(project)
+    if story is None:
+        return None
+    loc = story.html(project.connection_resources(), pipeline, run_id)
+    return loc.uri if loc.fs.exists(loc.fs_path) else None
 
 
 def _report(result: Any) -> None:

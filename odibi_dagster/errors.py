@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -122,11 +122,25 @@ def _from_storage(exc: BaseException | None) -> bool:
     return False
 
 
-def redact(text: str, options: Mapping[str, Any] | None, public: str = "") -> str:
-    """``text`` with every storage option value replaced by ``***`` (any of them may be a
-    credential), except flags and values already shown in ``public`` (the address)."""
-    values = {str(v) for v in (options or {}).values() if v is not None and str(v)}
-    for value in sorted(values, key=len, reverse=True):
+def first_line(value: BaseException | str) -> str:
+    """The first non-blank line of a message (an exception with no text: its type name)."""
+    text = str(value)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return type(value).__name__ if isinstance(value, BaseException) else text.strip()
+
+
+def redact(text: str, secrets: Mapping[str, Any] | Iterable[Any] | None, public: str = "") -> str:
+    """``text`` with every secret replaced by ``***``.
+
+    ``secrets`` is a list of values, or a mapping of storage options whose every value may
+    be a credential; flags (``true``/``false``) and values already shown in ``public`` (the
+    address) are left readable.
+    """
+    values = secrets.values() if isinstance(secrets, Mapping) else (secrets or ())
+    found = {str(v) for v in values if v is not None and str(v)}
+    for value in sorted(found, key=len, reverse=True):
         if value.lower() not in ("true", "false") and value not in public:
             text = text.replace(value, "***")
     return text

@@ -1,13 +1,11 @@
-"""The one place that lists the data formats, write modes and engines odibi_dagster supports."""
+"""Kept so ``odibi_dagster.formats`` imports keep working: see :mod:`odibi_dagster.vocabulary`."""
 
-from __future__ import annotations
+from odibi_dagster.vocabulary import (
+    FORMATS,
+    WRITE_MODES,
+    ExecutorName,
+    Format,
+    WriteMode,
+)
 
-from typing import Literal, get_args
-
-Format = Literal["csv", "parquet", "json", "delta"]
-WriteMode = Literal["overwrite", "append", "error", "ignore"]
-EngineName = Literal["pandas", "spark"]
-ExecutorName = Literal["in_process", "multiprocess"]
-
-FORMATS: tuple[str, ...] = get_args(Format)
-WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
+__all__ = ["FORMATS", "WRITE_MODES", "ExecutorName", "Format", "WriteMode"]

@@ -15,9 +15,13 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from odibi_dagster.errors import OdibiRunError
+
+if TYPE_CHECKING:
+    from odibi_dagster.config.models import Step
+    from odibi_dagster.engines.base import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,8 +183,8 @@ def import_transforms_file(path: Path) -> None:
 
 
 def run_steps(
-    engine: Any,
-    steps: list[Any],
+    engine: Engine,
+    steps: list[Step],
     frames: Mapping[str, Any],
     current: Any = None,
     *,
@@ -201,6 +205,7 @@ def run_steps(
         if step.sql is not None:
             current = engine.sql(step.sql, tables, where=label)
             continue
+        assert step.function is not None
         func = get_function(step.function)
         if func is None:
             known = ", ".join(sorted(_REGISTRY)) or "none"
@@ -216,7 +221,7 @@ def run_steps(
             raise OdibiRunError(
                 f"{label}: function '{step.function}' returned "
                 f"{'None' if result is None else 'a ' + type(result).__name__}; a function "
-                f"step must return a {engine.name} DataFrame"
+                f"step on engine {engine.name} must return a {engine.frame_kind}"
             )
         current = result
     return current

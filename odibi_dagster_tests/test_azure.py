@@ -29,8 +29,9 @@ from deltalake import DeltaTable, write_deltalake
 import odibi_dagster
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiConnectionError
-from odibi_dagster.resources import azure as azure_mod
-from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
+from odibi_dagster.resources import keyvault as vault_module
+from odibi_dagster.resources.azure_adls import AzureADLS
+from odibi_dagster.resources.keyvault import clear_secret_cache
 from odibi_dagster_tests.conftest import EXAMPLES, cli_env, run_cli
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
@@ -286,7 +287,7 @@ def test_two_connections_sharing_one_secret_fetch_it_once(lake: Lake):
     b.check()
     assert a.get_storage_key() == b.get_storage_key() == lake.key(RAW)
     assert lake.keyvault.secret_gets == 1
-    assert azure_mod.fetch_count == 1
+    assert vault_module.SECRETS.fetch_count == 1
 
 
 def test_twenty_node_run_over_three_connections_sharing_two_secrets(
@@ -358,19 +359,19 @@ def test_storage_options_for_each_library(lake: Lake):
 def test_sovereign_cloud_and_default_addresses():
     conn = AzureADLS(
         account="lake1",
-        container="c1",
+        container="c01",
         path_prefix="/p/",
         key_vault_name="kv1",
         secret_name="s",
         endpoint_suffix="core.chinacloudapi.cn",
     )
-    assert conn.uri("a/b.parquet") == "abfss://c1@lake1.dfs.core.chinacloudapi.cn/p/a/b.parquet"
+    assert conn.uri("a/b.parquet") == "abfss://c01@lake1.dfs.core.chinacloudapi.cn/p/a/b.parquet"
     assert conn.blob_url == "https://lake1.blob.core.chinacloudapi.cn"
-    assert conn.uri("./a//b/../c.csv") == "abfss://c1@lake1.dfs.core.chinacloudapi.cn/p/a/c.csv"
-    assert azure_mod.vault_scope("https://kv1.vault.azure.cn") == "https://vault.azure.cn/.default"
+    assert conn.uri("./a//b/../c.csv") == "abfss://c01@lake1.dfs.core.chinacloudapi.cn/p/a/c.csv"
+    assert vault_module.vault_scope("https://kv1.vault.azure.cn") == "https://vault.azure.cn/.default"
     direct = AzureADLS(
         account="lake1",
-        container="c1",
+        container="c01",
         auth_mode="direct_key",
         account_key="a2V5",
         endpoint_suffix="core.chinacloudapi.cn",
@@ -388,18 +389,18 @@ def test_sovereign_cloud_and_default_addresses():
         "https://lake1.blob.core.windows.net"
     )
     assert conn.vault_url == "https://kv1.vault.azure.net"
-    assert azure_mod.is_public_vault_url("https://kv1.vault.azure.cn/")
-    assert not azure_mod.is_public_vault_url("https://127.0.0.1:8443")
+    assert vault_module.is_public_vault_url("https://kv1.vault.azure.cn/")
+    assert not vault_module.is_public_vault_url("https://127.0.0.1:8443")
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"account_key": "k"}, "account_key is only for auth_mode='direct_key'"),
-        ({"secret_name": None}, "needs secret_name and key_vault_name"),
+        ({"account_key": "k"}, "account_key is only for auth_mode direct_key"),
+        ({"secret_name": None}, "auth_mode key_vault needs secret_name"),
         (
             {"auth_mode": "direct_key", "account_key": "k"},
-            "key_vault_name, secret_name apply only to auth_mode='key_vault'",
+            "key_vault_name and secret_name apply only to auth_mode key_vault",
         ),
         (
             {"auth_mode": "direct_key", "key_vault_name": None, "secret_name": None},
@@ -408,7 +409,7 @@ def test_sovereign_cloud_and_default_addresses():
     ],
 )
 def test_invalid_auth_combinations_cannot_be_constructed(kwargs: dict[str, Any], message: str):
-    base = {"account": "a1", "container": "c1", "key_vault_name": "kv", "secret_name": "s"}
+    base = {"account": "acct1", "container": "c01", "key_vault_name": "kv", "secret_name": "s"}
     with pytest.raises(ValueError, match=message):
         AzureADLS(**{**base, **kwargs})
 
@@ -805,9 +806,9 @@ def test_transient_vault_errors_are_retried_with_backoff(lake: Lake):
 
 
 def test_a_vault_that_hangs_times_out_with_a_message(lake: Lake, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(azure_mod, "KEY_VAULT_TIMEOUT", 0.5)
-    monkeypatch.setattr(azure_mod, "KEY_VAULT_RETRIES", 1)
-    monkeypatch.setattr(azure_mod, "KEY_VAULT_BACKOFF", 0.1)
+    monkeypatch.setattr(vault_module, "KEY_VAULT_TIMEOUT", 0.5)
+    monkeypatch.setattr(vault_module, "KEY_VAULT_RETRIES", 1)
+    monkeypatch.setattr(vault_module, "KEY_VAULT_BACKOFF", 0.1)
     lake.keyvault.fail_next(2, status=200, delay=2.0)
     with pytest.raises(OdibiConnectionError) as err:
         lake.resource(RAW).get_storage_key()

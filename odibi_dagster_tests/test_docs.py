@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel
 
 from odibi_dagster.config import models
-from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 from odibi_dagster_tests.conftest import REPO
 
 

@@ -24,7 +24,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiRunError
-from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 
@@ -483,13 +483,17 @@ def test_sql_syntax_error_includes_duckdb_message_and_query_line(engine):
 
 def test_row_count_and_column_schema_describe_the_frame():
     df = pd.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"], "x": [0.5, 1.0, 2.0]})
-    assert PandasEngine.row_count(df) == 3
-    assert PandasEngine.column_schema(df) == [("id", "int64"), ("name", "object"), ("x", "float64")]
+    assert PandasEngine().profile(df).rows == 3
+    assert PandasEngine().column_schema(df) == [
+        ("id", "int64"),
+        ("name", "object"),
+        ("x", "float64"),
+    ]
 
 
 def test_preview_markdown_shows_first_rows_and_escapes_pipes():
     df = pd.DataFrame({"id": [1, 2, 3], "text": ["a|b", "c", "d"]})
-    assert PandasEngine.preview_markdown(df, n=2) == (
+    assert PandasEngine().preview_markdown(df, n=2) == (
         "| id | text |\n| --- | --- |\n| 1 | a\\|b |\n| 2 | c |"
     )
 

@@ -13,11 +13,11 @@ import dagster as dg
 import pytest
 
 from odibi_dagster import AzureADLS, LocalStorage
-from odibi_dagster.resources import azure as azure_mod
-from odibi_dagster.resources.azure import clear_secret_cache
+from odibi_dagster.resources import keyvault as vault_module
+from odibi_dagster.resources.keyvault import clear_secret_cache
+from odibi_dagster.onboarding.identity import _credential_kind
 from odibi_dagster.setup_helpers import (
     ConnectionStatus,
-    _credential_kind,
     check_connections,
     get_databricks_identity_info,
     print_connection_report,
@@ -41,7 +41,6 @@ def _clean_process(keyvault: KeyVaultService, monkeypatch: pytest.MonkeyPatch) -
     (so it sees the emulator's IDENTITY_ENDPOINT even if another test built one earlier)."""
     for name in ("DATABRICKS_RUNTIME_VERSION", "DATABRICKS_HOST"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(azure_mod, "_credential", None)
     clear_secret_cache()
     keyvault.reset_counts()
 
@@ -276,7 +275,7 @@ def test_check_connections_shares_one_fetch_and_explains_a_denied_secret(
     assert gets.count(("/secrets/sh-raw-key", 200)) == 1
     assert gets.count(("/secrets/sh-curated-key", 403)) == 1
     assert keyvault.secret_gets == 2
-    assert azure_mod.fetch_count == 1
+    assert vault_module.SECRETS.fetch_count == 1
 
 
 def test_check_connections_local_paths(tmp_path: Path) -> None:

@@ -379,8 +379,9 @@ pipelines:
     ]
     result = run_job(defs, "bad")
     assert not result.success
-    assert "function 'to_pandas' returned a DataFrame; a function step must return a spark" in (
-        failure_text(result)
+    assert (
+        "function 'to_pandas' returned a DataFrame; a function step on engine spark must return a pyspark DataFrame"
+        in (failure_text(result))
     )
 
 

@@ -35,7 +35,8 @@ from deltalake import DeltaTable
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.engines.spark import SparkEngine
 from odibi_dagster.errors import OdibiRunError
-from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
+from odibi_dagster.resources.azure_adls import AzureADLS
+from odibi_dagster.resources.keyvault import clear_secret_cache
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster_tests.emulators.azurite import AzuriteService
@@ -197,7 +198,7 @@ def test_configure_connections_sets_each_accounts_own_key_once(spark: Any):
     t = tag()[:8]
     accounts = {f"odibia{t}": random_key(), f"odibib{t}": random_key()}
     conns = [
-        AzureADLS(account=a, container="c1", auth_mode="direct_key", account_key=k)
+        AzureADLS(account=a, container="c01", auth_mode="direct_key", account_key=k)
         for a, k in accounts.items()
     ]
     resource = SparkSessionResource()
@@ -224,7 +225,7 @@ def test_configure_connections_sets_each_accounts_own_key_once(spark: Any):
         rotated = random_key()
         resource.configure_connections(
             spark,
-            [AzureADLS(account=a, container="c1", auth_mode="direct_key", account_key=rotated)],
+            [AzureADLS(account=a, container="c01", auth_mode="direct_key", account_key=rotated)],
         )
         assert spark.conf.get(first) == rotated
 

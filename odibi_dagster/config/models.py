@@ -7,8 +7,8 @@ passes on to editors.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+import copy
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -17,17 +17,21 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from odibi_dagster.formats import EngineName, ExecutorName, Format, WriteMode
+from odibi_dagster.engines.registry import ENGINE_NAMES
+from odibi_dagster.env_refs import WHOLE_ENV_REF
+from odibi_dagster.resources.connection import ConnectionResource
+from odibi_dagster.resources.kinds import CONNECTION_KINDS
+from odibi_dagster.vocabulary import ExecutorName, Format, WriteMode
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# The one list of connection types (the discriminator below uses it too).
-CONNECTION_TYPES = ("local", "azure_adls")
+# `engine:` takes the name of a registered engine
+EngineName: Any = Literal[ENGINE_NAMES]  # type: ignore[valid-type]
 RESERVED_NODE_NAMES = frozenset({"context", "__result__"})
-ENV_REF_PATTERN = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 # Column types a ``validation.schema.types`` entry may name, grouped by family.
 COLUMN_TYPES: dict[str, str] = {
@@ -80,114 +84,60 @@ def _check_name(v: str, what: str) -> str:
 # --------------------------------------------------------------------------- connections
 
 
-class LocalConnection(StrictModel):
-    """A directory on local disk (or a mounted volume such as /dbfs)."""
-
-    type: Literal["local"] = Field(description="Connection type.")
-    base_path: str = Field(
-        description="Directory that node paths are relative to; a relative path is "
-        "resolved against the directory of the YAML file that declares it."
-    )
+def _model_name(yaml_type: str) -> str:
+    """``azure_adls`` -> ``AzureAdlsConnection``."""
+    return "".join(part.capitalize() for part in yaml_type.split("_")) + "Connection"
 
 
-class AzureAdlsConnection(StrictModel):
-    """An Azure Data Lake Storage Gen2 container, one storage account per connection.
+def connection_model(resource: type[ConnectionResource]) -> type[StrictModel]:
+    """The YAML model of one connection kind: ``type:`` plus the resource's own fields
+    (descriptions, defaults and field checks included) and its rules across fields, so
+    a mistake is reported at ``file:line`` in the resource's own words."""
+    fields: dict[str, Any] = {
+        "type": (Literal[resource.yaml_type], Field(description="Connection type."))  # type: ignore[valid-type]
+    }
+    for name, info in resource.model_fields.items():
+        if name not in resource.runtime_fields:
+            fields[name] = (info.annotation, copy.copy(info))
+    validators: dict[str, Any] = {
+        f"_{name}": field_validator(*dec.info.fields, mode=dec.info.mode)(dec.func)
+        for name, dec in resource.__pydantic_decorators__.field_validators.items()
+    }
 
-    ``auth_mode: key_vault`` (default) reads the account key from Azure Key Vault with
-    DefaultAzureCredential; ``direct_key`` takes it from ``account_key``, which must
-    reference an environment variable (``${MY_KEY}``) so the key is never in the file.
-    """
-
-    type: Literal["azure_adls"] = Field(description="Connection type.")
-    account: str = Field(description="Storage account name (3-24 lowercase letters/digits).")
-    container: str = Field(description="Container (file system) name.")
-    path_prefix: str = Field(default="", description="Prefix put before every node path.")
-    auth_mode: Literal["key_vault", "direct_key"] = Field(
-        default="key_vault", description="How the account key is obtained: key_vault or direct_key."
-    )
-    key_vault_name: str | None = Field(
-        default=None, description="Key Vault name (auth_mode key_vault)."
-    )
-    secret_name: str | None = Field(
-        default=None, description="Name of the Key Vault secret holding the account key."
-    )
-    account_key: str | None = Field(
-        default=None,
-        description="auth_mode direct_key: the account key, as an environment reference "
-        "like ${BRONZE_STORAGE_KEY}.",
-    )
-    endpoint_suffix: str = Field(
-        default="core.windows.net", description="Storage endpoint suffix (sovereign clouds)."
-    )
-    blob_endpoint: str | None = Field(
-        default=None, description="Full blob endpoint URL (e.g. an emulator's)."
-    )
-    key_vault_url: str | None = Field(
-        default=None, description="Vault URL; default https://<key_vault_name>.vault.azure.net."
-    )
-
-    @field_validator("account")
-    @classmethod
-    def _account_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]{3,24}", v):
-            raise ValueError(
-                f"storage account name '{v}' is invalid: use 3-24 lowercase letters and digits"
-            )
-        return v
-
-    @field_validator("container")
-    @classmethod
-    def _container_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", v):
-            raise ValueError(
-                f"container name '{v}' is invalid: use 3-63 lowercase letters, digits and "
-                "single hyphens, starting and ending with a letter or digit"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _auth_fields(self) -> AzureAdlsConnection:
-        if self.auth_mode == "key_vault":
-            missing = [
-                k
-                for k, ok in (
-                    ("key_vault_name", self.key_vault_name or self.key_vault_url),
-                    ("secret_name", self.secret_name),
-                )
-                if not ok
-            ]
-            if missing:
+    def rules(self: BaseModel) -> BaseModel:
+        why = resource.fields_rule({k: getattr(self, k) for k in type(self).model_fields})
+        if why:
+            raise ValueError(why)
+        for key in sorted(resource.secret_fields):
+            value = getattr(self, key)
+            if value is not None and not WHOLE_ENV_REF.match(str(value)):
+                # Never echo the value: it may be the secret itself.
                 raise ValueError(
-                    f"auth_mode key_vault needs {' and '.join(missing)} (the vault and the "
-                    "secret that holds the account key)"
-                )
-            if self.account_key is not None:
-                raise ValueError(
-                    "account_key is only for auth_mode direct_key; with key_vault the key is "
-                    "read from secret_name in the vault. Remove account_key or set "
-                    "auth_mode: direct_key"
-                )
-        else:
-            if not self.account_key:
-                raise ValueError(
-                    "auth_mode direct_key needs account_key, e.g. account_key: ${MY_STORAGE_KEY}"
-                )
-            if not ENV_REF_PATTERN.match(self.account_key):
-                # Never echo the value: it may be the key itself.
-                raise ValueError(
-                    "account_key must reference an environment variable, like "
-                    "${MY_STORAGE_KEY}; a key written in the file would be committed with it"
-                )
-            extra = [
-                k for k in ("key_vault_name", "secret_name", "key_vault_url") if getattr(self, k)
-            ]
-            if extra:
-                them = "them" if len(extra) > 1 else "it"
-                raise ValueError(
-                    f"{' and '.join(extra)} {'apply' if len(extra) > 1 else 'applies'} only to "
-                    f"auth_mode key_vault; remove {them} or set auth_mode: key_vault"
+                    f"{key} must reference an environment variable, like ${{MY_STORAGE_KEY}}; "
+                    "a secret written in the file would be committed with it"
                 )
         return self
+
+    validators["_rules"] = model_validator(mode="after")(rules)
+    model: type[StrictModel] = create_model(  # type: ignore[call-overload]
+        _model_name(resource.yaml_type),
+        __base__=StrictModel,
+        __doc__=resource.__doc__,
+        __module__=__name__,
+        __validators__=validators,
+        **fields,
+    )
+    return model
+
+
+# One YAML model per kind of CONNECTION_KINDS, and the union the project's
+# `connections:` entries are validated against (chosen by their `type:`).
+CONNECTION_MODELS: dict[str, type[StrictModel]] = {
+    name: connection_model(cls) for name, cls in CONNECTION_KINDS.items()
+}
+CONNECTION_TYPES = tuple(CONNECTION_MODELS)
+LocalConnection = CONNECTION_MODELS["local"]
+AzureAdlsConnection = CONNECTION_MODELS["azure_adls"]
 
 
 def _connection_tag(v: Any) -> str | None:
@@ -197,8 +147,8 @@ def _connection_tag(v: Any) -> str | None:
     return getattr(v, "type", None)
 
 
-Connection = Annotated[
-    Annotated[LocalConnection, Tag("local")] | Annotated[AzureAdlsConnection, Tag("azure_adls")],
+Connection: Any = Annotated[
+    Union[tuple(Annotated[m, Tag(name)] for name, m in CONNECTION_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
     Discriminator(
         _connection_tag,
         custom_error_type="unknown_connection_type",
@@ -424,6 +374,11 @@ class StoryConfig(StrictModel):
     @property
     def active(self) -> bool:
         return self.enabled and self.auto_generate
+
+    @property
+    def target_connection(self) -> str | None:
+        """The connection stories are written through (None: none, or a local directory)."""
+        return self.connection if self.active and not self.output_path else None
 
     @model_validator(mode="after")
     def _has_target(self) -> StoryConfig:

@@ -8,23 +8,15 @@ every key path, the file and line of the key (or of the list item).
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from odibi_dagster.errors import OdibiConfigError, OdibiRunError, Problem
+from odibi_dagster.errors import OdibiConfigError, Problem
 
 KeyPath = tuple[str | int, ...]
-
-# Fields whose values are secrets: a ``${VAR}`` there is kept as a reference, never
-# replaced by the value, so the secret stays out of the loaded config and run config.
-SECRET_KEYS = frozenset({"account_key"})
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass
@@ -175,100 +167,10 @@ def _convert(
     return _construct(constructor, node, path, display, problems)
 
 
-def interpolate_env(
-    data: Any,
-    smap: SourceMap,
-    environ: Mapping[str, str] | None = None,
-    path: KeyPath = (),
-    problems: list[Problem] | None = None,
-    refs: dict[KeyPath, str] | None = None,
-) -> Any:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) in string values with the environment.
-
-    An unset variable without a default is a problem naming it. Under a secret key the
-    reference is checked but kept as written, so the value never enters the config.
-    ``refs`` collects, for every value filled from the environment, the text as written,
-    so what is shown to people (metadata, stories) can show ``${VAR}`` instead.
-    """
-    env = os.environ if environ is None else environ
-    top = problems is None
-    found: list[Problem] = [] if problems is None else problems
-    result: Any
-    if isinstance(data, dict):
-        result = {
-            k: interpolate_env(v, smap, environ, (*path, k), found, refs) for k, v in data.items()
-        }
-    elif isinstance(data, list):
-        result = [
-            interpolate_env(v, smap, environ, (*path, i), found, refs) for i, v in enumerate(data)
-        ]
-    elif isinstance(data, str) and _ENV_REF.search(data):
-        result = _interpolate_str(data, path, smap, env, found)
-        if refs is not None:
-            refs[path] = data
-    else:
-        result = data
-    if top and found:
-        raise OdibiConfigError(found)
-    return result
-
-
-def _interpolate_str(
-    value: str, path: KeyPath, smap: SourceMap, env: Mapping[str, str], problems: list[Problem]
-) -> str:
-    is_secret = len(path) == 3 and path[0] == "connections" and path[-1] in SECRET_KEYS
-    if is_secret:
-        # Kept as written and resolved where the run executes (a Dagster EnvVar): the
-        # process that loads definitions need not hold the key.
-        return value
-
-    def repl(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in env:
-            return str(env[name])
-        if default is not None:
-            return default
-        problems.append(
-            smap.problem(
-                path,
-                f"environment variable {name} is not set; export it (e.g. "
-                f"`export {name}=...`) or give a default with ${{{name}:-value}}",
-            )
-        )
-        return m.group(0)
-
-    return _ENV_REF.sub(repl, value)
-
-
-def as_written(value: Any, path: KeyPath, refs: Mapping[KeyPath, str]) -> Any:
-    """``value`` (found at ``path``) with every environment-filled string put back as written."""
-    if path in refs:
-        return refs[path]
-    if isinstance(value, dict):
-        return {k: as_written(v, (*path, k), refs) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_written(v, (*path, i), refs) for i, v in enumerate(value)]
-    return value
-
-
-def resolve_env(value: Any, where: str = "") -> Any:
-    """Fill ``${VAR}`` references from the environment at run time (see ``as_written``)."""
-    if isinstance(value, dict):
-        return {k: resolve_env(v, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env(v, where) for v in value]
-    if not isinstance(value, str) or not _ENV_REF.search(value):
-        return value
-
-    def repl(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise OdibiRunError(
-            f"{where}: environment variable {name} is not set in this process; export it "
-            "where the run executes"
-        )
-
-    return _ENV_REF.sub(repl, value)
+def display_name(path: Path) -> str:
+    """A path as short as it can be while still leading to the file from the cwd."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if not rel.startswith("..") else str(path)

@@ -17,33 +17,38 @@ path.
 from __future__ import annotations
 
 import contextlib
+import os
+import posixpath
 import re
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-from odibi_dagster.engines.common import (
+from odibi_dagster.engines.base import Profile
+from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
+from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
-    delta_table_in_the_way,
+    column_list,
     exists_error,
     fail,
     markdown_table,
     missing_input,
     not_a_delta_table,
-    subdirectories_in_the_way,
+    truthy,
 )
-from odibi_dagster.errors import redact
+from odibi_dagster.engines.replace import (
+    Mover,
+    check_replaceable,
+    delete_quietly,
+    hadoop_mover,
+    sibling,
+    swap_in,
+)
+from odibi_dagster.errors import OdibiRunError, first_line, redact
 from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.spark import SPARK_RESOURCE_KEY
 
-__all__ = ["SPARK_RESOURCE_KEY", "SparkEngine", "session_for"]
-
-SPARK_RESOURCE_KEY = "odibi_spark"
-
-_DELTA_READ_OPTIONS = ("versionAsOf", "timestampAsOf", "columns")
-# delta-rs (pandas engine) option names with their Spark Delta equivalents
-_DELTA_WRITE_ALIASES = {"predicate": "replaceWhere"}
-_DELTA_RS_ONLY = ("target_file_size", "name", "description", "configuration", "filters")
+__all__ = ["SparkEngine", "engine_for", "session_for"]
 # pandas dtype names (the pandas engine's ``dtype`` read option) -> Spark SQL types
 _PANDAS_TYPES = {
     "str": "string",
@@ -73,12 +78,16 @@ def first_message(exc: BaseException) -> str:
             raw = str(text())
         except Exception:
             raw = ""
-    raw = raw or str(exc)
-    for line in raw.strip().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("at ", "JVM stacktrace", "==")):
-            return line[:600]
-    return type(exc).__name__
+    lines = [
+        line
+        for line in (raw or str(exc)).splitlines()
+        if not line.strip().startswith(("at ", "JVM stacktrace", "=="))
+    ]
+    return (
+        first_line("\n".join(lines))[:600]
+        if any(ln.strip() for ln in lines)
+        else type(exc).__name__
+    )
 
 
 def _error_class(exc: BaseException) -> str:
@@ -99,12 +108,6 @@ def _spark_errors() -> tuple[type[BaseException], ...]:
     return (PySparkException, Py4JJavaError)
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def _as_option(value: Any) -> Any:
     """Spark option values: booleans as 'true'/'false', lists comma-joined."""
     if isinstance(value, bool):
@@ -114,45 +117,38 @@ def _as_option(value: Any) -> Any:
     return value
 
 
-def _columns(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [c.strip() for c in value.split(",") if c.strip()]
-    return [str(c) for c in value]
+def session_for(resources: Mapping[str, Any]) -> Any:
+    """The Spark session for a step, configured for every connection it uses.
 
-
-def session_for(resources: Any) -> Any:
-    """The Spark session for a step, configured for every Azure connection it uses.
-
-    ``resources`` is the step's resources (``context.resources``): the session comes from
-    the ``odibi_spark`` resource (a default ``SparkSessionResource`` when there is none),
-    and each ``AzureADLS`` among them gives the session its account-scoped key, once per
-    process.
+    ``resources`` are the step's resources by key: the session comes from the
+    ``odibi_spark`` resource (a default ``SparkSessionResource`` when there is none), and
+    each connection among them gives the session its settings (an Azure one, its
+    account-scoped key), once per process.
     """
     from odibi_dagster.resources.spark import SparkSessionResource
 
-    items: dict[str, Any] = {}
-    if resources is not None:
-        asdict = getattr(resources, "_asdict", None)
-        items = dict(asdict()) if callable(asdict) else {}
-    spark_res = items.get(SPARK_RESOURCE_KEY)
+    spark_res = resources.get(SPARK_RESOURCE_KEY)
     if not isinstance(spark_res, SparkSessionResource):
         spark_res = SparkSessionResource()
     spark = spark_res.get_session()
-    spark_res.configure_connections(spark, items.values())
+    spark_res.configure_connections(spark, resources.values())
     return spark
+
+
+def engine_for(resources: Mapping[str, Any]) -> SparkEngine:
+    """The Spark engine over the session of the step with ``resources``."""
+    return SparkEngine(session_for(resources))
 
 
 class SparkEngine:
     """Run Odibi reads, writes and SQL steps with Spark (data stays distributed)."""
 
     name = "spark"
-    # counting rows runs a Spark job: the runtime leaves it to the IO manager, which
-    # counts while writing
-    counts_are_cheap = False
+    frame_kind = "pyspark DataFrame"
+    intermediate_dir_name = "odibi_spark"
 
     def __init__(self, spark: Any):
         self.spark = spark
-        self._profiled: tuple[Any, dict[str, int]] | None = None
 
     # ------------------------------------------------------------------ read
 
@@ -176,32 +172,22 @@ class SparkEngine:
             opts = {"header": True, "inferSchema": "schema" not in opts, **opts}
         elif fmt == "json":
             lines = opts.pop("lines", True)
-            opts.setdefault("multiLine", not _truthy(lines))
+            opts.setdefault("multiLine", not truthy(lines))
         elif fmt == "delta":
-            unknown = sorted(set(opts) - set(_DELTA_READ_OPTIONS))
-            if unknown:
-                fail(
-                    where,
-                    f"read option '{unknown[0]}' is not accepted for delta on spark. Remove it "
-                    f"or use one of: {', '.join(_DELTA_READ_OPTIONS)}",
-                )
-            if "versionAsOf" in opts and "timestampAsOf" in opts:
-                fail(
-                    where, "read options versionAsOf and timestampAsOf cannot both be set. Keep one"
-                )
+            check_delta_read_options(opts, "spark", where)
             if "columns" in opts:
-                select = _columns(opts.pop("columns"))
+                select = column_list(opts.pop("columns"))
         casts = self._dtype_casts(opts.pop("dtype", None), where) if fmt in ("csv", "json") else {}
         schema = opts.pop("schema", None)
         if schema is not None:
             reader = reader.schema(str(schema))
         reader = reader.options(**{k: _as_option(v) for k, v in opts.items()})
         try:
-            if fmt == "csv" and schema is None and _truthy(opts.get("inferSchema")):
+            if fmt == "csv" and schema is None and truthy(opts.get("inferSchema")):
                 # Typed as pandas types them: numbers inferred, dates and timestamps kept as
                 # text (unless preferDate: true), dtype columns read as text first ("007"
                 # stays "007"). The inference pass is the one inferSchema makes anyway.
-                dates = _truthy(opts.get("preferDate", False))
+                dates = truthy(opts.get("preferDate", False))
                 inferred = reader.load(uri).schema
                 reader = reader.schema(self._with_text_columns(inferred, casts, dates))
             df = reader.load(uri)
@@ -297,22 +283,21 @@ class SparkEngine:
         partition_by: list[str] = []
         for key in ("partition_by", "partitionBy"):
             if key in opts:
-                partition_by = _columns(opts.pop(key))
+                partition_by = column_list(opts.pop(key))
         if fmt == "delta":
-            for bad in _DELTA_RS_ONLY:
-                if bad in opts:
-                    fail(
-                        where,
-                        f"write option '{bad}' is a delta-rs (pandas engine) option that Spark "
-                        "does not accept. Remove it",
-                    )
-            for old, new in _DELTA_WRITE_ALIASES.items():
-                if old in opts:
-                    opts[new] = opts.pop(old)
-            schema_mode = opts.pop("schema_mode", None)
-            if schema_mode == "merge":
+            delta = delta_write_options(opts, mode, where)
+            if delta.delta_rs:
+                fail(
+                    where,
+                    f"write option '{sorted(delta.delta_rs)[0]}' is a delta-rs (pandas engine) "
+                    "option that Spark does not accept. Remove it",
+                )
+            opts = dict(delta.other)
+            if delta.predicate is not None:
+                opts["replaceWhere"] = delta.predicate
+            if delta.schema_mode == "merge":
                 opts["mergeSchema"] = True
-            elif schema_mode == "overwrite":
+            elif delta.schema_mode == "overwrite":
                 opts["overwriteSchema"] = True
         elif fmt == "csv":
             opts = {"header": True, **opts}
@@ -335,20 +320,18 @@ class SparkEngine:
                 )
             writer = writer.partitionBy(*partition_by)
         writer = writer.options(**{k: _as_option(v) for k, v in opts.items()})
-        hadoop = self._hadoop(uri) if fmt != "delta" and mode == "overwrite" and exists else None
+        mover = self._mover(uri) if fmt != "delta" and mode == "overwrite" and exists else None
         target = uri
-        if hadoop is not None:
+        if mover is not None:
             # Spark deletes the old files before its job runs: write beside them, then swap,
             # so a job that fails leaves the old data in place
-            self._check_replaceable(hadoop, loc, fmt, where)
-            target = f"{uri.rstrip('/')}.tmp-{uuid.uuid4().hex}"
+            check_replaceable(mover, uri, loc.uri, fmt, where)
+            target = sibling(uri, "tmp")
         try:
             writer.save(target)
-            if hadoop is not None:
-                self._swap(hadoop, target, uri, loc, where)
         except _spark_errors() as exc:
-            if hadoop is not None:
-                self._delete_quietly(hadoop, target)
+            if mover is not None:
+                delete_quietly(mover, target)
             msg = redact(first_message(exc), loc.storage_options, loc.uri)
             hint = "Check the write options and the path"
             cls = _error_class(exc)
@@ -358,16 +341,17 @@ class SparkEngine:
                     "mergeSchema: true (add columns) or overwriteSchema: true with mode overwrite"
                 )
             fail(where, f"writing {fmt} to '{loc.uri}' failed ({msg}). {hint}")
+        if mover is not None:
+            swap_in(mover, target, uri, loc.uri, where, exists=True)
         return True
 
     def exists(self, loc: Location, fmt: str) -> bool:
         """Whether anything (a file or a directory) is at ``loc``."""
         check_format(fmt, "")
         uri = self._uri(loc, "")
-        hadoop = self._hadoop(uri)
-        if hadoop is not None:
-            fs, path = hadoop
-            return bool(fs.exists(path(uri)))
+        mover = self._mover(uri)
+        if mover is not None:
+            return mover.exists(uri)
         # a Spark Connect session has no JVM gateway: ask the data source instead
         try:
             self.spark.read.format("binaryFile").load(uri).select("path").limit(1).collect()
@@ -377,9 +361,8 @@ class SparkEngine:
                 return False
             raise
 
-    def _hadoop(self, uri: str) -> tuple[Any, Any] | None:
-        """Hadoop's filesystem for ``uri`` and a Path constructor; None without a JVM
-        (Spark Connect)."""
+    def _mover(self, uri: str) -> Mover | None:
+        """Hadoop's filesystem for ``uri``, as a Mover; None without a JVM (Spark Connect)."""
         try:
             jvm = self.spark.sparkContext._jvm
             conf = self.spark._jsparkSession.sessionState().newHadoopConf()
@@ -387,55 +370,7 @@ class SparkEngine:
             return None
         if jvm is None:
             return None
-        make_path = jvm.org.apache.hadoop.fs.Path
-        return make_path(uri).getFileSystem(conf), make_path
-
-    @staticmethod
-    def _check_replaceable(hadoop: tuple[Any, Any], loc: Location, fmt: str, where: str) -> None:
-        """Refuse to replace a Delta table, or a directory with subdirectories other than
-        partitions (``col=value``), with a file format: it would delete them all."""
-        fs, path = hadoop
-        target = path(loc.spark_uri)
-        if not fs.getFileStatus(target).isDirectory():
-            return
-        children = [(st.getPath().getName(), st.isDirectory()) for st in fs.listStatus(target)]
-        if any(name == "_delta_log" for name, _ in children):
-            delta_table_in_the_way(where, loc.uri, fmt)
-        subdirs = sorted(
-            name
-            for name, is_dir in children
-            if is_dir and "=" not in name and not name.startswith(("_", "."))
-        )
-        if subdirs:
-            subdirectories_in_the_way(where, loc.uri, fmt, subdirs)
-
-    def _swap(self, hadoop: tuple[Any, Any], new: str, uri: str, loc: Location, where: str) -> None:
-        """Put the finished output ``new`` at ``uri``: the old data moves aside first and is
-        deleted only once the new data is in place (moved back if that move fails)."""
-        fs, path = hadoop
-        old = f"{uri.rstrip('/')}.old-{uuid.uuid4().hex}"
-        if not fs.rename(path(uri), path(old)):
-            self._delete_quietly(hadoop, new)
-            fail(where, f"could not move the previous '{loc.uri}' aside; it was left unchanged")
-        if not fs.rename(path(new), path(uri)):
-            restored = fs.rename(path(old), path(uri))
-            self._delete_quietly(hadoop, new)
-            fail(
-                where,
-                f"could not move the new output into '{loc.uri}'"
-                + (
-                    "; the previous data is back in place"
-                    if restored
-                    else f"; the previous data is at '{old}'"
-                ),
-            )
-        self._delete_quietly(hadoop, old)
-
-    @staticmethod
-    def _delete_quietly(hadoop: tuple[Any, Any], uri: str) -> None:
-        fs, path = hadoop
-        with contextlib.suppress(Exception):
-            fs.delete(path(uri), True)
+        return hadoop_mover(jvm, conf, uri)
 
     # ------------------------------------------------------------------- sql
 
@@ -473,56 +408,7 @@ class SparkEngine:
                     with contextlib.suppress(Exception):
                         self.spark.catalog.dropTempView(name)
 
-    # --------------------------------------------------------------- summary
-
-    def observe(self, df: Any) -> tuple[Any, Any]:
-        """``df`` with a row counter that fills in during the next action (the write), and
-        the Observation to read it from: counting costs no extra pass over the data."""
-        from pyspark.sql import Observation
-        from pyspark.sql import functions as F
-
-        obs = Observation()
-        return df.observe(obs, F.count(F.lit(1)).alias("rows")), obs
-
-    @staticmethod
-    def observed_rows(obs: Any) -> int | None:
-        try:
-            return int(obs.get["rows"])
-        except Exception:
-            return None
-
-    def profile(self, df: Any, columns: Iterable[Any] = ()) -> dict[str, int]:
-        """Row count and null counts of ``columns`` in one aggregation (one pass)."""
-        from pyspark.sql import functions as F
-
-        cols = list(dict.fromkeys(str(c) for c in columns if str(c) in df.columns))
-        if self._profiled is not None and self._profiled[0] is df:
-            known = self._profiled[1]
-            if all(f"nulls:{c}" in known for c in cols):
-                return known
-        aggs = [F.count(F.lit(1)).alias("rows")]
-        aggs += [
-            F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
-            for i, c in enumerate(cols)
-        ]
-        row = df.agg(*aggs).collect()[0]
-        stats = {"rows": int(row["rows"] or 0)}
-        stats.update({f"nulls:{c}": int(row[f"n{i}"] or 0) for i, c in enumerate(cols)})
-        self._profiled = (df, stats)
-        return stats
-
-    def row_count(self, df: Any) -> int:
-        return self.profile(df)["rows"]
-
-    def null_count(self, df: Any, column: Any) -> int:
-        return self.profile(df, [column])[f"nulls:{column}"]
-
-    @staticmethod
-    def column_schema(df: Any) -> list[tuple[str, str]]:
-        return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
-
-    @staticmethod
-    def is_frame(obj: Any) -> bool:
+    def is_frame(self, obj: Any) -> bool:
         """Whether ``obj`` is a Spark DataFrame (classic or Spark Connect)."""
         try:
             from pyspark.sql import DataFrame
@@ -530,8 +416,38 @@ class SparkEngine:
             return False
         return isinstance(obj, DataFrame)
 
-    @staticmethod
-    def type_family(dtype: str) -> str:
+    # --------------------------------------------------------------- describing
+
+    def cheap_row_count(self, df: Any) -> int | None:
+        return None  # a count is a Spark job: the IO manager counts while it writes
+
+    def profile(self, df: Any, null_columns: Iterable[str] = ()) -> Profile:
+        """Row count and null counts of ``null_columns`` in one aggregation.
+
+        The frame is persisted first (memory, then disk): the write that follows a
+        validation reads the cached result instead of computing the node a second time.
+        :meth:`release` drops the cache once the result is written."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        cols = list(dict.fromkeys(c for c in null_columns if c in df.columns))
+        if not df.is_cached:
+            df.persist(StorageLevel.MEMORY_AND_DISK)
+        aggs = [F.count(F.lit(1)).alias("rows")]
+        aggs += [
+            F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
+            for i, c in enumerate(cols)
+        ]
+        row = df.agg(*aggs).collect()[0]
+        return Profile(
+            rows=int(row["rows"] or 0),
+            nulls={c: int(row[f"n{i}"] or 0) for i, c in enumerate(cols)},
+        )
+
+    def column_schema(self, df: Any) -> list[tuple[str, str]]:
+        return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+
+    def type_family(self, dtype: str) -> str:
         """The family (string, integer, float, boolean, datetime) of a Spark type name."""
         d = dtype.lower()
         if d in ("tinyint", "smallint", "int", "integer", "bigint", "long", "short", "byte"):
@@ -546,17 +462,76 @@ class SparkEngine:
             return "string"
         return d
 
-    @staticmethod
-    def sample(df: Any, n: int) -> list[dict[str, Any]]:
+    def sample(self, df: Any, n: int) -> list[dict[str, Any]]:
         """The first ``n`` rows as dicts (only these reach the driver)."""
         if n <= 0:
             return []
         return [row.asDict(recursive=True) for row in df.limit(n).collect()]
 
-    @staticmethod
-    def preview_markdown(df: Any, n: int = 5) -> str:
+    def preview_markdown(self, df: Any, n: int = 5) -> str:
         """A markdown table of the first ``n`` rows (only these reach the driver)."""
         return markdown_table(df.columns, df.limit(max(n, 0)).collect())
+
+    # --------------------------------------------------------------- handing over
+
+    def count_while_writing(self, df: Any) -> tuple[Any, Callable[[], int | None]]:
+        """``df`` with a Spark Observation that counts its rows during the next action
+        (the write): ``dagster/row_count`` costs no extra pass over the data."""
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
+
+        obs = Observation()
+
+        def rows() -> int | None:
+            try:
+                return int(obs.get["rows"])
+            except Exception:
+                return None
+
+        return df.observe(obs, F.count(F.lit(1)).alias("rows")), rows
+
+    def after_write(self, df: Any, loc: Location, fmt: str, *, where: str = "") -> Any:
+        """A lazy scan of what was written (its schema given: nothing is inferred again)."""
+        if fmt == "delta":
+            return self.read(loc, "delta", where=where)
+        reader = self.spark.read.format(fmt).schema(df.schema)
+        if fmt == "csv":
+            reader = reader.option("header", True)
+        return reader.load(self._uri(loc, where))
+
+    def handoff(self, df: Any) -> Any:
+        return df  # a plan: consumers cannot change each other's data
+
+    def release(self, df: Any) -> None:
+        """Drop the cache :meth:`profile` made (the result is on storage by now)."""
+        if df.is_cached:
+            df.unpersist()
+
+    def store_intermediate(self, df: Any, base: str, key: tuple[str, ...]) -> tuple[str, Any]:
+        loc = self._intermediate(base, key)
+        self.write(df, loc, "parquet", "overwrite")
+        return loc.uri, self.after_write(df, loc, "parquet")
+
+    def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Any:
+        loc = self._intermediate(base, key)
+        if not self.exists(loc, "parquet"):
+            raise OdibiRunError(
+                f"{where}: no stored result yet (looked in {loc.uri}). Materialize this "
+                "upstream node first, or run the whole pipeline job."
+            )
+        return self.read(loc, "parquet", where=where)
+
+    @staticmethod
+    def _intermediate(base: str, key: tuple[str, ...]) -> Location:
+        """Where a result is kept: under a local directory, or a URI every executor reaches
+        (dbfs:/..., abfss://...)."""
+        from odibi_dagster.resources.local import LocalStorage
+
+        if "://" in base or base.startswith("dbfs:"):
+            uri = posixpath.join(base, *key)
+            local = LocalStorage(base_path=".").location(".")
+            return Location(uri=uri, fs=local.fs, fs_path=uri, delta_uri=uri, spark_uri=uri)
+        return LocalStorage(base_path=base).location(os.path.join(*key))
 
     # --------------------------------------------------------------- helpers
 

@@ -1,36 +1,45 @@
-"""What the pandas and Spark IO managers share: the asset metadata they read, the story
-they complete, where a connection is found, and the in-process cache of results.
+"""Where Dagster meets an engine: one IO manager for every engine, named by ``engine``.
 
-What to read and write comes from the asset's definition metadata (``odibi/read``,
-``odibi/write``), so the IO managers know nothing about YAML and serve any asset that
-carries that metadata.
+``handle_output`` writes an asset to its node's ``write:`` target; ``load_input`` hands a
+consumer the upstream result. What to read and write comes from the asset's definition
+metadata (``odibi/read``, ``odibi/write``), so the IO manager knows nothing about YAML
+and serves any asset that carries that metadata. The engine does the data work; the
+rules about targets (what is a faithful copy, appends are not retried) are in
+``write_rules``.
+
+Each output costs one pass over the data, and its row count rides along (the engine
+counts while writing). A result with no faithful copy on storage (no ``write:``,
+CSV/JSON, append/ignore, partitioned or merged writes) is kept once in the intermediate
+store (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says
+otherwise) and the target is written from that copy, so consumers in other step
+processes (the multiprocess executor) and later runs of a subset of assets find it.
+Within one process, results are also kept in memory for their consumers, and dropped
+after the last one.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from odibi_dagster.config.yaml_source import resolve_env
+from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.messages import exists_error
+from odibi_dagster.engines.registry import get_engine, resources_by_key
+from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
 from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
-from odibi_dagster.story import PendingStory, record, take_story
+from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
 NODE_KEY = "odibi/node"
-
-
-# Write options after which the target no longer equals the node's result (partition
-# columns move, rows outside the predicate stay, columns merge with the old schema).
-_RESHAPING_OPTIONS = frozenset(
-    {"partition_by", "partitionBy", "replaceWhere", "predicate", "mergeSchema", "schema_mode"}
-)
 
 
 def consumer_count(context: dg.OutputContext) -> int:
@@ -42,28 +51,43 @@ def consumer_count(context: dg.OutputContext) -> int:
         return -1
 
 
-def faithful_copy(write: dict[str, Any] | None) -> bool:
-    """Whether the write target holds exactly the node's result, with its column types."""
-    return bool(
-        write
-        and write.get("mode", "overwrite") in ("overwrite", "error")
-        and write.get("format") in ("parquet", "delta")
-        and not _RESHAPING_OPTIONS & set(write.get("options") or {})
-    )
+def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any]:
+    """The resources of the step being served, by key ({} outside a run, as in tests)."""
+    try:
+        return resources_by_key(context.step_context.resources)
+    except Exception:  # no step context (a direct call)
+        return {}
 
 
 class OdibiIOManager(dg.ConfigurableIOManager):
-    """The shared part of PandasIOManager and SparkIOManager (not used on its own)."""
+    """Persists an engine's DataFrames to Odibi connections and loads them back.
 
+    Example::
+
+        OdibiIOManager(engine="pandas", connections={"lake": LocalStorage(base_path="/lake")})
+
+    A connection is looked up first among the resources of the step being served (a
+    compiled project gives every asset its connections as required resources, local or
+    Azure), then in ``connections``. An asset with metadata ``{"odibi/write":
+    {"connection": "lake", "path": "gold/x.parquet", "format": "parquet", "mode":
+    "overwrite"}}`` is written there.
+    """
+
+    engine: str = Field(default="pandas", description="The engine that reads and writes.")
     connections: dict[str, LocalStorage] = Field(
         default_factory=dict, description="The project's connections, by name."
     )
     intermediate_dir: str | None = Field(
         default=None,
-        description="Directory for results with no faithful copy on storage. Default: "
-        "<DAGSTER_HOME>/storage/odibi (a temporary directory for ephemeral instances).",
+        description="Where results with no faithful copy on storage are kept. Default: "
+        "<DAGSTER_HOME>/storage/<odibi or odibi_spark> (a temporary directory for "
+        "ephemeral instances).",
     )
     preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
+
+    # an environment variable that sets intermediate_dir (for a cluster: a URI every
+    # executor reaches)
+    intermediate_env: ClassVar[str | None] = None
 
     # Results kept in memory for the consumers in this process, with how many loads are
     # still expected; an entry is dropped after its last consumer (everything cached is
@@ -75,39 +99,136 @@ class OdibiIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         key = tuple(context.asset_key.path)
-        pending = take_story(context.run_id, key)
+        resources = step_resources(context)
+        recorder = resources.get(STORY_RESOURCE_KEY)
+        story = (
+            recorder.take(context.run_id, key) if isinstance(recorder, RunStoryResource) else None
+        )
         t0 = time.perf_counter()
         try:
-            written = self._handle_output(context, key, obj, pending)
+            written = self._handle_output(context, resources, key, obj, story)
         except Exception as exc:
-            if pending is not None:
+            if story is not None:
                 message = (
                     str(exc) if isinstance(exc, OdibiRunError) else f"{type(exc).__name__}: {exc}"
                 )
-                self._finish_story(context, pending, t0, error=message)
+                self._finish_story(context, resources, story, t0, error=message)
             if isinstance(exc, OdibiRunError):
                 raise as_failure(exc) from None
             raise
-        if pending is not None:
-            self._finish_story(context, pending, t0, written=written)
+        if story is not None:
+            self._finish_story(context, resources, story, t0, written=written)
 
     def load_input(self, context: dg.InputContext) -> Any:
         try:
-            return self._load_input(context)
+            df = self._load_input(context)
         except OdibiRunError as exc:
             raise as_failure(exc) from None
+        return self._engine(step_resources(context)).handoff(df)
+
+    # ------------------------------------------------------------------ output
 
     def _handle_output(
         self,
         context: dg.OutputContext,
+        resources: dict[str, Any],
         key: tuple[str, ...],
         obj: Any,
-        pending: PendingStory | None,
+        story: NodeStory | None,
     ) -> dict[str, Any] | None:
-        """Persist ``obj``; return what was written (uri, format, mode, written) or None.
+        """Persist ``obj``; return what was written (uri, format, mode, written) or None."""
+        if obj is None:
+            return None
+        meta = dict(context.definition_metadata or {})
+        where = self._where(meta, key)
+        engine = self._engine(resources)
+        if not engine.is_frame(obj):
+            raise OdibiRunError(
+                f"{where}: produced a {type(obj).__name__}, not a {engine.frame_kind}; a "
+                f"function step on engine {engine.name} must return a {engine.frame_kind}"
+            )
+        try:
+            return self._persist(context, resources, engine, key, obj, where, meta, story)
+        finally:
+            engine.release(obj)
 
-        ``pending`` is the node's story (when the project has one), still to be saved."""
-        raise NotImplementedError
+    def _persist(
+        self,
+        context: dg.OutputContext,
+        resources: dict[str, Any],
+        engine: Engine,
+        key: tuple[str, ...],
+        obj: Any,
+        where: str,
+        meta: dict[str, Any],
+        story: NodeStory | None,
+    ) -> dict[str, Any] | None:
+        write = resolve_env(meta.get(WRITE_KEY), where)
+        loc = self._location(resources, write, where) if write else None
+        mode = str(write.get("mode", "overwrite")) if write else ""
+        if write and loc is not None and mode == "error":
+            with storage_errors(where, "checking", loc.uri, loc.storage_options):
+                if engine.exists(loc, write["format"]):  # before computing anything
+                    exists_error(where, loc.uri)
+        counted, rows = engine.count_while_writing(obj)
+        out_meta: dict[str, Any] = {}
+        outcome = None
+        result = None  # what consumers and the preview read
+        if not faithful_copy(write):
+            stored, result = engine.store_intermediate(
+                counted, self._intermediate_base(context, engine), key
+            )
+            out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored)
+        if write and loc is not None:
+            source = counted if result is None else result
+            with storage_errors(where, "writing", loc.uri, loc.storage_options):
+                written = engine.write(
+                    source, loc, write["format"], mode, write.get("options") or {}, where=where
+                )
+            outcome = {"uri": loc.uri, "format": write["format"], "mode": mode, "written": written}
+            out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
+            out_meta["written"] = written
+            if not written:
+                context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
+            if result is None:
+                result = engine.after_write(obj, loc, write["format"], where=where)
+        with not_retried_after_append(outcome, where, "describing the result"):
+            count = rows()
+            self._remember(context, key, result)
+            out_meta["dagster/row_count"] = count
+            out_meta["dagster/column_schema"] = dg.TableSchema(
+                columns=[dg.TableColumn(name=c, type=t) for c, t in engine.column_schema(result)]
+            )
+            out_meta["preview"] = dg.MetadataValue.md(
+                engine.preview_markdown(result, self.preview_rows)
+            )
+            context.add_output_metadata({k: v for k, v in out_meta.items() if v is not None})
+            if story is not None:
+                story.rows = count
+                recorder = resources[STORY_RESOURCE_KEY]
+                story.sample = engine.sample(result, recorder.max_sample_rows)
+        return outcome
+
+    def _finish_story(
+        self,
+        context: dg.OutputContext,
+        resources: dict[str, Any],
+        story: NodeStory,
+        t0: float,
+        written: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Complete the node's story with how the write went, and save it."""
+        story.duration_s = round(story.duration_s + time.perf_counter() - t0, 4)
+        story.write = written
+        story.status = "failed" if error else "success"
+        story.error = error
+        try:
+            resources[STORY_RESOURCE_KEY].save(resources, context.run_id, story)
+        except Exception as exc:  # a story must never fail the node it describes
+            context.log.warning(f"the run story was not written: {exc}")
+
+    # ------------------------------------------------------------------ input
 
     def _load_input(self, context: dg.InputContext) -> Any:
         """This process's copy of the upstream result, else what the upstream node reads,
@@ -123,46 +244,26 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         where = self._where(meta, key)
         read = resolve_env(meta.get(READ_KEY), where)
         write = resolve_env(meta.get(WRITE_KEY), where)
+        resources = step_resources(context)
+        engine = self._engine(resources)
         if read or (write and faithful_copy(write)):
             spec = read or write
-            loc = self._location(context, spec, where)
+            loc = self._location(resources, spec, where)
             with storage_errors(where, "reading", loc.uri, loc.storage_options):
-                df = self._engine_for(context).read(
+                df = engine.read(
                     loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
                 )
         else:
-            df = self._load_intermediate(context, key, where)
+            df = engine.load_intermediate(
+                self._intermediate_base(context, engine), key, where=where
+            )
         self._cache[key] = df
         return df
 
-    def _engine_for(self, context: dg.InputContext | dg.OutputContext) -> Any:
-        """The engine that reads and writes for this step."""
-        raise NotImplementedError
-
-    def _load_intermediate(self, context: dg.InputContext, key: tuple[str, ...], where: str) -> Any:
-        """The stored result of a node whose output has no faithful copy."""
-        raise NotImplementedError
-
     # ------------------------------------------------------------------ helpers
 
-    def _finish_story(
-        self,
-        context: dg.OutputContext,
-        pending: PendingStory,
-        t0: float,
-        written: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Complete the node's story with how the write went, and save it."""
-        story = pending.story
-        story.duration_s = round(story.duration_s + time.perf_counter() - t0, 4)
-        story.write = written
-        story.status = "failed" if error else "success"
-        story.error = error
-        try:
-            record(pending.target, context.run_id, story)
-        except Exception as exc:  # a story must never fail the node it describes
-            context.log.warning(f"the run story was not written: {exc}")
+    def _engine(self, resources: dict[str, Any]) -> Engine:
+        return get_engine(self.engine, resources)
 
     @staticmethod
     def _where(meta: dict[str, Any], key: tuple[str, ...]) -> str:
@@ -187,18 +288,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             self._pending_loads[key] = left
         return True, obj
 
-    def _location(
-        self, context: dg.InputContext | dg.OutputContext, spec: dict[str, Any], where: str
-    ) -> Location:
+    def _location(self, resources: dict[str, Any], spec: dict[str, Any], where: str) -> Location:
         """The node path on its connection: a resource of the running step (how compiled
         projects provide them), else one given to this IO manager."""
         name = spec["connection"]
-        conn = None
-        try:
-            conn = getattr(context.step_context.resources, name, None)
-        except Exception:  # no step context (a direct call, as in tests)
-            conn = None
-        if conn is None or not hasattr(conn, "location"):
+        conn = resources.get(name)
+        if not isinstance(conn, ConnectionResource):
             conn = self.connections.get(name)
         if conn is None:
             raise OdibiRunError(
@@ -206,13 +301,16 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 f"loads this one must require it: add a parameter `{name}: AzureADLS` to the "
                 f"asset function, or required_resource_keys={{'{name}'}}"
             )
-        location: Location = conn.location(spec["path"])
-        return location
+        return conn.location(spec["path"])
 
-    def _base_dir(self, context: dg.InputContext | dg.OutputContext, default_name: str) -> str:
-        if self.intermediate_dir:
-            return self.intermediate_dir
-        return os.path.join(context.step_context.instance.storage_directory(), default_name)
-
-    def _schema_metadata(self, columns: list[tuple[str, str]]) -> dg.TableSchema:
-        return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=t) for c, t in columns])
+    def _intermediate_base(
+        self, context: dg.InputContext | dg.OutputContext, engine: Engine
+    ) -> str:
+        base = self.intermediate_dir
+        if not base and self.intermediate_env:
+            base = os.environ.get(self.intermediate_env)
+        if base:
+            return base
+        return os.path.join(
+            context.step_context.instance.storage_directory(), engine.intermediate_dir_name
+        )

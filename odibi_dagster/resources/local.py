@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from typing import ClassVar
 
-import dagster as dg
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field
 
+from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.connection import ConnectionResource, StoredFile, listed
 
 
-class LocalStorage(dg.ConfigurableResource):
-    """A directory on local disk; node paths are relative to ``base_path``.
+class LocalStorage(ConnectionResource):
+    """A directory on local disk (or a mounted volume such as /dbfs); node paths are
+    relative to ``base_path``.
 
     Example::
 
@@ -20,12 +25,12 @@ class LocalStorage(dg.ConfigurableResource):
         # '/data/lake/silver/sales.parquet'
     """
 
+    yaml_type: ClassVar[str] = "local"
+    path_fields: ClassVar[tuple[str, ...]] = ("base_path",)
+
     base_path: str = Field(
-        description="Directory that node paths are relative to. A relative base_path in "
-        "YAML is resolved against the directory of the YAML file that declares it."
-    )
-    connection_name: str = Field(
-        default="", description="The name of this connection in the Odibi project."
+        description="Directory that node paths are relative to; a relative path is "
+        "resolved against the directory of the YAML file that declares it."
     )
 
     def full_path(self, path: str) -> str:
@@ -47,3 +52,45 @@ class LocalStorage(dg.ConfigurableResource):
             connection=self.connection_name,
             spark_uri=full,
         )
+
+    def check(self) -> str:
+        """``base_path`` exists, is a directory, and a file can be created in it."""
+        path = os.path.abspath(self.base_path)
+        head = f"{self.describe()}: base_path {path}"
+        if not os.path.exists(path):
+            raise OdibiConnectionError(
+                f"{head} does not exist. Create it (mkdir -p {path}) or fix base_path."
+            )
+        if not os.path.isdir(path):
+            raise OdibiConnectionError(
+                f"{head} is not a directory. Point base_path at a directory."
+            )
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".odibi-check-", dir=path)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise OdibiConnectionError(
+                f"{head} is not writable ({reason}). Fix its permissions or base_path."
+            ) from None
+        return f"{path} exists and is writable"
+
+    def list_files(self, path: str = "", pattern: str = "*") -> Iterator[StoredFile]:
+        root = os.path.abspath(self.base_path)
+        prefix = path.strip("/")
+        full = self.full_path(prefix)
+        # a folder is walked whole; a name prefix walks the folder it is in
+        top = full if os.path.isdir(full) else os.path.dirname(full)
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+            for name in sorted(files):
+                file = os.path.join(folder, name)
+                rel = os.path.relpath(file, root).replace(os.sep, "/")
+                if not rel.startswith(prefix) or not listed(rel, pattern):
+                    continue
+                try:
+                    st = os.stat(file)
+                except FileNotFoundError:  # removed while listing
+                    continue
+                yield StoredFile(rel, st.st_size, st.st_mtime, f"{st.st_size}-{st.st_mtime_ns}")

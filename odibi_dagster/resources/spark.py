@@ -12,7 +12,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.errors import OdibiRunError, first_line
+from odibi_dagster.resources.connection import ConnectionResource
+
+# The resource key of the Spark session in a compiled project.
+SPARK_RESOURCE_KEY = "odibi_spark"
 
 # Spark shows its conf in the UI, event logs and EXPLAIN output unless the key matches
 # this; its default covers "secret|password|token|access.key", not Azure's account keys.
@@ -35,7 +39,7 @@ LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 _lock = threading.Lock()
-# (id of the session, account, container) -> digest of the conf set for it in this process
+# (id of the session, storage root of the connection) -> digest of the conf set for it
 _configured: dict[tuple[int, str, str], str] = {}
 # scheme://authority roots Spark has opened in this process (Hadoop caches a handle each)
 _opened: set[str] = set()
@@ -43,11 +47,6 @@ _opened: set[str] = set()
 
 def on_databricks() -> bool:
     return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class SparkSessionResource(dg.ConfigurableResource):
@@ -136,27 +135,28 @@ class SparkSessionResource(dg.ConfigurableResource):
             session = builder.getOrCreate()
         except Exception as exc:
             raise OdibiRunError(
-                f"the local Spark session did not start: {_first_line(exc)}. Spark needs Java "
+                f"the local Spark session did not start: {first_line(exc)}. Spark needs Java "
                 "17 or 21 (java on PATH, or JAVA_HOME)"
             ) from None
         session.sparkContext.setLogLevel(conf.get("odibi.spark.logLevel", "ERROR"))
         return session
 
     def configure_connections(self, spark: Any, connections: Iterable[Any]) -> None:
-        """Give ``spark`` the account-scoped key of each Azure connection, once per process.
+        """Give ``spark`` the settings of each connection (an Azure one: its account-scoped
+        key), once per process.
 
-        A connection whose key changed since (rotated in Key Vault) is configured again,
-        and Hadoop's cached filesystem for its container is closed: that handle would
-        otherwise keep signing with the old key for the life of the JVM.
+        A connection whose settings changed since (a key rotated in Key Vault) is
+        configured again, and Hadoop's cached filesystem for its container is closed:
+        that handle would otherwise keep signing with the old key for the life of the JVM.
         """
-        from odibi_dagster.resources.azure import AzureADLS
-
         for conn in connections:
-            if not isinstance(conn, AzureADLS):
+            if not isinstance(conn, ConnectionResource):
                 continue
             conf = conn.spark_conf()
+            if not conf:
+                continue
             digest = hashlib.sha256(repr(sorted(conf.items())).encode()).hexdigest()
-            slot = (id(spark), conn.account, conn.container)
+            slot = (id(spark), storage_root(conn.uri("")))
             known = _configured.get(slot)
             if known == digest:
                 continue

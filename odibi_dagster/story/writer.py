@@ -13,10 +13,10 @@ import html
 import json
 import math
 import posixpath
-import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from odibi_dagster.engines.replace import write_file_atomically
 from odibi_dagster.resources.base import Location
 
 
@@ -57,48 +57,39 @@ class StoryTarget:
         return loc
 
 
-@dataclass
-class PendingStory:
-    target: StoryTarget
-    story: NodeStory
-
-
-# A node's story waits here from the end of its computation until the IO manager has
-# written its result (same process, same step), so the story can say how the write went.
-_PENDING: dict[tuple[str, tuple[str, ...]], PendingStory] = {}
-
-
-def stash_story(run_id: str, key: tuple[str, ...], pending: PendingStory) -> None:
-    _PENDING[(run_id, key)] = pending
-
-
-def take_story(run_id: str, key: tuple[str, ...]) -> PendingStory | None:
-    return _PENDING.pop((run_id, key), None)
-
-
 def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
-    """Save one node's story and re-render the run's story; return the HTML's location."""
+    """Save one node's story and re-render the run's story; return the HTML's location.
+
+    Steps of one run may record at the same time (the multiprocess executor): each writes
+    its own node file, renders from every node file it finds, and renders again until the
+    node files it finds no longer change. Whichever step renders last has then seen every
+    node file written before it, so the run's story lists every node."""
     base = target.run_dir(story.pipeline, run_id)
     node_loc = target.locate(posixpath.join(base, "nodes", f"{story.node}.json"))
     _put(node_loc, _json(asdict(story)))
 
     nodes_dir = target.locate(posixpath.join(base, "nodes"))
-    entries = []
-    for path in sorted(nodes_dir.fs.glob(posixpath.join(nodes_dir.fs_path, "*.json"))):
-        with nodes_dir.fs.open(path, "rb") as f:
-            entries.append(json.loads(f.read()))
-    entries.sort(key=lambda e: e.get("started", ""))
-    doc = {
-        "project": target.project,
-        "pipeline": story.pipeline,
-        "run_id": run_id,
-        "status": "failed" if any(e["status"] != "success" for e in entries) else "success",
-        "nodes": entries,
-    }
-    _put(target.locate(posixpath.join(base, "story.json")), _json(doc))
-    html_loc = target.html(story.pipeline, run_id)
-    _put(html_loc, render_html(doc).encode())
-    return html_loc
+    seen: list[str] = []
+    while True:
+        paths = sorted(nodes_dir.fs.glob(posixpath.join(nodes_dir.fs_path, "*.json")))
+        if paths == seen:
+            break
+        seen = paths
+        entries = []
+        for path in paths:
+            with nodes_dir.fs.open(path, "rb") as f:
+                entries.append(json.loads(f.read()))
+        entries.sort(key=lambda e: e.get("started", ""))
+        doc = {
+            "project": target.project,
+            "pipeline": story.pipeline,
+            "run_id": run_id,
+            "status": "failed" if any(e["status"] != "success" for e in entries) else "success",
+            "nodes": entries,
+        }
+        _put(target.locate(posixpath.join(base, "story.json")), _json(doc))
+        _put(target.html(story.pipeline, run_id), render_html(doc).encode())
+    return target.html(story.pipeline, run_id)
 
 
 def _json(obj: Any) -> bytes:
@@ -118,13 +109,7 @@ def _finite(obj: Any) -> Any:
 
 def _put(loc: Location, data: bytes) -> None:
     """Write all bytes to a temporary sibling, then move it over the target."""
-    parent = posixpath.dirname(loc.fs_path)
-    if parent:
-        loc.fs.makedirs(parent, exist_ok=True)
-    tmp = f"{loc.fs_path}.tmp-{uuid.uuid4().hex}"
-    with loc.fs.open(tmp, "wb") as f:
-        f.write(data)
-    loc.fs.mv(tmp, loc.fs_path)
+    write_file_atomically(loc.fs, loc.fs_path, lambda handle: handle.write(data), uri=loc.uri)
 
 
 _CSS = """

@@ -1,5 +1,6 @@
-"""What both engines say and check the same way: format and mode checks, the messages for
-paths that are missing or in the way, and the markdown preview table."""
+"""What every engine says and checks the same way: format and mode checks, option values,
+the messages for paths that are missing or in the way and for appends that do not fit,
+and the markdown preview table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from odibi_dagster.errors import OdibiRunError
-from odibi_dagster.formats import FORMATS, WRITE_MODES
+from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 
 
 def fail(where: str, message: str) -> NoReturn:
@@ -25,6 +26,35 @@ def check_format(fmt: str, where: str) -> None:
 def check_mode(mode: str, where: str) -> None:
     if mode not in WRITE_MODES:
         fail(where, f"write mode '{mode}' is not supported. Use one of: {', '.join(WRITE_MODES)}")
+
+
+def truthy(value: Any) -> bool:
+    """An option's boolean value, written as YAML true/false or as text ("true", "yes", 1)."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes", "y"}
+    return bool(value)
+
+
+def column_list(value: Any) -> list[str]:
+    """A column option: a list, or one comma-separated string."""
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    return [str(c) for c in value]
+
+
+def column_mismatch(where: str, uri: str, existing: list[str], new: list[str]) -> NoReturn:
+    fail(
+        where,
+        f"cannot append to '{uri}': its columns {existing} differ from the new data's "
+        f"columns {new}. The target was left unchanged. Select the same columns before "
+        "writing, or use mode overwrite",
+    )
+
+
+def require_same_columns(where: str, uri: str, existing: list[str], new: list[str]) -> None:
+    """Fail unless ``new`` holds the same column names as ``existing`` (in any order)."""
+    if sorted(existing) != sorted(new):
+        column_mismatch(where, uri, existing, new)
 
 
 def missing_input(where: str, uri: str) -> NoReturn:

@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
-import posixpath
-import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 import dagster as dg
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from odibi_dagster.errors import OdibiConnectionError
+from odibi_dagster.errors import OdibiConnectionError, first_line, redact
 from odibi_dagster.resources.base import Location
-
-if TYPE_CHECKING:
-    from azure.keyvault.secrets import SecretClient
+from odibi_dagster.resources.connection import ConnectionResource, StoredFile, join, listed
+from odibi_dagster.resources.keyvault import (
+    SECRETS,
+    default_vault_url,
+    explain_vault_error,
+)
 
 DEFAULT_ENDPOINT_SUFFIX = "core.windows.net"
 # hadoop-azure's emulator mode: its wasb driver talks to this one account, at this address
@@ -41,154 +42,46 @@ EMULATOR_BLOB_ENDPOINTS = (
     "http://127.0.0.1:10000/devstoreaccount1",
     "http://localhost:10000/devstoreaccount1",
 )
-
-# Hosts of the public and sovereign Key Vault clouds. The SDK checks that the resource
-# a vault's challenge names matches the vault's host; for any other host (an emulator, a
-# private DNS name) that check cannot pass and is switched off.
-PUBLIC_KEY_VAULT_SUFFIXES = (
-    ".vault.azure.net",
-    ".vault.azure.cn",
-    ".vault.usgovcloudapi.net",
-    ".vault.microsoftazure.de",
-    ".managedhsm.azure.net",
-)
-
-# Key Vault requests: per-attempt timeout (s), and retries with exponential backoff on
-# transient failures (connection errors, 408, 429, 5xx) by the SDK's retry policy.
-KEY_VAULT_TIMEOUT = 10.0
-KEY_VAULT_RETRIES = 3
-KEY_VAULT_BACKOFF = 0.5
 STORAGE_TIMEOUT = 10.0
 STORAGE_RETRIES = 2
+LISTING_PAGE_SIZE = 5000  # blobs per listing request (the service's maximum)
 
-SECRETS_USER_ROLE = "Key Vault Secrets User"
-
-
-# --------------------------------------------------------------------------- secrets
-
-_lock = threading.Lock()
-_secret_locks: dict[tuple[str, str], threading.Lock] = {}
-_secrets: dict[tuple[str, str], str] = {}
-_clients: dict[str, SecretClient] = {}
-_credential: Any = None
-# Counts Key Vault secret fetches made by this process (one per (vault, secret) unless
-# a key is refetched after the storage account rejected a cached one).
-fetch_count = 0
+VAULT_FIELDS = ("key_vault_name", "secret_name", "key_vault_url")
 
 
-def clear_secret_cache() -> None:
-    """Forget every secret, client and credential of this process (the next use starts over)."""
-    global fetch_count, _credential
-    with _lock:
-        _secrets.clear()
-        _secret_locks.clear()
-        _clients.clear()
-        _credential = None
-        fetch_count = 0
+def valid_account_name(v: Any) -> Any:
+    if (
+        isinstance(v, str)
+        and not isinstance(v, dg.EnvVar)
+        and not re.fullmatch(r"[a-z0-9]{3,24}", v)
+    ):
+        raise ValueError(
+            f"storage account name '{v}' is invalid: use 3-24 lowercase letters and digits"
+        )
+    return v
 
 
-def _get_credential() -> Any:
-    global _credential
-    with _lock:
-        if _credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            _credential = DefaultAzureCredential()
-        return _credential
-
-
-def is_public_vault_url(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    return host.endswith(PUBLIC_KEY_VAULT_SUFFIXES)
+def valid_container_name(v: Any) -> Any:
+    if (
+        isinstance(v, str)
+        and not isinstance(v, dg.EnvVar)
+        and not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", v)
+    ):
+        raise ValueError(
+            f"container name '{v}' is invalid: use 3-63 lowercase letters, digits and "
+            "single hyphens, starting and ending with a letter or digit"
+        )
+    return v
 
 
-def _secret_client(vault_url: str) -> SecretClient:
-    with _lock:
-        client = _clients.get(vault_url)
-    if client is not None:
-        return client
-    from azure.keyvault.secrets import SecretClient
+class AzureADLS(ConnectionResource):
+    """One ADLS Gen2 container in one storage account, with its account key
+    (``type: azure_adls``).
 
-    client = SecretClient(
-        vault_url=vault_url,
-        credential=_get_credential(),
-        verify_challenge_resource=is_public_vault_url(vault_url),
-        retry_total=KEY_VAULT_RETRIES,
-        retry_backoff_factor=KEY_VAULT_BACKOFF,
-        connection_timeout=KEY_VAULT_TIMEOUT,
-        read_timeout=KEY_VAULT_TIMEOUT,
-    )
-    with _lock:
-        return _clients.setdefault(vault_url, client)
-
-
-def fetch_secret(vault_url: str, secret_name: str, *, refresh: bool = False) -> str:
-    """The value of ``secret_name`` in the vault, fetched once per process and shared.
-
-    Concurrent callers asking for the same (vault, secret) wait for one fetch. Raises
-    the SDK's exceptions; :meth:`AzureADLS.get_storage_key` turns them into advice.
-    """
-    global fetch_count
-    key = (vault_url.rstrip("/"), secret_name)
-    with _lock:
-        lock = _secret_locks.setdefault(key, threading.Lock())
-    with lock:
-        with _lock:
-            if not refresh and key in _secrets:
-                return _secrets[key]
-        value = _secret_client(key[0]).get_secret(secret_name).value
-        with _lock:
-            fetch_count += 1
-            if value:
-                _secrets[key] = value
-        return value or ""
-
-
-def vault_scope(vault_url: str) -> str:
-    """The token scope for a vault: its cloud's Key Vault resource (public cloud otherwise)."""
-    host = (urlparse(vault_url).hostname or "").lower()
-    for suffix in PUBLIC_KEY_VAULT_SUFFIXES:
-        if host.endswith(suffix):
-            return f"https://{suffix.lstrip('.')}/.default"
-    return "https://vault.azure.net/.default"
-
-
-def identity_claims(vault_url: str = "") -> dict[str, Any]:
-    """Claims of the token ``DefaultAzureCredential`` gets for Key Vault (best effort, {})."""
-    try:
-        token = _get_credential().get_token(vault_scope(vault_url)).token
-    except Exception:
-        return {}
-    return decode_token_claims(token)
-
-
-def identity_summary(claims: dict[str, Any] | None = None, vault_url: str = "") -> str:
-    """Who ``DefaultAzureCredential`` runs as, from its Key Vault token (best effort)."""
-    claims = identity_claims(vault_url) if claims is None else claims
-    if not claims:
-        return "the identity DefaultAzureCredential runs as"
-    parts = [
-        f"{k}={claims[k]}" for k in ("upn", "appid", "oid", "tid") if isinstance(claims.get(k), str)
-    ]
-    return f"the running identity ({', '.join(parts)})" if parts else "the running identity"
-
-
-def decode_token_claims(token: str) -> dict[str, Any]:
-    """The claims of a JWT access token, read without verifying it (for messages only)."""
-    try:
-        payload = token.split(".")[1]
-        payload += "=" * (-len(payload) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (IndexError, ValueError, binascii.Error):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-# --------------------------------------------------------------------------- resource
-
-
-class AzureADLS(dg.ConfigurableResource):
-    """One ADLS Gen2 container in one storage account, with its account key.
+    ``auth_mode: key_vault`` (default) reads the account key from Azure Key Vault with
+    DefaultAzureCredential; ``direct_key`` takes it from ``account_key``, an environment
+    variable (``${MY_KEY}`` in YAML, ``dg.EnvVar("MY_KEY")`` in Python), so the key is
+    never in a file.
 
     Example::
 
@@ -203,32 +96,37 @@ class AzureADLS(dg.ConfigurableResource):
     cannot be constructed.
     """
 
-    account: str = Field(description="Storage account name.")
+    yaml_type: ClassVar[str] = "azure_adls"
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"account_key"})
+    runtime_fields: ClassVar[tuple[str, ...]] = ("connection_name", "validate_on_start")
+
+    account: str = Field(description="Storage account name (3-24 lowercase letters/digits).")
     container: str = Field(description="Container (file system) name.")
     path_prefix: str = Field(default="", description="Prefix put before every node path.")
     auth_mode: Literal["key_vault", "direct_key"] = Field(
-        default="key_vault", description="Where the account key comes from."
+        default="key_vault", description="How the account key is obtained: key_vault or direct_key."
     )
-    key_vault_name: str | None = Field(default=None, description="Key Vault name (key_vault).")
+    key_vault_name: str | None = Field(
+        default=None, description="Key Vault name (auth_mode key_vault)."
+    )
     secret_name: str | None = Field(
-        default=None, description="Secret holding the account key (key_vault)."
+        default=None, description="Name of the Key Vault secret holding the account key."
     )
     account_key: str | None = Field(
         default=None,
         repr=False,
-        description="The account key (direct_key); pass dg.EnvVar('NAME') so only the "
-        "variable's name is shown.",
+        description="auth_mode direct_key: the account key, as an environment reference "
+        "like ${BRONZE_STORAGE_KEY} (dg.EnvVar('BRONZE_STORAGE_KEY') in Python).",
     )
     endpoint_suffix: str = Field(
         default=DEFAULT_ENDPOINT_SUFFIX, description="Storage endpoint suffix (sovereign clouds)."
     )
     blob_endpoint: str | None = Field(
-        default=None, description="Full blob endpoint URL, e.g. an emulator's."
+        default=None, description="Full blob endpoint URL (e.g. an emulator's)."
     )
     key_vault_url: str | None = Field(
         default=None, description="Vault URL; default https://<key_vault_name>.vault.azure.net."
     )
-    connection_name: str = Field(default="", description="The connection's name in the project.")
     validate_on_start: bool = Field(
         default=True,
         description="Check the key and the container when a run sets the resource up.",
@@ -239,40 +137,61 @@ class AzureADLS(dg.ConfigurableResource):
 
     _checked: bool = PrivateAttr(default=False)
 
+    _account_name = field_validator("account")(valid_account_name)
+    _container_name = field_validator("container")(valid_container_name)
+
     @field_validator("endpoint_suffix", mode="before")
     @classmethod
     def _default_suffix(cls, v: Any) -> Any:
         # `endpoint_suffix: ${VAR:-}` left empty means the public cloud
         return v if v else DEFAULT_ENDPOINT_SUFFIX
 
+    @classmethod
+    def fields_rule(cls, values: Mapping[str, Any]) -> str | None:
+        """Which fields ``auth_mode`` needs and refuses (``account_key`` may still be an
+        unresolved variable: only its presence counts)."""
+        if values.get("auth_mode", "key_vault") == "key_vault":
+            missing = [
+                k
+                for k, ok in (
+                    ("key_vault_name", values.get("key_vault_name") or values.get("key_vault_url")),
+                    ("secret_name", values.get("secret_name")),
+                )
+                if not ok
+            ]
+            if missing:
+                return (
+                    f"auth_mode key_vault needs {' and '.join(missing)} (the vault and the "
+                    "secret that holds the account key)"
+                )
+            if values.get("account_key") is not None:
+                return (
+                    "account_key is only for auth_mode direct_key; with key_vault the key is "
+                    "read from secret_name in the vault. Remove account_key or set "
+                    "auth_mode: direct_key"
+                )
+            return None
+        if not values.get("account_key"):
+            return (
+                "auth_mode direct_key needs account_key, an environment variable: "
+                "account_key: ${MY_STORAGE_KEY} in YAML, dg.EnvVar('MY_STORAGE_KEY') in Python"
+            )
+        extra = [k for k in VAULT_FIELDS if values.get(k)]
+        if extra:
+            them = "them" if len(extra) > 1 else "it"
+            return (
+                f"{' and '.join(extra)} {'apply' if len(extra) > 1 else 'applies'} only to "
+                f"auth_mode key_vault; remove {them} or set auth_mode: key_vault"
+            )
+        return None
+
     @model_validator(mode="after")
     def _auth_fields(self) -> AzureADLS:
-        # account_key may be an unresolved EnvVar here: only its presence is checked.
-        if self.auth_mode == "key_vault":
-            if self.account_key:
-                raise ValueError(
-                    f"{self.describe()}: account_key is only for auth_mode='direct_key'; "
-                    "with key_vault the key is read from secret_name in the vault"
-                )
-            if not self.secret_name or not (self.key_vault_name or self.key_vault_url):
-                raise ValueError(
-                    f"{self.describe()}: auth_mode='key_vault' needs secret_name and "
-                    "key_vault_name (or key_vault_url)"
-                )
-        else:
-            extra = [
-                k for k in ("key_vault_name", "secret_name", "key_vault_url") if getattr(self, k)
-            ]
-            if extra:
-                verb = "apply" if len(extra) > 1 else "applies"
-                raise ValueError(
-                    f"{self.describe()}: {', '.join(extra)} {verb} only to auth_mode='key_vault'"
-                )
-            if not self.account_key:
-                raise ValueError(
-                    f"{self.describe()}: auth_mode='direct_key' needs account_key, e.g. "
-                    "account_key=dg.EnvVar('STORAGE_KEY')"
-                )
+        why = self.fields_rule(
+            {k: getattr(self, k) for k in ("auth_mode", "account_key", *VAULT_FIELDS)}
+        )
+        if why:
+            raise ValueError(f"{self.describe()}: {why}")
         return self
 
     # ------------------------------------------------------------------ naming
@@ -283,7 +202,7 @@ class AzureADLS(dg.ConfigurableResource):
 
     @property
     def vault_url(self) -> str:
-        return (self.key_vault_url or f"https://{self.key_vault_name}.vault.azure.net").rstrip("/")
+        return (self.key_vault_url or default_vault_url(str(self.key_vault_name))).rstrip("/")
 
     @property
     def blob_url(self) -> str:
@@ -299,9 +218,7 @@ class AzureADLS(dg.ConfigurableResource):
 
     def _full_path(self, path: str) -> str:
         """``<prefix>/<path>`` inside the container, normalized (no ``//`` or ``.``)."""
-        joined = "/".join(p.strip("/") for p in (self.path_prefix, path) if p and p.strip("/"))
-        full = posixpath.normpath(joined) if joined else ""
-        return "" if full == "." else full
+        return join(self.path_prefix, path)
 
     def uri(self, path: str) -> str:
         """``abfss://<container>@<account>.dfs.<suffix>/<prefix>/<path>``."""
@@ -332,9 +249,17 @@ class AzureADLS(dg.ConfigurableResource):
             return self._valid_key(key.strip())
         assert self.secret_name is not None
         try:
-            key = fetch_secret(self.vault_url, self.secret_name, refresh=refresh)
+            key = SECRETS.fetch(self.vault_url, self.secret_name, refresh=refresh)
         except Exception as exc:
-            raise OdibiConnectionError(self._explain_vault_error(exc)) from None
+            raise OdibiConnectionError(
+                explain_vault_error(
+                    exc,
+                    f"{self.describe()}: could not read {self._key_source()}",
+                    vault_url=self.vault_url,
+                    vault=self._vault_label(),
+                    secret_name=self.secret_name,
+                )
+            ) from None
         if not key.strip():
             raise OdibiConnectionError(
                 f"{self.describe()}: {self._key_source()} is empty. Store the storage "
@@ -364,61 +289,6 @@ class AzureADLS(dg.ConfigurableResource):
 
     def _vault_label(self) -> str:
         return self.key_vault_name or urlparse(self.vault_url).hostname or self.vault_url
-
-    def _explain_vault_error(self, exc: Exception) -> str:
-        from azure.core.exceptions import (
-            ClientAuthenticationError,
-            HttpResponseError,
-            ResourceNotFoundError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
-
-        head = f"{self.describe()}: could not read {self._key_source()}"
-        vault = self._vault_label()
-        status = getattr(exc, "status_code", None)
-        if isinstance(exc, ResourceNotFoundError) or status == 404:
-            return (
-                f"{head}: the secret does not exist. Create it with the storage account key "
-                f"(az keyvault secret set --vault-name {vault} --name {self.secret_name} "
-                f"--value <key>), or fix secret_name / key_vault_name."
-            )
-        if isinstance(exc, ClientAuthenticationError) and status is None:
-            return (
-                f"{head}: DefaultAzureCredential found no identity to sign in with "
-                f"({_first_line(exc)}). Locally run `az login`; on Databricks or Azure, give "
-                "the compute a managed identity or set AZURE_CLIENT_ID, AZURE_TENANT_ID and "
-                "AZURE_CLIENT_SECRET for a service principal."
-            )
-        if status in (401, 403):
-            claims = identity_claims(self.vault_url)
-            who = identity_summary(claims)
-            oid = claims.get("oid") if isinstance(claims.get("oid"), str) else "<object id>"
-            kind = "User" if claims.get("upn") else "ServicePrincipal"
-            return (
-                f"{head}: access denied ({status}). {who[0].upper()}{who[1:]} may not read "
-                f"secrets in vault '{vault}'. Grant it the '{SECRETS_USER_ROLE}' role on the "
-                f'vault (az role assignment create --role "{SECRETS_USER_ROLE}" '
-                f"--assignee-object-id {oid} --assignee-principal-type {kind} --scope "
-                f"$(az keyvault show --name {vault} --query id -o tsv)), or, for a vault that "
-                f"uses access policies, the secret 'get' permission (az keyvault set-policy "
-                f"--name {vault} --object-id {oid} --secret-permissions get)."
-            )
-        if isinstance(exc, ServiceRequestError):
-            return (
-                f"{head}: the vault could not be reached ({_first_line(exc)}). Check "
-                "key_vault_name / key_vault_url, DNS and the network path to the vault "
-                "(firewall, private endpoint)."
-            )
-        if isinstance(exc, ServiceResponseError):
-            return (
-                f"{head}: the vault did not answer in time ({KEY_VAULT_TIMEOUT:g} s per "
-                f"attempt, {KEY_VAULT_RETRIES + 1} attempts: {_first_line(exc)}). Check the "
-                "network path to the vault, or try again if Azure reports an outage."
-            )
-        if isinstance(exc, HttpResponseError):
-            return f"{head}: Key Vault answered {status}: {_first_line(exc)}"
-        return f"{head}: {type(exc).__name__}: {_first_line(exc)}"
 
     # ------------------------------------------------------------------ renderings
 
@@ -452,7 +322,9 @@ class AzureADLS(dg.ConfigurableResource):
         return opts
 
     def spark_conf(self) -> dict[str, str]:
-        """The account-scoped Hadoop settings that give Spark this account's key."""
+        """The account-scoped Hadoop settings that give Spark this account's key: only
+        ``fs.azure.account.key.<account>.(dfs|blob).<suffix>``, never an account-agnostic
+        key, so several accounts work side by side in one session."""
         key = self.get_storage_key()
         conf = {
             f"fs.azure.account.key.{self.account}.dfs.{self.endpoint_suffix}": key,
@@ -490,15 +362,6 @@ class AzureADLS(dg.ConfigurableResource):
             "emulator mode). Remove blob_endpoint for Spark, or use engine: pandas"
         )
 
-    def configure_spark(self, spark: Any) -> None:
-        """Give a Spark session this account's key, scoped to the account.
-
-        Only ``fs.azure.account.key.<account>.(dfs|blob).<suffix>`` is set, never an
-        account-agnostic key, so several accounts work side by side in one session.
-        """
-        for k, v in self.spark_conf().items():
-            spark.conf.set(k, v)
-
     def location(self, path: str) -> Location:
         from adlfs import AzureBlobFileSystem
 
@@ -528,8 +391,9 @@ class AzureADLS(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------ checks
 
-    def check(self) -> None:
-        """Obtain the key and make one authenticated call to the container.
+    def check(self) -> str:
+        """Obtain the key and make one authenticated call to the container; return what
+        was checked.
 
         Raises :class:`OdibiConnectionError` saying what failed and what to do. A key
         from Key Vault that the account rejects is fetched again once, in case it was
@@ -546,6 +410,46 @@ class AzureADLS(dg.ConfigurableResource):
                 raise
             self._probe_container(fresh)
         self._checked = True
+        return (
+            f"{self._key_description()}; container '{self.container}' reachable at {self.blob_url}"
+        )
+
+    def _key_description(self) -> str:
+        """Where the key comes from, by name only (for reports)."""
+        if self.auth_mode == "key_vault":
+            return f"key from Key Vault {self.vault_url} secret '{self.secret_name}'"
+        if isinstance(self.account_key, dg.EnvVar):
+            return f"key from environment variable {self.account_key.env_var_name}"
+        return "key from account_key (direct_key)"
+
+    def _container_client(self, key: str) -> Any:
+        from azure.storage.blob import ContainerClient, ExponentialRetry
+
+        return ContainerClient.from_connection_string(
+            self._connection_string(key),
+            self.container,
+            # the SDK's default waits 15 s, then 60 s, before telling the endpoint is down
+            retry_policy=ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES
+            ),
+            connection_timeout=STORAGE_TIMEOUT,
+            read_timeout=STORAGE_TIMEOUT,
+        )
+
+    def list_files(self, path: str = "", pattern: str = "*") -> Iterator[StoredFile]:
+        """Blobs under ``<path_prefix>/<path>``, one paged listing (5,000 per request)."""
+        root = self._full_path("")
+        prefix = self._full_path(path) if path.strip("/") else root
+        with self._container_client(self.get_storage_key()) as client:
+            blobs = client.list_blobs(
+                name_starts_with=prefix or None, results_per_page=LISTING_PAGE_SIZE
+            )
+            for blob in blobs:
+                rel = blob.name[len(root) :].lstrip("/") if root else blob.name
+                if not listed(rel, pattern):
+                    continue
+                modified = blob.last_modified.timestamp() if blob.last_modified else None
+                yield StoredFile(rel, int(blob.size or 0), modified, str(blob.etag or ""))
 
     def _probe_container(self, key: str) -> None:
         from azure.core.exceptions import (
@@ -553,21 +457,10 @@ class AzureADLS(dg.ConfigurableResource):
             HttpResponseError,
             ServiceRequestError,
         )
-        from azure.storage.blob import ContainerClient, ExponentialRetry
 
         head = f"{self.describe()} at {self.blob_url}"
         try:
-            client = ContainerClient.from_connection_string(
-                self._connection_string(key),
-                self.container,
-                # the SDK's default waits 15 s, then 60 s, before telling the endpoint is down
-                retry_policy=ExponentialRetry(
-                    initial_backoff=1, increment_base=2, retry_total=STORAGE_RETRIES
-                ),
-                connection_timeout=STORAGE_TIMEOUT,
-                read_timeout=STORAGE_TIMEOUT,
-            )
-            with client:
+            with self._container_client(key) as client:
                 client.get_container_properties(timeout=int(STORAGE_TIMEOUT))
         except (ClientAuthenticationError, HttpResponseError) as exc:
             status = getattr(exc, "status_code", None)
@@ -607,12 +500,12 @@ class AzureADLS(dg.ConfigurableResource):
                 ) from None
             raise OdibiConnectionError(
                 f"{head}: the storage account answered {status} {code}: "
-                f"{_redact(_first_line(exc), [key])}"
+                f"{redact(first_line(exc), [key])}"
             ) from None
         except ServiceRequestError as exc:
             raise OdibiConnectionError(
                 f"{head}: the blob endpoint could not be reached "
-                f"({_redact(_first_line(exc), [key])}). Check `account`, `endpoint_suffix` / "
+                f"({redact(first_line(exc), [key])}). Check `account`, `endpoint_suffix` / "
                 "`blob_endpoint` and the network path to the account."
             ) from None
 
@@ -632,18 +525,3 @@ class AzureADLS(dg.ConfigurableResource):
             context.log.warning(warning)  # type: ignore[union-attr]
         if self.validate_on_start and not self._checked:
             self.check()
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text

@@ -1,0 +1,191 @@
+"""Checks across keys, once every key is valid on its own: names, references between
+nodes and connections, dependency cycles, and the functions steps call."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+
+from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
+from odibi_dagster.config.yaml_source import KeyPath, SourceMap
+from odibi_dagster.errors import Problem
+from odibi_dagster.transforms import check_params, get_function, registered_functions
+
+
+def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
+    """Checks across keys: names, references, cycles, functions."""
+    problems: list[Problem] = []
+    conns = list(config.connections)
+
+    def unknown_conn(path: KeyPath, name: str) -> None:
+        if name not in config.connections:
+            problems.append(
+                smap.problem(
+                    path,
+                    f"unknown connection '{name}'{suggest(name, conns)}; defined connections: "
+                    f"{', '.join(conns)}",
+                )
+            )
+
+    for name in conns:
+        if not re.match(NAME_PATTERN, name) or "__" in name.strip("_"):
+            problems.append(
+                smap.problem(
+                    ("connections", name),
+                    f"connection name '{name}' is not valid: use letters, digits and single "
+                    "underscores, not starting with a digit (it becomes a Dagster resource key)",
+                )
+            )
+    if config.story is not None and config.story.active and config.story.connection:
+        unknown_conn(("story", "connection"), config.story.connection)
+
+    seen_pipes: dict[str, int] = {}
+    for pi, pipe in enumerate(config.pipelines):
+        ppath: KeyPath = ("pipelines", pi)
+        if pipe.pipeline in seen_pipes:
+            first = smap.locate(("pipelines", seen_pipes[pipe.pipeline], "pipeline"))
+            problems.append(
+                smap.problem(
+                    (*ppath, "pipeline"),
+                    f"duplicate pipeline name '{pipe.pipeline}' (also at {first[0]}:{first[1]}); "
+                    "pipeline names become job names and must be unique",
+                )
+            )
+        else:
+            seen_pipes[pipe.pipeline] = pi
+        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+    return problems
+
+
+def suggest(name: str, options: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a close match, else empty."""
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_pipeline(
+    pipe: PipelineConfig,
+    ppath: KeyPath,
+    smap: SourceMap,
+    unknown_conn: Callable[[KeyPath, str], None],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    names: dict[str, int] = {}
+    for ni, node in enumerate(pipe.nodes):
+        npath: KeyPath = (*ppath, "nodes", ni)
+        if node.name in names:
+            first = smap.locate((*ppath, "nodes", names[node.name], "name"))
+            problems.append(
+                smap.problem(
+                    (*npath, "name"),
+                    f"duplicate node name '{node.name}' in pipeline '{pipe.pipeline}' "
+                    f"(first at line {first[1]})",
+                )
+            )
+        else:
+            names[node.name] = ni
+    node_names = list(names)
+    for ni, node in enumerate(pipe.nodes):
+        npath = (*ppath, "nodes", ni)
+        for di, dep in enumerate(node.depends_on):
+            if dep == node.name:
+                problems.append(
+                    smap.problem((*npath, "depends_on", di), f"node '{dep}' depends on itself")
+                )
+            elif dep not in names:
+                problems.append(
+                    smap.problem(
+                        (*npath, "depends_on", di),
+                        f"unknown node '{dep}' in depends_on{suggest(dep, node_names)}; nodes "
+                        f"of pipeline '{pipe.pipeline}': {', '.join(node_names)}",
+                    )
+                )
+        if node.read is not None:
+            unknown_conn((*npath, "read", "connection"), node.read.connection)
+        if node.write is not None:
+            unknown_conn((*npath, "write", "connection"), node.write.connection)
+        write_only = node.write is not None and node.read is None and node.transform is None
+        if write_only and len(node.depends_on) != 1:
+            problems.append(
+                smap.problem(
+                    (*npath, "write"),
+                    "a node with only `write:` writes its one upstream node: give it "
+                    f"exactly one depends_on (it has {len(node.depends_on)}), or add a "
+                    "`transform:` that combines them",
+                )
+            )
+        if node.transform is not None:
+            problems.extend(_check_functions(node, npath, smap))
+        if node.read is not None and node.read.options.get("partition_by"):
+            problems.append(
+                smap.problem(
+                    (*npath, "read", "options", "partition_by"),
+                    "partition_by is a write option; move it under `write.options`",
+                )
+            )
+    cycle = find_cycle(
+        {n.name: [d for d in n.depends_on if d in names and d != n.name] for n in pipe.nodes}
+    )
+    if cycle:
+        first_index = names[cycle[0]]
+        problems.append(
+            smap.problem(
+                (*ppath, "nodes", first_index, "depends_on"),
+                f"dependency cycle in pipeline '{pipe.pipeline}': {' -> '.join(cycle)}; "
+                "remove one of these depends_on entries",
+            )
+        )
+    return problems
+
+
+def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[Problem]:
+    problems: list[Problem] = []
+    assert node.transform is not None
+    for si, step in enumerate(node.transform.steps):
+        if step.function is None:
+            continue
+        spath: KeyPath = (*npath, "transform", "steps", si, "function")
+        func = get_function(step.function)
+        if func is None:
+            known = sorted(registered_functions())
+            problems.append(
+                smap.problem(
+                    spath,
+                    f"unknown function '{step.function}'{suggest(step.function, known)}. "
+                    "Register it with @odibi_dagster.transform in transforms.py beside the "
+                    "project file, or in a module your definitions.py imports before "
+                    "load_definitions" + (f" (registered: {', '.join(known)})" if known else ""),
+                )
+            )
+            continue
+        why = check_params(func, step.params)
+        if why:
+            problems.append(smap.problem((*npath, "transform", "steps", si, "params"), why))
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle as ``[a, b, c, a]`` (following depends_on edges), or None.
+
+    Iterative, so a long chain of nodes cannot exhaust Python's recursion limit.
+    """
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in graph:
+        if start in state:
+            continue
+        path: list[str] = [start]
+        iters = [iter(graph.get(start, []))]
+        state[start] = 1
+        while iters:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                iters.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                iters.append(iter(graph.get(nxt, [])))
+    return None

@@ -1,0 +1,132 @@
+"""The engine seam: what every engine (pandas, Spark, ...) does for the rest of the package.
+
+An engine does the data work for one kind of DataFrame: it reads and writes every format
+and write mode at a :class:`~odibi_dagster.resources.base.Location`, runs SQL steps,
+describes a frame for metadata and checks, and says how a result is handed from a node
+to its consumers. Nothing here knows Dagster; the engines are found by their ``engine:``
+name in :mod:`odibi_dagster.engines.registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from odibi_dagster.resources.base import Location
+
+# A DataFrame of whatever kind the engine works with. Engines are typed with Any at the
+# seam: pandas and Spark frames share no base class.
+Frame = Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A frame's row count and the null count of some columns, from one pass."""
+
+    rows: int
+    nulls: dict[str, int] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What an engine offers. Every method that takes ``where`` (``node 'x' (file:line)``)
+    raises :class:`~odibi_dagster.errors.OdibiRunError` starting with it for a mistake
+    the user can fix."""
+
+    # the engine: name (as in YAML), and what its frames are called in messages
+    name: str
+    frame_kind: str
+    # where a run keeps intermediate results, under DAGSTER_HOME/storage
+    intermediate_dir_name: str
+
+    # ------------------------------------------------------------------ data
+
+    def read(
+        self, loc: Location, fmt: str, options: Mapping[str, Any] | None = None, *, where: str = ""
+    ) -> Frame:
+        """The data at ``loc`` in format ``fmt``."""
+        ...
+
+    def write(
+        self,
+        df: Frame,
+        loc: Location,
+        fmt: str,
+        mode: str = "overwrite",
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> bool:
+        """Write ``df`` in ``mode``; False when skipped (mode ignore and something is there).
+
+        Modes mean the same on every engine: ``error`` fails and ``ignore`` skips when
+        anything is at the path; an overwrite never loses the old data if it fails."""
+        ...
+
+    def exists(self, loc: Location, fmt: str) -> bool:
+        """Whether anything is at ``loc`` (what modes ``error`` and ``ignore`` test)."""
+        ...
+
+    def sql(self, query: str, tables: Mapping[str, Frame], *, where: str = "") -> Frame:
+        """Run a SQL step with each frame of ``tables`` visible under its name."""
+        ...
+
+    def is_frame(self, obj: Any) -> bool:
+        """Whether ``obj`` is a frame of this engine (what a function step must return)."""
+        ...
+
+    # ------------------------------------------------------------------ describing
+
+    def cheap_row_count(self, df: Frame) -> int | None:
+        """The row count when it costs nothing; None where counting would run a job."""
+        ...
+
+    def profile(self, df: Frame, null_columns: Iterable[str] = ()) -> Profile:
+        """Row count and null counts of ``null_columns`` in one pass."""
+        ...
+
+    def column_schema(self, df: Frame) -> list[tuple[str, str]]:
+        """(column name, type name) of each column."""
+        ...
+
+    def type_family(self, dtype: str) -> str:
+        """The family (string, integer, float, boolean, datetime) of one of its type names."""
+        ...
+
+    def sample(self, df: Frame, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` rows as dicts (only these reach the driver)."""
+        ...
+
+    def preview_markdown(self, df: Frame, n: int = 5) -> str:
+        """A markdown table of the first ``n`` rows."""
+        ...
+
+    # ------------------------------------------------------------------ handing over
+
+    def count_while_writing(self, df: Frame) -> tuple[Frame, Callable[[], int | None]]:
+        """``df`` to write, and what tells its row count once it was written (so counting
+        costs no extra pass where counting runs a job)."""
+        ...
+
+    def after_write(self, df: Frame, loc: Location, fmt: str, *, where: str = "") -> Frame:
+        """What consumers use once ``df`` was written at ``loc``: the frame itself where it
+        lives in memory, a scan of what was written where a frame is a plan (so the plan
+        is not computed again)."""
+        ...
+
+    def handoff(self, df: Frame) -> Frame:
+        """The copy of a result one consumer gets (changing it must not change another's)."""
+        ...
+
+    def release(self, df: Frame) -> None:
+        """Free what describing ``df`` held on to (e.g. a cache), once it was written."""
+        ...
+
+    def store_intermediate(self, df: Frame, base: str, key: tuple[str, ...]) -> tuple[str, Frame]:
+        """Keep a result that has no faithful copy on storage, under ``base``: where it
+        went, and the frame consumers use from now on."""
+        ...
+
+    def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Frame:
+        """A result kept by :meth:`store_intermediate`; fails saying to materialize it."""
+        ...

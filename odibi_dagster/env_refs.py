@@ -1,0 +1,38 @@
+"""``${VAR}`` references in YAML values: how they are written, and filling them in where a
+run executes (metadata keeps them as written, so values never reach the UI)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from odibi_dagster.errors import OdibiRunError
+
+# ${NAME} or ${NAME:-default}
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# a value that is exactly one reference, without a default: how a secret is written
+WHOLE_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def resolve_env(value: Any, where: str = "") -> Any:
+    """Fill ``${VAR}`` references from the environment at run time (see ``as_written``)."""
+    if isinstance(value, dict):
+        return {k: resolve_env(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env(v, where) for v in value]
+    if not isinstance(value, str) or not ENV_REF.search(value):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise OdibiRunError(
+            f"{where}: environment variable {name} is not set in this process; export it "
+            "where the run executes"
+        )
+
+    return ENV_REF.sub(repl, value)

@@ -1,0 +1,156 @@
+"""What one node's asset does when it runs: read, transform, validate, hand over the result.
+
+The compile layer builds one ``NodeRunner`` per node and wraps it in a Dagster asset;
+writing the result is the IO manager's job. Everything engine-specific goes through the
+:class:`~odibi_dagster.engines.base.Engine` the node's ``engine:`` names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+
+from odibi_dagster import checks
+from odibi_dagster.config.models import NodeConfig
+from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.registry import get_engine, resources_by_key
+from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.resources.connection import ConnectionResource
+from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
+from odibi_dagster.transforms import run_steps
+
+__all__ = ["NodeRunner", "check_results", "get_engine"]
+
+
+def check_results(
+    engine: Engine, df: Any, node: NodeConfig, key: dg.AssetKey
+) -> list[tuple[dg.AssetCheckResult, checks.CheckOutcome]]:
+    """The node's ``validation:`` evaluated on ``df``, as Dagster check results."""
+    assert node.validation is not None
+    return [
+        (
+            dg.AssetCheckResult(
+                check_name=outcome.name,
+                passed=outcome.passed,
+                asset_key=key,
+                description=outcome.description,
+                metadata=outcome.metadata,
+            ),
+            outcome,
+        )
+        for outcome in checks.evaluate(engine, df, node.validation)
+    ]
+
+
+@dataclass(frozen=True)
+class NodeRunner:
+    node: NodeConfig
+    pipeline: str
+    key: dg.AssetKey
+    engine: str
+    step_labels: tuple[str, ...] = ()
+
+    def run(self, context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
+        """Compute the node. Its story is saved here if the computation fails, otherwise by
+        the IO manager once the result is written (so it can tell how the write went)."""
+        node = self.node
+        resources = resources_by_key(context.resources)
+        recorder = resources.get(STORY_RESOURCE_KEY)
+        if not isinstance(recorder, RunStoryResource):
+            recorder = None
+        t0 = time.perf_counter()
+        story = NodeStory(
+            pipeline=self.pipeline,
+            node=node.name,
+            status="failed",
+            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            duration_s=0.0,
+            where=node.where,
+            description=node.description,
+            steps=list(self.step_labels),
+        )
+        try:
+            current = yield from self._compute(resources, inputs, story)
+        except OdibiRunError as exc:
+            story.error = str(exc)
+            self._save_failed(context, recorder, resources, story, t0)
+            raise as_failure(exc) from None
+        except dg.Failure as exc:
+            story.error = exc.description
+            self._save_failed(context, recorder, resources, story, t0)
+            raise
+        except Exception as exc:
+            story.error = f"{node.where}: {type(exc).__name__}: {exc}"
+            self._save_failed(context, recorder, resources, story, t0)
+            raise
+        story.duration_s = round(time.perf_counter() - t0, 4)
+        if recorder is not None:
+            recorder.hold(context.run_id, tuple(self.key.path), story)
+        yield dg.Output(current)
+
+    def _compute(
+        self, resources: dict[str, Any], inputs: dict[str, Any], story: NodeStory
+    ) -> Generator[Any, None, Any]:
+        """Read, transform and validate; yields check results, returns the result."""
+        node = self.node
+        eng = get_engine(self.engine, resources)
+        frames = {dep: inputs[dep] for dep in node.depends_on}
+        story.inputs = {name: eng.cheap_row_count(df) for name, df in frames.items()}
+        current = None
+        if node.read is not None:
+            conn = resources[node.read.connection]
+            assert isinstance(conn, ConnectionResource)
+            loc = conn.location(node.read.path)
+            with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
+                current = eng.read(loc, node.read.format, node.read.options, where=node.where)
+            story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
+        if node.transform is not None:
+            current = run_steps(
+                eng, node.transform.steps, frames, current, node=node.name, where=node.where
+            )
+        elif current is None:
+            current = frames[node.depends_on[0]]
+        story.rows = eng.cheap_row_count(current)
+        story.columns = eng.column_schema(current)
+        if node.validation is not None:
+            failed = []
+            for result, outcome in check_results(eng, current, node, self.key):
+                story.checks.append(
+                    {
+                        "name": outcome.name,
+                        "passed": outcome.passed,
+                        "description": outcome.description,
+                    }
+                )
+                yield result
+                if not outcome.passed:
+                    failed.append(f"{outcome.name}: {outcome.description}")
+            if failed:
+                eng.release(current)
+                raise dg.Failure(
+                    description=f"{node.where}: validation failed, nothing was written: "
+                    + "; ".join(failed),
+                    allow_retries=False,
+                )
+        return current
+
+    def _save_failed(
+        self,
+        context: Any,
+        recorder: RunStoryResource | None,
+        resources: dict[str, Any],
+        story: NodeStory,
+        t0: float,
+    ) -> None:
+        story.duration_s = round(time.perf_counter() - t0, 4)
+        if recorder is None:
+            return
+        try:
+            recorder.save(resources, context.run_id, story)
+        except Exception as exc:  # a story must never hide the node's own error
+            context.log.warning(f"{self.node.where}: the run story was not written: {exc}")

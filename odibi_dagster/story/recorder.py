@@ -1,0 +1,74 @@
+"""The run story as a Dagster resource: where stories go, and each node's story on its way
+from the node's computation to the IO manager that writes its result.
+
+A compiled project with a ``story:`` block gets one ``RunStoryResource`` (key
+``odibi_story``) that every asset requires. A node's story is started when the node
+computes; the IO manager of the same step completes it with how the write went and
+saves it. Under any executor, the computation and its write run in one step, which
+shares one instance of the resource, so nothing passes through a process-wide global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.connection import ConnectionResource
+from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.story.writer import NodeStory, StoryTarget, record
+
+STORY_RESOURCE_KEY = "odibi_story"
+
+
+class RunStoryResource(dg.ConfigurableResource):
+    """Writes an HTML + JSON story of every run, through a connection of the project.
+
+    Example::
+
+        RunStoryResource(project="sales", connection="lake", path="stories")
+    """
+
+    project: str = Field(description="The project's name, shown in each story.")
+    path: str = Field(default="", description="Directory of the stories on the connection.")
+    connection: str | None = Field(
+        default=None, description="The connection stories are written through."
+    )
+    output_dir: str | None = Field(
+        default=None, description="A local directory, instead of a connection and path."
+    )
+    max_sample_rows: int = Field(default=10, description="Rows of each node's sample.")
+
+    # node stories computed in this step, waiting for their result to be written
+    _pending: dict[tuple[str, tuple[str, ...]], NodeStory] = PrivateAttr(default_factory=dict)
+
+    def target(self, connections: Mapping[str, Any]) -> StoryTarget:
+        """Where stories go, given the step's resources (the connection is one of them)."""
+        conn = connections.get(self.connection) if self.connection else None
+        if not isinstance(conn, ConnectionResource):
+            conn = LocalStorage(base_path=self.output_dir or ".")
+        return StoryTarget(
+            locate=conn.location,
+            path=self.path,
+            project=self.project,
+            max_sample_rows=self.max_sample_rows,
+        )
+
+    def hold(self, run_id: str, key: tuple[str, ...], story: NodeStory) -> None:
+        """Keep a computed node's story until the IO manager has written its result."""
+        self._pending[(run_id, key)] = story
+
+    def take(self, run_id: str, key: tuple[str, ...]) -> NodeStory | None:
+        """The story :meth:`hold` kept for this output (None: none)."""
+        return self._pending.pop((run_id, key), None)
+
+    def save(self, connections: Mapping[str, Any], run_id: str, story: NodeStory) -> Location:
+        """Save one node's story and re-render the run's story; the HTML's location."""
+        return record(self.target(connections), run_id, story)
+
+    def html(self, connections: Mapping[str, Any], pipeline: str, run_id: str) -> Location:
+        """Where the story HTML of one run of ``pipeline`` is written."""
+        return self.target(connections).html(pipeline, run_id)
