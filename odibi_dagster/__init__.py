@@ -14,6 +14,7 @@ from odibi_dagster.resources.azure_adls import AzureADLS
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster.transforms import StepContext, transform
+from odibi_dagster.translator import OdibiNode, OdibiTranslator
 
 __version__ = "0.1.0"
 
@@ -23,8 +24,10 @@ __all__ = [
     "LocalStorage",
     "OdibiConfigError",
     "OdibiConnectionError",
+    "OdibiNode",
     "OdibiProject",
     "OdibiRunError",
+    "OdibiTranslator",
     "PandasIOManager",
     "SparkIOManager",
     "SparkSessionResource",

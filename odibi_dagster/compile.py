@@ -102,6 +102,10 @@ def build_definitions(
     nodes = odibi_nodes(project, connections)
     keys = {id(n): translator.get_asset_key(n) for n in nodes}
 
+    required = {
+        p.pipeline: _required_resources(project, p.pipeline, engine_of(cfg, p), story)
+        for p in cfg.pipelines
+    }
     assets: list[Any] = []
     source_checks: dict[str, list[dg.AssetChecksDefinition]] = {}
     for node in nodes:
@@ -119,15 +123,14 @@ def build_definitions(
                     )
                 ]
             )
-        required = _required_resources(project, node.pipeline, node.engine, story)
         if node.is_source:
             assets.append(_source_asset(project, node, spec))
             if node.config.validation is not None:
                 source_checks.setdefault(node.pipeline, []).append(
-                    _source_checks(node, spec.key, required)
+                    _source_checks(node, spec.key, required[node.pipeline])
                 )
         else:
-            assets.append(_node_asset(project, node, spec, keys, required))
+            assets.append(_node_asset(project, node, spec, keys, required[node.pipeline]))
 
     jobs = [
         _pipeline_job(

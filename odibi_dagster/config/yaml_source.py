@@ -61,6 +61,11 @@ class _Constructor(yaml.constructor.SafeConstructor):
     pass
 
 
+# libyaml's parser when PyYAML has it (about 10x faster than the pure-Python one; the
+# nodes and their line marks are the same)
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(file: Path, display: str) -> tuple[Any, SourceMap]:
     """Parse one YAML file into plain Python data and its source map.
 
@@ -84,7 +89,7 @@ def load_yaml(file: Path, display: str) -> tuple[Any, SourceMap]:
             ]
         ) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

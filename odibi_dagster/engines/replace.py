@@ -17,9 +17,7 @@ import contextlib
 import uuid
 import warnings
 from collections.abc import Callable
-from typing import IO, Any, Protocol
-
-from fsspec import AbstractFileSystem
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from odibi_dagster.engines.messages import (
     delta_table_in_the_way,
@@ -27,6 +25,9 @@ from odibi_dagster.engines.messages import (
     subdirectories_in_the_way,
 )
 from odibi_dagster.errors import first_line
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
 class Mover(Protocol):

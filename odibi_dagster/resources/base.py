@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fsspec import AbstractFileSystem
+if TYPE_CHECKING:  # fsspec is imported where files are touched, not to load definitions
+    from fsspec import AbstractFileSystem
 
 
 @dataclass(frozen=True)

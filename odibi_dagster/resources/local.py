@@ -7,7 +7,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import ClassVar
 
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import Field
 
 from odibi_dagster.errors import OdibiConnectionError
@@ -42,6 +41,8 @@ class LocalStorage(ConnectionResource):
         return self.full_path(path)
 
     def location(self, path: str) -> Location:
+        from fsspec.implementations.local import LocalFileSystem
+
         full = self.full_path(path)
         return Location(
             uri=full,
