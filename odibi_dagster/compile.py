@@ -181,7 +181,7 @@ def build_definitions(
 
 
 def engine_of(cfg: ProjectConfig, pipe: PipelineConfig) -> str:
-    return pipe.engine or cfg.engine
+    return str(pipe.engine or cfg.engine)
 
 
 def odibi_nodes(

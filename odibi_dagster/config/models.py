@@ -30,7 +30,7 @@ from odibi_dagster.vocabulary import ExecutorName, Format, WriteMode
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # `engine:` takes the name of a registered engine
-EngineName: Any = Literal[ENGINE_NAMES]  # type: ignore[valid-type]
+EngineName: Any = Literal[ENGINE_NAMES]
 RESERVED_NODE_NAMES = frozenset({"context", "__result__"})
 
 # Column types a ``validation.schema.types`` entry may name, grouped by family.
@@ -94,7 +94,7 @@ def connection_model(resource: type[ConnectionResource]) -> type[StrictModel]:
     (descriptions, defaults and field checks included) and its rules across fields, so
     a mistake is reported at ``file:line`` in the resource's own words."""
     fields: dict[str, Any] = {
-        "type": (Literal[resource.yaml_type], Field(description="Connection type."))  # type: ignore[valid-type]
+        "type": (Literal[resource.yaml_type], Field(description="Connection type."))
     }
     for name, info in resource.model_fields.items():
         if name not in resource.runtime_fields:
@@ -119,7 +119,7 @@ def connection_model(resource: type[ConnectionResource]) -> type[StrictModel]:
         return self
 
     validators["_rules"] = model_validator(mode="after")(rules)
-    model: type[StrictModel] = create_model(  # type: ignore[call-overload]
+    model: type[StrictModel] = create_model(
         _model_name(resource.yaml_type),
         __base__=StrictModel,
         __doc__=resource.__doc__,
@@ -148,7 +148,7 @@ def _connection_tag(v: Any) -> str | None:
 
 
 Connection: Any = Annotated[
-    Union[tuple(Annotated[m, Tag(name)] for name, m in CONNECTION_MODELS.items())],  # type: ignore[valid-type]  # noqa: UP007
+    Union[tuple(Annotated[m, Tag(name)] for name, m in CONNECTION_MODELS.items())],  # noqa: UP007
     Discriminator(
         _connection_tag,
         custom_error_type="unknown_connection_type",

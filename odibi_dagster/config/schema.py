@@ -16,7 +16,8 @@ def json_schema() -> dict[str, Any]:
         by_alias=True, ref_template="#/$defs/{model}"
     )
     schema["$defs"]["PipelineConfig"].pop("$defs", None)
-    return _accept_strings(schema)
+    result: dict[str, Any] = _accept_strings(schema)
+    return result
 
 
 # Models that also accept a plain string in YAML (their before-validators turn it into the

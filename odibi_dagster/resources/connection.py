@@ -93,7 +93,7 @@ class StorageConnection(Protocol):
         ...
 
 
-class ConnectionResource(dg.ConfigurableResource):
+class ConnectionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The base of every connection kind (not used on its own)."""
 
     # The YAML `type:` of this kind.

@@ -40,7 +40,7 @@ LOCAL_DEFAULTS: dict[str, str] = {
 
 _lock = threading.Lock()
 # (id of the session, storage root of the connection) -> digest of the conf set for it
-_configured: dict[tuple[int, str, str], str] = {}
+_configured: dict[tuple[int, str], str] = {}
 # scheme://authority roots Spark has opened in this process (Hadoop caches a handle each)
 _opened: set[str] = set()
 
@@ -49,7 +49,7 @@ def on_databricks() -> bool:
     return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
 
 
-class SparkSessionResource(dg.ConfigurableResource):
+class SparkSessionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Spark session for ``engine: spark`` assets (resource key ``odibi_spark``).
 
     On Databricks (or wherever a session is already active in the process) it uses that

@@ -24,7 +24,7 @@ from odibi_dagster.story.writer import NodeStory, StoryTarget, record
 STORY_RESOURCE_KEY = "odibi_story"
 
 
-class RunStoryResource(dg.ConfigurableResource):
+class RunStoryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Writes an HTML + JSON story of every run, through a connection of the project.
 
     Example::

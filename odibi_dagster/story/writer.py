@@ -14,7 +14,7 @@ import json
 import math
 import posixpath
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from odibi_dagster.engines.replace import write_file_atomically
 from odibi_dagster.resources.base import Location
@@ -109,7 +109,10 @@ def _finite(obj: Any) -> Any:
 
 def _put(loc: Location, data: bytes) -> None:
     """Write all bytes to a temporary sibling, then move it over the target."""
-    write_file_atomically(loc.fs, loc.fs_path, lambda handle: handle.write(data), uri=loc.uri)
+    def write(handle: IO[bytes]) -> None:
+        handle.write(data)
+
+    write_file_atomically(loc.fs, loc.fs_path, write, uri=loc.uri)
 
 
 _CSS = """
