@@ -16,10 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).parent))
 from _projects import chain_project
 
+HERE = Path(__file__).parent
 N = 20
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 

@@ -368,7 +368,9 @@ def test_sovereign_cloud_and_default_addresses():
     assert conn.uri("a/b.parquet") == "abfss://c01@lake1.dfs.core.chinacloudapi.cn/p/a/b.parquet"
     assert conn.blob_url == "https://lake1.blob.core.chinacloudapi.cn"
     assert conn.uri("./a//b/../c.csv") == "abfss://c01@lake1.dfs.core.chinacloudapi.cn/p/a/c.csv"
-    assert vault_module.vault_scope("https://kv1.vault.azure.cn") == "https://vault.azure.cn/.default"
+    assert (
+        vault_module.vault_scope("https://kv1.vault.azure.cn") == "https://vault.azure.cn/.default"
+    )
     direct = AzureADLS(
         account="lake1",
         container="c01",

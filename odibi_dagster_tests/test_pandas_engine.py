@@ -24,9 +24,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiRunError
-from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 
 WHERE = "node 'n' (p.yaml:7)"
 NAMES = {"csv": "out.csv", "parquet": "out.parquet", "json": "out.json", "delta": "out_delta"}

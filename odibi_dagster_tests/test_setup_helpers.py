@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from odibi_dagster import AzureADLS, LocalStorage
+from odibi_dagster.onboarding.identity import _credential_kind
 from odibi_dagster.resources import keyvault as vault_module
 from odibi_dagster.resources.keyvault import clear_secret_cache
-from odibi_dagster.onboarding.identity import _credential_kind
 from odibi_dagster.setup_helpers import (
     ConnectionStatus,
     check_connections,

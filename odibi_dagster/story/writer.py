@@ -109,6 +109,7 @@ def _finite(obj: Any) -> Any:
 
 def _put(loc: Location, data: bytes) -> None:
     """Write all bytes to a temporary sibling, then move it over the target."""
+
     def write(handle: IO[bytes]) -> None:
         handle.write(data)
 
