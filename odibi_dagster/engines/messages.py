@@ -73,6 +73,14 @@ def not_a_delta_table(where: str, uri: str) -> NoReturn:
     )
 
 
+def write_wanted(exists: bool, mode: str, where: str, uri: str) -> bool:
+    """What modes ``error`` and ``ignore`` mean on every engine when anything is at the
+    path: ``error`` fails, ``ignore`` skips (False). True: go on and write."""
+    if exists and mode == "error":
+        exists_error(where, uri)
+    return not (exists and mode == "ignore")
+
+
 def exists_error(where: str, uri: str) -> NoReturn:
     fail(
         where,

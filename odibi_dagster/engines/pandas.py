@@ -32,10 +32,10 @@ from odibi_dagster.engines.duckdb_sql import run_sql
 from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
-    exists_error,
     fail,
     markdown_table,
     missing_input,
+    write_wanted,
 )
 from odibi_dagster.engines.pandas_delta import read_delta, write_delta
 from odibi_dagster.engines.pandas_errors import serialization_error
@@ -104,9 +104,7 @@ class PandasEngine:
                     )
         # error/ignore mean the same for every format: anything at the path counts
         exists = self.exists(loc, fmt)
-        if exists and mode == "error":
-            exists_error(where, loc.uri)
-        if exists and mode == "ignore":
+        if not write_wanted(exists, mode, where, loc.uri):
             return False
         if fmt == "delta":
             return write_delta(df, loc, mode, opts, where, exists)

@@ -81,6 +81,15 @@ def _frame_writer(
     return write
 
 
+def _refuse_appending_to_a_directory(loc: Location, fmt: str, where: str) -> None:
+    if loc.fs.isdir(loc.fs_path):
+        fail(
+            where,
+            f"cannot append {fmt} to '{loc.uri}': it is a directory of part files. "
+            "Use mode overwrite, or write format parquet or delta",
+        )
+
+
 def data_files(loc: Location, where: str) -> list[str]:
     """The file itself, or the data files of a directory written by Spark."""
     fs = loc.fs
@@ -178,12 +187,7 @@ class Csv(FileFormat):
                 kwargs["compression"] = compression
         existing_size = 0
         if append:
-            if loc.fs.isdir(loc.fs_path):
-                fail(
-                    where,
-                    f"cannot append csv to '{loc.uri}': it is a directory of part files. "
-                    "Use mode overwrite, or write format parquet or delta",
-                )
+            _refuse_appending_to_a_directory(loc, "csv", where)
             existing_size = int(loc.fs.info(loc.fs_path).get("size") or 0)
         if append and existing_size > 0:
             if kwargs.get("compression") not in (None, "infer"):
@@ -231,12 +235,7 @@ class Json(FileFormat):
         combined = df
         prefix_existing = False
         if append:
-            if loc.fs.isdir(loc.fs_path):
-                fail(
-                    where,
-                    f"cannot append json to '{loc.uri}': it is a directory of part files. "
-                    "Use mode overwrite, or write format parquet or delta",
-                )
+            _refuse_appending_to_a_directory(loc, "json", where)
             read_kwargs: dict[str, Any] = {"lines": lines, "dtype": False}
             if not lines:
                 read_kwargs["orient"] = kwargs.get("orient")

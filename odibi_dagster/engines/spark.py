@@ -29,12 +29,12 @@ from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
     column_list,
-    exists_error,
     fail,
     markdown_table,
     missing_input,
     not_a_delta_table,
     truthy,
+    write_wanted,
 )
 from odibi_dagster.engines.replace import (
     Mover,
@@ -305,9 +305,7 @@ class SparkEngine:
             opts.pop("lines", None)
             opts.pop("orient", None)
         exists = self.exists(loc, fmt)
-        if exists and mode == "error":
-            exists_error(where, loc.uri)
-        if exists and mode == "ignore":
+        if not write_wanted(exists, mode, where, loc.uri):
             return False
         writer = df.write.format(fmt).mode(mode)
         if partition_by:
