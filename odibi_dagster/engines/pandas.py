@@ -161,7 +161,11 @@ class PandasEngine:
         return d
 
     def sample(self, df: pd.DataFrame, n: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = df.head(max(n, 0)).to_dict(orient="records")
+        """The first ``n`` rows as dicts; a missing value is None (as on every engine)."""
+        head = df.head(max(n, 0))
+        rows: list[dict[str, Any]] = (
+            head.astype(object).where(head.notna(), None).to_dict(orient="records")
+        )
         return rows
 
     def preview_markdown(self, df: pd.DataFrame, n: int = 5) -> str:

@@ -33,6 +33,7 @@ from odibi_dagster.engines.messages import (
     markdown_table,
     missing_input,
     not_a_delta_table,
+    require_same_columns,
     truthy,
     write_wanted,
 )
@@ -307,6 +308,12 @@ class SparkEngine:
         exists = self.exists(loc, fmt)
         if not write_wanted(exists, mode, where, loc.uri):
             return False
+        if exists and mode == "append" and not truthy(opts.get("mergeSchema", False)):
+            # Spark would add files of another shape beside the old ones; a csv part file
+            # is even read by position: refuse other columns, and keep the old order
+            existing = self._columns_at(loc, fmt, opts, where)
+            require_same_columns(where, loc.uri, existing, list(df.columns))
+            df = df.select(*[f"`{c}`" for c in existing])
         writer = df.write.format(fmt).mode(mode)
         if partition_by:
             missing = [c for c in partition_by if c not in df.columns]
@@ -333,7 +340,7 @@ class SparkEngine:
             msg = redact(first_message(exc), loc.storage_options, loc.uri)
             hint = "Check the write options and the path"
             cls = _error_class(exc)
-            if "SCHEMA_MISMATCH" in cls or "schema mismatch" in msg.lower():
+            if "SCHEMA_MISMATCH" in cls or "METADATA_MISMATCH" in cls or "mismatch" in msg.lower():
                 hint = (
                     "The result's columns differ from the table's: add write option "
                     "mergeSchema: true (add columns) or overwriteSchema: true with mode overwrite"
@@ -342,6 +349,15 @@ class SparkEngine:
         if mover is not None:
             swap_in(mover, target, uri, loc.uri, where, exists=True)
         return True
+
+    def _columns_at(
+        self, loc: Location, fmt: str, opts: Mapping[str, Any], where: str
+    ) -> list[str]:
+        """The columns of the data at ``loc`` (read with the write's own separator)."""
+        read_opts = {k: opts[k] for k in ("sep", "delimiter", "header") if k in opts}
+        if fmt == "csv":
+            read_opts["inferSchema"] = False
+        return [str(c) for c in self.read(loc, fmt, read_opts, where=where).columns]
 
     def exists(self, loc: Location, fmt: str) -> bool:
         """Whether anything (a file or a directory) is at ``loc``."""

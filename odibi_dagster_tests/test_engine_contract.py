@@ -1,0 +1,357 @@
+"""The engine contract: what every registered engine does the same way.
+
+Every test here runs once per engine of ``odibi_dagster.engines.registry.ENGINES``, so an
+engine that registers gets the whole suite. Data goes in and comes out through files
+written and read without the engines (pyarrow, csv, json, delta-rs), and frames are
+compared as rows (``engine.sample``), so nothing here knows pandas from Spark.
+Behaviour only one engine has (pandas' option blame, Spark's session) is tested in that
+engine's own module.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from odibi_dagster import checks, transform
+from odibi_dagster.config.models import Step, ValidationConfig
+from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.registry import ENGINE_NAMES, get_engine
+from odibi_dagster.errors import OdibiRunError
+from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.transforms import run_steps
+from odibi_dagster.vocabulary import FORMATS
+
+WHERE = "node 'n' (p.yaml:3)"
+ROWS = [
+    {"id": 1, "g": "a", "x": 1.5},
+    {"id": 2, "g": "b", "x": None},
+    {"id": 3, "g": "a", "x": 3.5},
+]
+
+
+@pytest.fixture(params=ENGINE_NAMES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    if request.param == "spark":
+        request.getfixturevalue("spark")  # the suite's one local session
+    return get_engine(request.param)
+
+
+class Lake:
+    """A local directory as a connection, and frames of the engine under test."""
+
+    def __init__(self, engine: Engine, root: Path):
+        self.engine, self.root = engine, root
+        self.storage = LocalStorage(base_path=str(root), connection_name="lake")
+
+    def loc(self, rel: str) -> Any:
+        return self.storage.location(rel)
+
+    def frame(self, rows: list[dict[str, Any]], name: str | None = None) -> Any:
+        """``rows`` as a frame of the engine, read from a Parquet file it did not write."""
+        name = name or f"src-{len(list(self.root.glob('src-*')))}.parquet"
+        schema = pa.schema([("id", pa.int64()), ("g", pa.string()), ("x", pa.float64())])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), self.root / name)
+        return self.engine.read(self.loc(name), "parquet")
+
+    def rows(self, df: Any) -> list[dict[str, Any]]:
+        return sorted(self.engine.sample(df, 10_000), key=lambda r: r["id"])
+
+
+@pytest.fixture
+def lake(engine: Engine, tmp_path: Path) -> Lake:
+    return Lake(engine, tmp_path)
+
+
+def read_back(path: Path, fmt: str) -> list[tuple[Any, ...]]:
+    """(id, g, x) of what is at ``path``, read without the engines, sorted."""
+    if fmt == "delta":
+        rows = DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+    elif fmt == "parquet":
+        rows = pq.read_table(path).to_pylist()
+    else:
+        files = [path] if path.is_file() else sorted(path.glob(f"part-*{fmt}*"))
+        rows = []
+        for f in files:
+            if fmt == "csv":
+                rows += list(csv.DictReader(f.open()))
+            else:
+                rows += [json.loads(line) for line in f.open() if line.strip()]
+
+    def value(v: Any) -> Any:
+        return None if v in ("", None) else float(v)
+
+    return sorted((int(r["id"]), r["g"], value(r.get("x"))) for r in rows)
+
+
+def as_tuples(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted((r["id"], r["g"], r["x"]) for r in rows)
+
+
+# --------------------------------------------------------------------------- formats and modes
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_write_mode_means_the_same(lake: Lake, fmt: str):
+    loc = lake.loc(f"t.{fmt}")
+    target = lake.root / f"t.{fmt}"
+    assert not lake.engine.exists(loc, fmt)
+    assert lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite") is True
+    assert read_back(target, fmt) == as_tuples(ROWS)
+    assert lake.engine.exists(loc, fmt)
+
+    new = {"id": 4, "g": "c", "x": 4.0}
+    assert lake.engine.write(lake.frame([new]), loc, fmt, "append") is True
+    assert read_back(target, fmt) == as_tuples([*ROWS, new])
+
+    with pytest.raises(OdibiRunError, match=r"already exists and the write mode is 'error'"):
+        lake.engine.write(lake.frame([new]), loc, fmt, "error", where=WHERE)
+    assert (
+        lake.engine.write(lake.frame([{"id": 9, "g": "z", "x": 9.0}]), loc, fmt, "ignore") is False
+    )
+    assert read_back(target, fmt) == as_tuples([*ROWS, new])
+
+    last = {"id": 5, "g": "e", "x": 5.0}
+    assert lake.engine.write(lake.frame([last]), loc, fmt, "overwrite") is True
+    assert read_back(target, fmt) == [(5, "e", 5.0)]
+    assert [(r["id"], r["g"], r["x"]) for r in lake.rows(lake.engine.read(loc, fmt))] == [
+        (5, "e", 5.0)
+    ]
+    leftovers = [p.name for p in lake.root.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_modes_error_and_ignore_write_when_nothing_is_there(lake: Lake, fmt: str):
+    assert lake.engine.write(lake.frame(ROWS), lake.loc(f"e.{fmt}"), fmt, "error") is True
+    assert lake.engine.write(lake.frame(ROWS), lake.loc(f"i.{fmt}"), fmt, "ignore") is True
+    assert read_back(lake.root / f"e.{fmt}", fmt) == read_back(lake.root / f"i.{fmt}", fmt)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta"])
+def test_an_append_with_other_columns_fails_and_changes_nothing(lake: Lake, fmt: str):
+    loc = lake.loc(f"t.{fmt}")
+    lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite")
+    other = lake.engine.sql("SELECT id, g AS other FROM t", {"t": lake.frame(ROWS)})
+    with pytest.raises(OdibiRunError, match=r"cannot append to .*: its columns .* differ"):
+        lake.engine.write(other, loc, fmt, "append", where=WHERE)
+    assert read_back(lake.root / f"t.{fmt}", fmt) == as_tuples(ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_file_format_never_replaces_a_delta_table(lake: Lake, fmt: str):
+    loc = lake.loc("table")
+    lake.engine.write(lake.frame(ROWS), loc, "delta", "overwrite")
+    with pytest.raises(OdibiRunError, match=r"is a Delta table .* It was left unchanged"):
+        lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite", where=WHERE)
+    assert DeltaTable(str(lake.root / "table")).to_pyarrow_table().num_rows == 3
+
+
+def test_a_folder_of_other_folders_is_never_replaced(lake: Lake):
+    (lake.root / "silver" / "orders").mkdir(parents=True)
+    (lake.root / "silver" / "orders" / "keep.txt").write_text("precious")
+    (lake.root / "silver" / "x.csv").write_text("id\n1\n")
+    with pytest.raises(OdibiRunError, match=r"holding subdirectories \(orders\)"):
+        lake.engine.write(lake.frame(ROWS), lake.loc("silver"), "csv", "overwrite", where=WHERE)
+    assert (lake.root / "silver" / "orders" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_missing_input_names_the_path_and_what_to_do(lake: Lake, fmt: str):
+    with pytest.raises(OdibiRunError) as err:
+        lake.engine.read(lake.loc(f"nope/t.{fmt}"), fmt, where=WHERE)
+    message = str(err.value)
+    assert message.startswith(WHERE + ": input path ")
+    assert str(lake.root / "nope" / f"t.{fmt}") in message and "does not exist" in message
+
+
+def test_data_that_is_not_a_delta_table_is_named_so(lake: Lake):
+    lake.engine.write(lake.frame(ROWS), lake.loc("plain"), "parquet")
+    with pytest.raises(OdibiRunError, match=r"exists but is not a Delta table"):
+        lake.engine.read(lake.loc("plain"), "delta", where=WHERE)
+
+
+def test_format_and_mode_are_checked_with_the_valid_choices(lake: Lake):
+    with pytest.raises(OdibiRunError, match=r"format 'xml' is not supported. Use one of: csv"):
+        lake.engine.write(lake.frame(ROWS), lake.loc("t"), "xml", where=WHERE)
+    with pytest.raises(OdibiRunError, match=r"write mode 'upsert' is not supported. Use one of"):
+        lake.engine.write(lake.frame(ROWS), lake.loc("t"), "parquet", "upsert", where=WHERE)
+
+
+# --------------------------------------------------------------------------- Delta options
+
+
+@pytest.mark.parametrize("spelling", ["partition_by", "partitionBy"])
+def test_delta_partitions_in_either_spelling(lake: Lake, spelling: str):
+    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta", options={spelling: ["g"]})
+    assert sorted(p.name for p in (lake.root / "t").iterdir() if "=" in p.name) == ["g=a", "g=b"]
+    assert read_back(lake.root / "t", "delta") == as_tuples(ROWS)
+
+
+@pytest.mark.parametrize("spelling", ["predicate", "replaceWhere"])
+def test_delta_predicate_replaces_only_matching_rows_in_either_spelling(lake: Lake, spelling: str):
+    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
+    new_a = [{"id": 7, "g": "a", "x": 7.0}]
+    lake.engine.write(lake.frame(new_a), lake.loc("t"), "delta", "overwrite", {spelling: "g = 'a'"})
+    assert read_back(lake.root / "t", "delta") == [(2, "b", None), (7, "a", 7.0)]
+    with pytest.raises(OdibiRunError, match=r"replaceWhere/predicate needs mode overwrite"):
+        lake.engine.write(
+            lake.frame(new_a), lake.loc("t"), "delta", "append", {spelling: "g = 'a'"}
+        )
+
+
+@pytest.mark.parametrize("option", [{"mergeSchema": True}, {"schema_mode": "merge"}])
+def test_delta_merge_schema_adds_columns_in_either_spelling(lake: Lake, option: dict[str, Any]):
+    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
+    wider = lake.engine.sql("SELECT id, g, x, 1 AS flag FROM t", {"t": lake.frame(ROWS[:1])})
+    lake.engine.write(wider, lake.loc("t"), "delta", "append", option)
+    table = DeltaTable(str(lake.root / "t")).to_pyarrow_table()
+    assert "flag" in table.column_names and table.num_rows == 4
+
+
+def test_delta_time_travel(lake: Lake):
+    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
+    lake.engine.write(lake.frame(ROWS[:1]), lake.loc("t"), "delta", "overwrite")
+    old = lake.engine.read(lake.loc("t"), "delta", {"versionAsOf": 0})
+    assert [r["id"] for r in lake.rows(old)] == [1, 2, 3]
+    with pytest.raises(OdibiRunError, match=r"cannot both be set"):
+        lake.engine.read(lake.loc("t"), "delta", {"versionAsOf": 0, "timestampAsOf": "2024-01-01"})
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def step(sql: str | None = None, function: str | None = None, **params: Any) -> Step:
+    return Step(sql=sql, function=function, params=params)
+
+
+def test_sql_steps_see_nodes_by_name_and_the_previous_result(lake: Lake):
+    src = lake.frame(ROWS)
+    other = lake.engine.sql("SELECT DISTINCT g FROM t WHERE g = 'a'", {"t": lake.frame(ROWS)})
+    steps = [
+        step("SELECT id, g, x * 10 AS y FROM src WHERE x IS NOT NULL"),
+        step(
+            "SELECT r.g, SUM(r.y) AS total FROM __result__ r JOIN other o ON r.g = o.g GROUP BY r.g"
+        ),
+    ]
+    out = run_steps(lake.engine, steps, {"src": src, "other": other}, node="n", where=WHERE)
+    assert [(r["g"], r["total"]) for r in lake.engine.sample(out, 10)] == [("a", 50.0)]
+
+
+def test_sql_naming_an_unknown_table_lists_the_available_ones(lake: Lake):
+    with pytest.raises(OdibiRunError, match=r"refers to table 'missing'.*Available tables: src"):
+        lake.engine.sql("SELECT * FROM missing", {"src": lake.frame(ROWS)}, where=WHERE)
+
+
+def test_a_sql_syntax_error_names_the_query(lake: Lake):
+    with pytest.raises(OdibiRunError, match=r"(?s)SQL step failed .* in query starting 'SELEC id"):
+        lake.engine.sql("SELEC id FROM src", {"src": lake.frame(ROWS)}, where=WHERE)
+
+
+@transform(name="contract_keep_group")
+def _keep_group(context: Any, group: str) -> Any:
+    df = context.get("src")
+    return df.where(df.g == group) if context.engine == "spark" else df[df.g == group]
+
+
+@transform(name="contract_not_a_frame")
+def _not_a_frame(context: Any) -> Any:
+    return {"id": [1]}
+
+
+def test_function_steps_get_and_return_frames_of_the_engine(lake: Lake):
+    src = lake.frame(ROWS)
+    out = run_steps(
+        lake.engine,
+        [step(function="contract_keep_group", group="a")],
+        {"src": src},
+        node="n",
+        where=WHERE,
+    )
+    assert lake.engine.is_frame(out)
+    assert [r["id"] for r in lake.rows(out)] == [1, 3]
+    with pytest.raises(OdibiRunError) as err:
+        run_steps(
+            lake.engine,
+            [step(function="contract_not_a_frame")],
+            {"src": src},
+            node="n",
+            where=WHERE,
+        )
+    assert f"returned a dict; a function step on engine {lake.engine.name} must return a " in str(
+        err.value
+    )
+
+
+# --------------------------------------------------------------------------- describing
+
+
+def test_checks_count_rows_and_nulls_and_compare_types(lake: Lake):
+    validation = ValidationConfig.model_validate(
+        {
+            "not_empty": True,
+            "no_nulls": ["g", "x", "missing"],
+            "schema": {
+                "required_columns": ["id"],
+                "types": {"id": "int", "g": "string", "x": "int"},
+            },
+        }
+    )
+    outcomes = {o.name: o for o in checks.evaluate(lake.engine, lake.frame(ROWS), validation)}
+    assert outcomes["not_empty"].passed and outcomes["not_empty"].metadata == {"row_count": 3}
+    assert outcomes["no_nulls_g"].passed
+    assert not outcomes["no_nulls_x"].passed and outcomes["no_nulls_x"].metadata == {
+        "null_count": 1
+    }
+    assert not outcomes["no_nulls_missing"].passed
+    assert "column 'missing' is missing" in outcomes["no_nulls_missing"].description
+    assert not outcomes["schema"].passed
+    assert outcomes["schema"].description.startswith("column 'x' is ")
+    assert outcomes["schema"].description.endswith(", expected int")
+    empty = lake.engine.sql("SELECT * FROM t WHERE id < 0", {"t": lake.frame(ROWS)})
+    (outcome,) = checks.evaluate(lake.engine, empty, ValidationConfig(not_empty=True))
+    assert not outcome.passed and outcome.description == "the result has no rows"
+
+
+def test_a_frame_is_described_for_metadata(lake: Lake):
+    df = lake.frame(ROWS)
+    assert [name for name, _ in lake.engine.column_schema(df)] == ["id", "g", "x"]
+    families = [lake.engine.type_family(t) for _, t in lake.engine.column_schema(df)]
+    assert families == ["integer", "string", "float"]
+    assert lake.engine.profile(df, ["x"]).rows == 3 and lake.engine.profile(df, ["x"]).nulls == {
+        "x": 1
+    }
+    assert lake.engine.cheap_row_count(df) in (3, None)
+    preview = lake.engine.preview_markdown(df, 2).splitlines()
+    assert preview[0] == "| id | g | x |" and len(preview) == 4
+    assert len(lake.engine.sample(df, 2)) == 2 and lake.engine.sample(df, 0) == []
+
+
+def test_rows_are_counted_by_the_write_itself(lake: Lake):
+    counted, rows = lake.engine.count_while_writing(lake.frame(ROWS))
+    lake.engine.write(counted, lake.loc("t.parquet"), "parquet")
+    assert rows() == 3
+
+
+def test_a_kept_intermediate_comes_back_whole(lake: Lake):
+    base = str(lake.root / "store")
+    where, kept = lake.engine.store_intermediate(lake.frame(ROWS), base, ("pipe", "node"))
+    assert where.startswith(base)
+    assert lake.rows(kept) == lake.rows(lake.frame(ROWS))
+    again = lake.engine.load_intermediate(base, ("pipe", "node"), where=WHERE)
+    assert as_tuples(lake.rows(again)) == as_tuples(ROWS)
+    with pytest.raises(OdibiRunError, match=r"no stored result yet .* Materialize this upstream"):
+        lake.engine.load_intermediate(base, ("pipe", "other"), where=WHERE)
+
+
+def test_each_consumer_gets_a_frame_of_its_own(lake: Lake):
+    df = lake.frame(ROWS)
+    mine = lake.engine.handoff(df)
+    assert lake.engine.is_frame(mine) and lake.rows(mine) == lake.rows(df)
