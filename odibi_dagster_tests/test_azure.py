@@ -31,9 +31,10 @@ from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources import azure as azure_mod
 from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
-from odibi_dagster_tests.conftest import EXAMPLES, cli_env, run_cli
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
+from odibi_dagster_tests.support.cli import cli_env, run_cli
+from odibi_dagster_tests.support.paths import EXAMPLES
 
 RAW, CUR = "odibiraw", "odibicurated"
 

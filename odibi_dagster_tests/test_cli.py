@@ -10,7 +10,8 @@ import jsonschema
 import pyarrow.parquet as pq
 import yaml
 
-from odibi_dagster_tests.conftest import EXAMPLES, reference_dir, run_cli
+from odibi_dagster_tests.support.cli import run_cli
+from odibi_dagster_tests.support.paths import EXAMPLES, reference_dir
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -34,12 +34,11 @@ from odibi_dagster_tests.emulators import (
     fixtures,
 )
 from odibi_dagster_tests.emulators.fixtures import CLEARED_ENV, random_key
+from odibi_dagster_tests.support.paths import REPO
 
 # Session fixtures (also fine when conftest registers the plugin: the services are shared).
 azurite = fixtures.azurite
 keyvault = fixtures.keyvault
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def client(kv: KeyVaultService) -> SecretClient:

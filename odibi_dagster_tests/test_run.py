@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import odibi_dagster
-from odibi_dagster_tests.conftest import run_cli
+from odibi_dagster_tests.support.cli import run_cli
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

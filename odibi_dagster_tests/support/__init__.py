@@ -1,0 +1,10 @@
+"""Helpers shared by the test modules.
+
+Test modules import from here (and from ``emulators``), never from one another or from
+``conftest.py``, which holds only fixtures and hooks:
+
+- ``paths``: where the repository, its examples and the Odibi reference configs are;
+  private copies of them
+- ``cli``: the venv's console scripts run as a user would run them
+- ``webserver``: a private dagster-webserver and a small GraphQL client
+"""
