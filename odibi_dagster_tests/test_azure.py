@@ -35,6 +35,7 @@ from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
 from odibi_dagster_tests.support.cli import cli_env, run_cli
 from odibi_dagster_tests.support.paths import EXAMPLES
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 RAW, CUR = "odibiraw", "odibicurated"
 
@@ -170,28 +171,6 @@ def lake(
     keyvault.set_secret(lk.secret, lk.key(RAW))
     monkeypatch.setenv(lk.env_var, lk.key(CUR))
     return lk
-
-
-def run_job(project: Path, job: str = "p") -> dg.ExecuteInProcessResult:
-    defs = odibi_dagster.load_definitions(project)
-    return defs.resolve_job_def(job).execute_in_process(
-        raise_on_error=False, instance=dg.DagsterInstance.get()
-    )
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """Every error message of a failed run, causes included."""
-    out = []
-    for event in result.all_events:
-        data = event.event_specific_data
-        err = getattr(data, "error", None)
-        while err is not None:
-            out.append(err.message)
-            err = err.cause
-        ufd = getattr(data, "user_failure_data", None)
-        if ufd is not None and ufd.description:
-            out.append(ufd.description)
-    return "\n".join(out)
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -26,7 +26,7 @@ from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster.transforms import run_steps
 from odibi_dagster_tests.support.cli import run_cli
 from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree
-from odibi_dagster_tests.test_run import failure_text, run_job
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 ROWS = [(1, "a", 1.5), (2, "b", 2.5), (3, "a", None)]
 

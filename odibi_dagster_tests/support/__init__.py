@@ -6,5 +6,6 @@ Test modules import from here (and from ``emulators``), never from one another o
 - ``paths``: where the repository, its examples and the Odibi reference configs are;
   private copies of them
 - ``cli``: the venv's console scripts run as a user would run them
+- ``runs``: a job run in process, and every error message of a failed run
 - ``webserver``: a private dagster-webserver and a small GraphQL client
 """
