@@ -1,5 +1,5 @@
-"""Shared fixtures: copies of the examples, a throwaway DAGSTER_HOME, one Spark session.
-Helpers that tests import live in ``support``."""
+"""Shared fixtures: copies of the examples, a throwaway DAGSTER_HOME, one Spark session, the
+Azure lake on the emulators. Helpers that tests import live in ``support``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+from odibi_dagster.resources.azure import clear_secret_cache
+from odibi_dagster_tests.emulators.azurite import AzuriteService
+from odibi_dagster_tests.emulators.keyvault import KeyVaultService
+from odibi_dagster_tests.support.lake import CUR, RAW, Lake
 from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree, reference_dir
 
 pytest_plugins = ["odibi_dagster_tests.emulators.fixtures"]
@@ -62,3 +66,23 @@ def spark() -> Iterator[Any]:
     yield session
     session.stop()
     forget_configured()
+
+
+@pytest.fixture
+def lake(
+    azurite: AzuriteService,
+    keyvault: KeyVaultService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_home: Path,
+) -> Lake:
+    """A fresh ``Lake``: containers in both Azurite accounts, the raw account's key in Key
+    Vault, the curated account's in an environment variable; a DAGSTER_HOME of its own."""
+    clear_secret_cache()
+    keyvault.reset_counts()
+    lk = Lake(azurite, keyvault, tmp_path)
+    azurite.create_container(RAW, lk.raw_container)
+    azurite.create_container(CUR, lk.cur_container)
+    keyvault.set_secret(lk.secret, lk.key(RAW))
+    monkeypatch.setenv(lk.env_var, lk.key(CUR))
+    return lk

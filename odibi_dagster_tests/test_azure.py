@@ -14,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,11 @@ from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources import azure as azure_mod
 from odibi_dagster.resources.azure import AzureADLS, clear_secret_cache
-from odibi_dagster_tests.emulators.azurite import AzuriteService
-from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
+from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID
 from odibi_dagster_tests.support.cli import cli_env, run_cli
+from odibi_dagster_tests.support.lake import CUR, RAW, Lake
 from odibi_dagster_tests.support.paths import EXAMPLES
 from odibi_dagster_tests.support.runs import failure_text, run_job
-
-RAW, CUR = "odibiraw", "odibicurated"
 
 ORDERS = pd.DataFrame(
     {
@@ -46,131 +42,6 @@ ORDERS = pd.DataFrame(
         "amount": [10.5, -3.0, 7.25, 12.0],
     }
 )
-
-
-@dataclass
-class Lake:
-    """Fresh containers in both accounts, a Key Vault secret for the raw account and an
-    environment variable for the curated one; ``yaml()`` writes a project using them."""
-
-    azurite: AzuriteService
-    keyvault: KeyVaultService
-    tmp: Path
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
-
-    @property
-    def raw_container(self) -> str:
-        return f"raw{self.tag}"
-
-    @property
-    def cur_container(self) -> str:
-        return f"cur{self.tag}"
-
-    @property
-    def secret(self) -> str:
-        return f"raw-key-{self.tag}"
-
-    @property
-    def env_var(self) -> str:
-        return f"CURATED_KEY_{self.tag.upper()}"
-
-    def key(self, account: str) -> str:
-        return self.azurite.accounts[account]
-
-    def connections(self, **override: str) -> str:
-        raw = {
-            "type": "azure_adls",
-            "account": RAW,
-            "container": self.raw_container,
-            "key_vault_name": "odibi-kv",
-            "key_vault_url": self.keyvault.url,
-            "secret_name": self.secret,
-            "blob_endpoint": self.azurite.blob_endpoint(RAW),
-        }
-        cur = {
-            "type": "azure_adls",
-            "account": CUR,
-            "container": self.cur_container,
-            "path_prefix": "gold",
-            "auth_mode": "direct_key",
-            "account_key": "${" + self.env_var + "}",
-            "blob_endpoint": self.azurite.blob_endpoint(CUR),
-        }
-        for k, v in override.items():
-            conn, _, fld = k.partition("__")
-            (raw if conn == "raw" else cur)[fld] = v
-        return "connections:\n" + "".join(
-            f"  {name}: {json.dumps(body)}\n" for name, body in (("raw", raw), ("cur", cur))
-        )
-
-    def project(self, pipelines: str, **override: str) -> Path:
-        path = self.tmp / f"project_{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(self.connections(**override) + pipelines)
-        return path
-
-    def upload(self, name: str, data: bytes) -> None:
-        self.azurite.upload_blob(RAW, self.raw_container, name, data)
-
-    def blobs(self, account: str = CUR) -> list[str]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        container = self.cur_container if account == CUR else self.raw_container
-        try:
-            return self.azurite.list_blobs(account, container)
-        except ResourceNotFoundError:
-            return []
-
-    def read_blob(self, name: str, account: str = CUR) -> bytes:
-        container = self.cur_container if account == CUR else self.raw_container
-        return self.azurite.read_blob(account, container, name)
-
-    def delta_options(self, account: str) -> dict[str, str]:
-        return {
-            "azure_storage_account_name": account,
-            "azure_storage_account_key": self.key(account),
-            "azure_storage_endpoint": self.azurite.blob_endpoint(account),
-            "allow_http": "true",
-        }
-
-    def resource(self, account: str = RAW, **kw: Any) -> AzureADLS:
-        if account == RAW:
-            base: dict[str, Any] = {
-                "account": RAW,
-                "container": self.raw_container,
-                "key_vault_name": "odibi-kv",
-                "key_vault_url": self.keyvault.url,
-                "secret_name": self.secret,
-                "connection_name": "raw",
-            }
-        else:
-            base = {
-                "account": CUR,
-                "container": self.cur_container,
-                "auth_mode": "direct_key",
-                "account_key": self.key(CUR),
-                "connection_name": "cur",
-            }
-        base["blob_endpoint"] = self.azurite.blob_endpoint(account)
-        base.update(kw)
-        return AzureADLS(**base)
-
-
-@pytest.fixture
-def lake(
-    azurite: AzuriteService,
-    keyvault: KeyVaultService,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    dagster_home: Path,
-) -> Lake:
-    clear_secret_cache()
-    keyvault.reset_counts()
-    lk = Lake(azurite, keyvault, tmp_path)
-    azurite.create_container(RAW, lk.raw_container)
-    azurite.create_container(CUR, lk.cur_container)
-    keyvault.set_secret(lk.secret, lk.key(RAW))
-    monkeypatch.setenv(lk.env_var, lk.key(CUR))
-    return lk
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
