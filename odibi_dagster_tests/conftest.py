@@ -1,5 +1,6 @@
-"""Shared fixtures: copies of the examples, a throwaway DAGSTER_HOME, one Spark session, the
-Azure lake on the emulators. Helpers that tests import live in ``support``."""
+"""Shared fixtures (copies of the examples, a throwaway DAGSTER_HOME, one Spark session, the
+Azure lake on the emulators) and the markers a test gets from the fixtures it uses.
+Helpers that tests import live in ``support``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,28 @@ from odibi_dagster_tests.support.lake import CUR, RAW, Lake
 from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree, reference_dir
 
 pytest_plugins = ["odibi_dagster_tests.emulators.fixtures"]
+
+# The marker (registered in pyproject.toml) of every test using the fixture, directly or
+# through another fixture. Tests that start these things some other way (a subprocess, a
+# CLI run) carry the marker themselves.
+FIXTURE_MARKERS = {
+    "spark": "spark",
+    "azurite": "azure",
+    "azurite_devstore": "azure",
+    "keyvault": "azure",
+    "lake": "azure",
+    "browser": "browser",
+    "page": "browser",
+    "server": "slow",  # test_webserver: dagster-webserver serving the examples
+    "served": "slow",  # test_webserver_azure: dagster-webserver serving azure_pandas
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = FIXTURE_MARKERS.keys() & set(getattr(item, "fixturenames", ()))
+        for marker in sorted({FIXTURE_MARKERS[name] for name in used}):
+            item.add_marker(marker)
 
 
 @pytest.fixture

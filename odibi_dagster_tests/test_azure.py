@@ -424,6 +424,7 @@ def test_errors_from_get_storage_key_are_connection_errors(lake: Lake):
 # --------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.slow
 def test_no_key_reaches_logs_run_config_event_log_metadata_or_stories(
     lake: Lake, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -495,6 +496,7 @@ pipelines:
 # --------------------------------------------------------------------------- the example
 
 
+@pytest.mark.azure  # run_with_emulators.py starts Azurite and the Key Vault stand-in itself
 def test_the_azure_example_runs_with_one_command():
     """What `make azure-demo` runs: its own emulators, the real CLI, then a listing."""
     result = subprocess.run(
@@ -553,6 +555,7 @@ def test_the_azure_example_computes_revenue_per_country(
     assert silver.to_pandas().order_id.sort_values().tolist() == sorted(paid.order_id)
 
 
+@pytest.mark.slow
 def test_multiprocess_run_with_a_story_on_adls(lake: Lake, monkeypatch: pytest.MonkeyPatch):
     """Each step process sets up the pipeline's connections itself; intermediate results
     travel between processes; the story is written through an Azure connection."""

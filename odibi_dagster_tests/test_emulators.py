@@ -216,6 +216,7 @@ print(",".join(c.name for c in BlobServiceClient.from_connection_string(conn).li
 """
 
 
+@pytest.mark.azure  # the emulators CLI starts Azurite and the Key Vault stand-in
 def test_cli_up_writes_env_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     env_file = tmp_path / "emulators.env"
     cmd = [

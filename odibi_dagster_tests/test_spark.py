@@ -241,6 +241,7 @@ def normalised(df: pd.DataFrame) -> list[tuple[Any, ...]]:
     )
 
 
+@pytest.mark.slow
 def test_the_same_yaml_gives_the_same_answer_on_pandas_and_spark(spark, tmp_path: Path):
     roots = {
         "pandas": copy_tree(EXAMPLES / "retail", tmp_path / "pandas" / "retail"),
@@ -405,6 +406,8 @@ pipelines:
 """
 
 
+@pytest.mark.spark  # each step process of the CLI run starts a Spark session of its own
+@pytest.mark.slow
 def test_multiprocess_runs_hand_intermediates_across_step_processes(tmp_path, dagster_home):
     (tmp_path / "in.csv").write_text("g,v\na,1\nb,2\na,3\n")
     (tmp_path / "project.yaml").write_text(MULTIPROCESS_PROJECT)
