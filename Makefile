@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   run the retail example (pandas, local disk) and say where the outputs are
 #   make test   run the whole test suite (what CI runs, plus `make lint`)
+# And: make test-fast    the suite without Spark, Azurite, the Key Vault stand-in, a browser,
+#                        the daemon or the slow tests: about a minute; no Java, npm or Chromium
 # And: make spark-demo   the retail example on a local Spark session instead of pandas
 # And: make azure-demo   the azure_pandas example on local Azure emulators (two storage
 #                        accounts in Azurite, one key from an HTTPS Key Vault stand-in)
@@ -9,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo azure-demo spark-demo test lint ui browser clean bench services spark-jars
+.PHONY: demo azure-demo spark-demo test test-fast lint ui browser clean bench services spark-jars
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +40,10 @@ spark-jars: $(STAMP)
 
 test: $(STAMP) browser services spark-jars
 	$(BIN)/pytest
+
+# The markers (pyproject.toml) say what a test needs; conftest.py sets most of them.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not (spark or azure or browser or daemon or slow)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,44 +1,44 @@
-"""Shared fixtures: copies of the examples, a throwaway DAGSTER_HOME, the real CLIs."""
+"""Shared fixtures (copies of the examples, a throwaway DAGSTER_HOME, one Spark session, the
+Azure lake on the emulators) and the markers a test gets from the fixtures it uses.
+Helpers that tests import live in ``support``."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-REFERENCE = REPO.parent / "shared" / "odibi_reference"
-BIN = Path(sys.executable).parent
+from odibi_dagster.resources.keyvault import clear_secret_cache
+from odibi_dagster_tests.emulators.azurite import AzuriteService
+from odibi_dagster_tests.emulators.keyvault import KeyVaultService
+from odibi_dagster_tests.support.lake import CUR, RAW, Lake
+from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree, reference_dir
 
 pytest_plugins = ["odibi_dagster_tests.emulators.fixtures"]
 
+# The marker (registered in pyproject.toml) of every test using the fixture, directly or
+# through another fixture. Tests that start these things some other way (a subprocess, a
+# CLI run) carry the marker themselves.
+FIXTURE_MARKERS = {
+    "spark": "spark",
+    "azurite": "azure",
+    "azurite_devstore": "azure",
+    "keyvault": "azure",
+    "lake": "azure",
+    "browser": "browser",
+    "page": "browser",
+    "server": "slow",  # test_webserver: dagster-webserver serving the examples
+    "served": "slow",  # test_webserver_azure: dagster-webserver serving azure_pandas
+}
 
-def reference_dir() -> Path:
-    """The Odibi reference configs (shipped beside the repository, read-only)."""
-    env = os.environ.get("ODIBI_REFERENCE_DIR")
-    path = Path(env) if env else REFERENCE
-    if not path.is_dir():
-        pytest.skip(f"Odibi reference configs not found at {path} (set ODIBI_REFERENCE_DIR)")
-    return path
 
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(
-        src,
-        dst,
-        ignore=shutil.ignore_patterns("__pycache__", "outputs", "output", "silver", "gold"),
-    )
-    for p in dst.rglob("*"):
-        p.chmod(p.stat().st_mode | 0o200)
-    dst.chmod(dst.stat().st_mode | 0o200)
-    return dst
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = FIXTURE_MARKERS.keys() & set(getattr(item, "fixturenames", ()))
+        for marker in sorted({FIXTURE_MARKERS[name] for name in used}):
+            item.add_marker(marker)
 
 
 @pytest.fixture
@@ -71,30 +71,6 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     yield home
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(extra)
-    return env
-
-
-def run_cli(
-    *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 300, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run a console script of the venv (odibi-dagster, dagster, dg) and capture its output."""
-    cmd = [str(BIN / str(args[0])), *map(str, args[1:])]
-    return subprocess.run(
-        cmd,
-        cwd=cwd,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local Spark session (Delta + hadoop-azure jars) for the whole suite.
@@ -113,3 +89,23 @@ def spark() -> Iterator[Any]:
     yield session
     session.stop()
     forget_configured()
+
+
+@pytest.fixture
+def lake(
+    azurite: AzuriteService,
+    keyvault: KeyVaultService,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dagster_home: Path,
+) -> Lake:
+    """A fresh ``Lake``: containers in both Azurite accounts, the raw account's key in Key
+    Vault, the curated account's in an environment variable; a DAGSTER_HOME of its own."""
+    clear_secret_cache()
+    keyvault.reset_counts()
+    lk = Lake(azurite, keyvault, tmp_path)
+    azurite.create_container(RAW, lk.raw_container)
+    azurite.create_container(CUR, lk.cur_container)
+    keyvault.set_secret(lk.secret, lk.key(RAW))
+    monkeypatch.setenv(lk.env_var, lk.key(CUR))
+    return lk

@@ -14,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +30,11 @@ from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources import keyvault as vault_module
 from odibi_dagster.resources.azure_adls import AzureADLS
 from odibi_dagster.resources.keyvault import clear_secret_cache
-from odibi_dagster_tests.conftest import EXAMPLES, cli_env, run_cli
-from odibi_dagster_tests.emulators.azurite import AzuriteService
-from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
-
-RAW, CUR = "odibiraw", "odibicurated"
+from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID
+from odibi_dagster_tests.support.cli import cli_env, run_cli
+from odibi_dagster_tests.support.lake import CUR, RAW, Lake
+from odibi_dagster_tests.support.paths import EXAMPLES
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 ORDERS = pd.DataFrame(
     {
@@ -45,153 +43,6 @@ ORDERS = pd.DataFrame(
         "amount": [10.5, -3.0, 7.25, 12.0],
     }
 )
-
-
-@dataclass
-class Lake:
-    """Fresh containers in both accounts, a Key Vault secret for the raw account and an
-    environment variable for the curated one; ``yaml()`` writes a project using them."""
-
-    azurite: AzuriteService
-    keyvault: KeyVaultService
-    tmp: Path
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
-
-    @property
-    def raw_container(self) -> str:
-        return f"raw{self.tag}"
-
-    @property
-    def cur_container(self) -> str:
-        return f"cur{self.tag}"
-
-    @property
-    def secret(self) -> str:
-        return f"raw-key-{self.tag}"
-
-    @property
-    def env_var(self) -> str:
-        return f"CURATED_KEY_{self.tag.upper()}"
-
-    def key(self, account: str) -> str:
-        return self.azurite.accounts[account]
-
-    def connections(self, **override: str) -> str:
-        raw = {
-            "type": "azure_adls",
-            "account": RAW,
-            "container": self.raw_container,
-            "key_vault_name": "odibi-kv",
-            "key_vault_url": self.keyvault.url,
-            "secret_name": self.secret,
-            "blob_endpoint": self.azurite.blob_endpoint(RAW),
-        }
-        cur = {
-            "type": "azure_adls",
-            "account": CUR,
-            "container": self.cur_container,
-            "path_prefix": "gold",
-            "auth_mode": "direct_key",
-            "account_key": "${" + self.env_var + "}",
-            "blob_endpoint": self.azurite.blob_endpoint(CUR),
-        }
-        for k, v in override.items():
-            conn, _, fld = k.partition("__")
-            (raw if conn == "raw" else cur)[fld] = v
-        return "connections:\n" + "".join(
-            f"  {name}: {json.dumps(body)}\n" for name, body in (("raw", raw), ("cur", cur))
-        )
-
-    def project(self, pipelines: str, **override: str) -> Path:
-        path = self.tmp / f"project_{uuid.uuid4().hex[:6]}.yaml"
-        path.write_text(self.connections(**override) + pipelines)
-        return path
-
-    def upload(self, name: str, data: bytes) -> None:
-        self.azurite.upload_blob(RAW, self.raw_container, name, data)
-
-    def blobs(self, account: str = CUR) -> list[str]:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        container = self.cur_container if account == CUR else self.raw_container
-        try:
-            return self.azurite.list_blobs(account, container)
-        except ResourceNotFoundError:
-            return []
-
-    def read_blob(self, name: str, account: str = CUR) -> bytes:
-        container = self.cur_container if account == CUR else self.raw_container
-        return self.azurite.read_blob(account, container, name)
-
-    def delta_options(self, account: str) -> dict[str, str]:
-        return {
-            "azure_storage_account_name": account,
-            "azure_storage_account_key": self.key(account),
-            "azure_storage_endpoint": self.azurite.blob_endpoint(account),
-            "allow_http": "true",
-        }
-
-    def resource(self, account: str = RAW, **kw: Any) -> AzureADLS:
-        if account == RAW:
-            base: dict[str, Any] = {
-                "account": RAW,
-                "container": self.raw_container,
-                "key_vault_name": "odibi-kv",
-                "key_vault_url": self.keyvault.url,
-                "secret_name": self.secret,
-                "connection_name": "raw",
-            }
-        else:
-            base = {
-                "account": CUR,
-                "container": self.cur_container,
-                "auth_mode": "direct_key",
-                "account_key": self.key(CUR),
-                "connection_name": "cur",
-            }
-        base["blob_endpoint"] = self.azurite.blob_endpoint(account)
-        base.update(kw)
-        return AzureADLS(**base)
-
-
-@pytest.fixture
-def lake(
-    azurite: AzuriteService,
-    keyvault: KeyVaultService,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    dagster_home: Path,
-) -> Lake:
-    clear_secret_cache()
-    keyvault.reset_counts()
-    lk = Lake(azurite, keyvault, tmp_path)
-    azurite.create_container(RAW, lk.raw_container)
-    azurite.create_container(CUR, lk.cur_container)
-    keyvault.set_secret(lk.secret, lk.key(RAW))
-    monkeypatch.setenv(lk.env_var, lk.key(CUR))
-    return lk
-
-
-def run_job(project: Path, job: str = "p") -> dg.ExecuteInProcessResult:
-    defs = odibi_dagster.load_definitions(project)
-    return defs.resolve_job_def(job).execute_in_process(
-        raise_on_error=False, instance=dg.DagsterInstance.get()
-    )
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """Every error message of a failed run, causes included."""
-    out = []
-    for event in result.all_events:
-        data = event.event_specific_data
-        err = getattr(data, "error", None)
-        while err is not None:
-            out.append(err.message)
-            err = err.cause
-        ufd = getattr(data, "user_failure_data", None)
-        if ufd is not None and ufd.description:
-            out.append(ufd.description)
-    return "\n".join(out)
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:
@@ -576,6 +427,7 @@ def test_errors_from_get_storage_key_are_connection_errors(lake: Lake):
 # --------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.slow
 def test_no_key_reaches_logs_run_config_event_log_metadata_or_stories(
     lake: Lake, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -647,6 +499,7 @@ pipelines:
 # --------------------------------------------------------------------------- the example
 
 
+@pytest.mark.azure  # run_with_emulators.py starts Azurite and the Key Vault stand-in itself
 def test_the_azure_example_runs_with_one_command():
     """What `make azure-demo` runs: its own emulators, the real CLI, then a listing."""
     result = subprocess.run(
@@ -705,6 +558,7 @@ def test_the_azure_example_computes_revenue_per_country(
     assert silver.to_pandas().order_id.sort_values().tolist() == sorted(paid.order_id)
 
 
+@pytest.mark.slow
 def test_multiprocess_run_with_a_story_on_adls(lake: Lake, monkeypatch: pytest.MonkeyPatch):
     """Each step process sets up the pipeline's connections itself; intermediate results
     travel between processes; the story is written through an Azure connection."""

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import jsonschema
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
-from odibi_dagster_tests.conftest import EXAMPLES, reference_dir, run_cli
+from odibi_dagster_tests.support.cli import run_cli
+from odibi_dagster_tests.support.paths import EXAMPLES, reference_dir
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -147,6 +149,7 @@ def test_dagster_job_execute_runs_a_pipeline_in_process(example, dagster_home):
     assert [r["sale_id"] for r in rows] == [int(r["sale_id"]) for r in expected]
 
 
+@pytest.mark.slow
 def test_multiprocess_executor_passes_intermediate_results_between_processes(example, dagster_home):
     """Nodes without write: reach downstream step processes through the intermediate store."""
     root = example("quickstart")

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 import odibi_dagster
-from odibi_dagster_tests.conftest import EXAMPLES, reference_dir
+from odibi_dagster_tests.support.paths import EXAMPLES, reference_dir
 
 
 def key(*parts: str) -> dg.AssetKey:

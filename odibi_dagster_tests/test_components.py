@@ -31,9 +31,9 @@ from pydantic import ValidationError
 
 import odibi_dagster
 from odibi_dagster import OdibiConfigError, OdibiProject
+from odibi_dagster_tests.support.paths import EXAMPLES
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "dg_project"
+EXAMPLE = EXAMPLES / "dg_project"
 VENV_BIN = Path(sys.executable).parent
 DG = VENV_BIN / "dg"
 SALES = Path("src/odibi_dg_example/defs/sales")

@@ -19,10 +19,10 @@ from nbclient.exceptions import CellExecutionError
 
 from odibi_dagster.config.loader import load_project
 from odibi_dagster.config.models import AzureAdlsConnection
-from odibi_dagster_tests.conftest import EXAMPLES, REPO
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.fixtures import azurite, keyvault  # noqa: F401
 from odibi_dagster_tests.emulators.keyvault import IDENTITY_OBJECT_ID, KeyVaultService
+from odibi_dagster_tests.support.paths import EXAMPLES, REPO
 
 NOTEBOOK = REPO / "setup" / "databricks_setup.ipynb"
 PROJECT = EXAMPLES / "spark_databricks"

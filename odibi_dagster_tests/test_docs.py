@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from odibi_dagster.config import models
 from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
-from odibi_dagster_tests.conftest import REPO
+from odibi_dagster_tests.support.paths import REPO
 
 
 def all_models() -> list[type[BaseModel]]:

@@ -34,12 +34,11 @@ from odibi_dagster_tests.emulators import (
     fixtures,
 )
 from odibi_dagster_tests.emulators.fixtures import CLEARED_ENV, random_key
+from odibi_dagster_tests.support.paths import REPO
 
 # Session fixtures (also fine when conftest registers the plugin: the services are shared).
 azurite = fixtures.azurite
 keyvault = fixtures.keyvault
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def client(kv: KeyVaultService) -> SecretClient:
@@ -217,6 +216,7 @@ print(",".join(c.name for c in BlobServiceClient.from_connection_string(conn).li
 """
 
 
+@pytest.mark.azure  # the emulators CLI starts Azurite and the Key Vault stand-in
 def test_cli_up_writes_env_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     env_file = tmp_path / "emulators.env"
     cmd = [

@@ -37,7 +37,11 @@ ROWS = [
 ]
 
 
-@pytest.fixture(params=ENGINE_NAMES)
+# engines that need a service of their own carry its marker (see conftest.py)
+ENGINE_MARKS = {"spark": pytest.mark.spark}
+
+
+@pytest.fixture(params=[pytest.param(n, marks=ENGINE_MARKS.get(n, ())) for n in ENGINE_NAMES])
 def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "spark":
         request.getfixturevalue("spark")  # the suite's one local session
@@ -66,7 +70,7 @@ class Lake:
 
 
 @pytest.fixture
-def lake(engine: Engine, tmp_path: Path) -> Lake:
+def local_lake(engine: Engine, tmp_path: Path) -> Lake:
     return Lake(engine, tmp_path)
 
 
@@ -99,130 +103,162 @@ def as_tuples(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_every_write_mode_means_the_same(lake: Lake, fmt: str):
-    loc = lake.loc(f"t.{fmt}")
-    target = lake.root / f"t.{fmt}"
-    assert not lake.engine.exists(loc, fmt)
-    assert lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite") is True
+def test_every_write_mode_means_the_same(local_lake: Lake, fmt: str):
+    loc = local_lake.loc(f"t.{fmt}")
+    target = local_lake.root / f"t.{fmt}"
+    assert not local_lake.engine.exists(loc, fmt)
+    assert local_lake.engine.write(local_lake.frame(ROWS), loc, fmt, "overwrite") is True
     assert read_back(target, fmt) == as_tuples(ROWS)
-    assert lake.engine.exists(loc, fmt)
+    assert local_lake.engine.exists(loc, fmt)
 
     new = {"id": 4, "g": "c", "x": 4.0}
-    assert lake.engine.write(lake.frame([new]), loc, fmt, "append") is True
+    assert local_lake.engine.write(local_lake.frame([new]), loc, fmt, "append") is True
     assert read_back(target, fmt) == as_tuples([*ROWS, new])
 
     with pytest.raises(OdibiRunError, match=r"already exists and the write mode is 'error'"):
-        lake.engine.write(lake.frame([new]), loc, fmt, "error", where=WHERE)
+        local_lake.engine.write(local_lake.frame([new]), loc, fmt, "error", where=WHERE)
     assert (
-        lake.engine.write(lake.frame([{"id": 9, "g": "z", "x": 9.0}]), loc, fmt, "ignore") is False
+        local_lake.engine.write(
+            local_lake.frame([{"id": 9, "g": "z", "x": 9.0}]), loc, fmt, "ignore"
+        )
+        is False
     )
     assert read_back(target, fmt) == as_tuples([*ROWS, new])
 
     last = {"id": 5, "g": "e", "x": 5.0}
-    assert lake.engine.write(lake.frame([last]), loc, fmt, "overwrite") is True
+    assert local_lake.engine.write(local_lake.frame([last]), loc, fmt, "overwrite") is True
     assert read_back(target, fmt) == [(5, "e", 5.0)]
-    assert [(r["id"], r["g"], r["x"]) for r in lake.rows(lake.engine.read(loc, fmt))] == [
-        (5, "e", 5.0)
+    assert [
+        (r["id"], r["g"], r["x"]) for r in local_lake.rows(local_lake.engine.read(loc, fmt))
+    ] == [(5, "e", 5.0)]
+    leftovers = [
+        p.name for p in local_lake.root.iterdir() if ".tmp-" in p.name or ".old-" in p.name
     ]
-    leftovers = [p.name for p in lake.root.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     assert leftovers == []
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_modes_error_and_ignore_write_when_nothing_is_there(lake: Lake, fmt: str):
-    assert lake.engine.write(lake.frame(ROWS), lake.loc(f"e.{fmt}"), fmt, "error") is True
-    assert lake.engine.write(lake.frame(ROWS), lake.loc(f"i.{fmt}"), fmt, "ignore") is True
-    assert read_back(lake.root / f"e.{fmt}", fmt) == read_back(lake.root / f"i.{fmt}", fmt)
+def test_modes_error_and_ignore_write_when_nothing_is_there(local_lake: Lake, fmt: str):
+    assert (
+        local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc(f"e.{fmt}"), fmt, "error")
+        is True
+    )
+    assert (
+        local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc(f"i.{fmt}"), fmt, "ignore")
+        is True
+    )
+    assert read_back(local_lake.root / f"e.{fmt}", fmt) == read_back(
+        local_lake.root / f"i.{fmt}", fmt
+    )
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "delta"])
-def test_an_append_with_other_columns_fails_and_changes_nothing(lake: Lake, fmt: str):
-    loc = lake.loc(f"t.{fmt}")
-    lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite")
-    other = lake.engine.sql("SELECT id, g AS other FROM t", {"t": lake.frame(ROWS)})
+def test_an_append_with_other_columns_fails_and_changes_nothing(local_lake: Lake, fmt: str):
+    loc = local_lake.loc(f"t.{fmt}")
+    local_lake.engine.write(local_lake.frame(ROWS), loc, fmt, "overwrite")
+    other = local_lake.engine.sql("SELECT id, g AS other FROM t", {"t": local_lake.frame(ROWS)})
     with pytest.raises(OdibiRunError, match=r"cannot append to .*: its columns .* differ"):
-        lake.engine.write(other, loc, fmt, "append", where=WHERE)
-    assert read_back(lake.root / f"t.{fmt}", fmt) == as_tuples(ROWS)
+        local_lake.engine.write(other, loc, fmt, "append", where=WHERE)
+    assert read_back(local_lake.root / f"t.{fmt}", fmt) == as_tuples(ROWS)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
-def test_a_file_format_never_replaces_a_delta_table(lake: Lake, fmt: str):
-    loc = lake.loc("table")
-    lake.engine.write(lake.frame(ROWS), loc, "delta", "overwrite")
+def test_a_file_format_never_replaces_a_delta_table(local_lake: Lake, fmt: str):
+    loc = local_lake.loc("table")
+    local_lake.engine.write(local_lake.frame(ROWS), loc, "delta", "overwrite")
     with pytest.raises(OdibiRunError, match=r"is a Delta table .* It was left unchanged"):
-        lake.engine.write(lake.frame(ROWS), loc, fmt, "overwrite", where=WHERE)
-    assert DeltaTable(str(lake.root / "table")).to_pyarrow_table().num_rows == 3
+        local_lake.engine.write(local_lake.frame(ROWS), loc, fmt, "overwrite", where=WHERE)
+    assert DeltaTable(str(local_lake.root / "table")).to_pyarrow_table().num_rows == 3
 
 
-def test_a_folder_of_other_folders_is_never_replaced(lake: Lake):
-    (lake.root / "silver" / "orders").mkdir(parents=True)
-    (lake.root / "silver" / "orders" / "keep.txt").write_text("precious")
-    (lake.root / "silver" / "x.csv").write_text("id\n1\n")
+def test_a_folder_of_other_folders_is_never_replaced(local_lake: Lake):
+    (local_lake.root / "silver" / "orders").mkdir(parents=True)
+    (local_lake.root / "silver" / "orders" / "keep.txt").write_text("precious")
+    (local_lake.root / "silver" / "x.csv").write_text("id\n1\n")
     with pytest.raises(OdibiRunError, match=r"holding subdirectories \(orders\)"):
-        lake.engine.write(lake.frame(ROWS), lake.loc("silver"), "csv", "overwrite", where=WHERE)
-    assert (lake.root / "silver" / "orders" / "keep.txt").read_text() == "precious"
+        local_lake.engine.write(
+            local_lake.frame(ROWS), local_lake.loc("silver"), "csv", "overwrite", where=WHERE
+        )
+    assert (local_lake.root / "silver" / "orders" / "keep.txt").read_text() == "precious"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_missing_input_names_the_path_and_what_to_do(lake: Lake, fmt: str):
+def test_a_missing_input_names_the_path_and_what_to_do(local_lake: Lake, fmt: str):
     with pytest.raises(OdibiRunError) as err:
-        lake.engine.read(lake.loc(f"nope/t.{fmt}"), fmt, where=WHERE)
+        local_lake.engine.read(local_lake.loc(f"nope/t.{fmt}"), fmt, where=WHERE)
     message = str(err.value)
     assert message.startswith(WHERE + ": input path ")
-    assert str(lake.root / "nope" / f"t.{fmt}") in message and "does not exist" in message
+    assert str(local_lake.root / "nope" / f"t.{fmt}") in message and "does not exist" in message
 
 
-def test_data_that_is_not_a_delta_table_is_named_so(lake: Lake):
-    lake.engine.write(lake.frame(ROWS), lake.loc("plain"), "parquet")
+def test_data_that_is_not_a_delta_table_is_named_so(local_lake: Lake):
+    local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("plain"), "parquet")
     with pytest.raises(OdibiRunError, match=r"exists but is not a Delta table"):
-        lake.engine.read(lake.loc("plain"), "delta", where=WHERE)
+        local_lake.engine.read(local_lake.loc("plain"), "delta", where=WHERE)
 
 
-def test_format_and_mode_are_checked_with_the_valid_choices(lake: Lake):
+def test_format_and_mode_are_checked_with_the_valid_choices(local_lake: Lake):
     with pytest.raises(OdibiRunError, match=r"format 'xml' is not supported. Use one of: csv"):
-        lake.engine.write(lake.frame(ROWS), lake.loc("t"), "xml", where=WHERE)
+        local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "xml", where=WHERE)
     with pytest.raises(OdibiRunError, match=r"write mode 'upsert' is not supported. Use one of"):
-        lake.engine.write(lake.frame(ROWS), lake.loc("t"), "parquet", "upsert", where=WHERE)
+        local_lake.engine.write(
+            local_lake.frame(ROWS), local_lake.loc("t"), "parquet", "upsert", where=WHERE
+        )
 
 
 # --------------------------------------------------------------------------- Delta options
 
 
 @pytest.mark.parametrize("spelling", ["partition_by", "partitionBy"])
-def test_delta_partitions_in_either_spelling(lake: Lake, spelling: str):
-    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta", options={spelling: ["g"]})
-    assert sorted(p.name for p in (lake.root / "t").iterdir() if "=" in p.name) == ["g=a", "g=b"]
-    assert read_back(lake.root / "t", "delta") == as_tuples(ROWS)
+def test_delta_partitions_in_either_spelling(local_lake: Lake, spelling: str):
+    local_lake.engine.write(
+        local_lake.frame(ROWS), local_lake.loc("t"), "delta", options={spelling: ["g"]}
+    )
+    assert sorted(p.name for p in (local_lake.root / "t").iterdir() if "=" in p.name) == [
+        "g=a",
+        "g=b",
+    ]
+    assert read_back(local_lake.root / "t", "delta") == as_tuples(ROWS)
 
 
 @pytest.mark.parametrize("spelling", ["predicate", "replaceWhere"])
-def test_delta_predicate_replaces_only_matching_rows_in_either_spelling(lake: Lake, spelling: str):
-    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
+def test_delta_predicate_replaces_only_matching_rows_in_either_spelling(
+    local_lake: Lake, spelling: str
+):
+    local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "delta")
     new_a = [{"id": 7, "g": "a", "x": 7.0}]
-    lake.engine.write(lake.frame(new_a), lake.loc("t"), "delta", "overwrite", {spelling: "g = 'a'"})
-    assert read_back(lake.root / "t", "delta") == [(2, "b", None), (7, "a", 7.0)]
+    local_lake.engine.write(
+        local_lake.frame(new_a), local_lake.loc("t"), "delta", "overwrite", {spelling: "g = 'a'"}
+    )
+    assert read_back(local_lake.root / "t", "delta") == [(2, "b", None), (7, "a", 7.0)]
     with pytest.raises(OdibiRunError, match=r"replaceWhere/predicate needs mode overwrite"):
-        lake.engine.write(
-            lake.frame(new_a), lake.loc("t"), "delta", "append", {spelling: "g = 'a'"}
+        local_lake.engine.write(
+            local_lake.frame(new_a), local_lake.loc("t"), "delta", "append", {spelling: "g = 'a'"}
         )
 
 
 @pytest.mark.parametrize("option", [{"mergeSchema": True}, {"schema_mode": "merge"}])
-def test_delta_merge_schema_adds_columns_in_either_spelling(lake: Lake, option: dict[str, Any]):
-    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
-    wider = lake.engine.sql("SELECT id, g, x, 1 AS flag FROM t", {"t": lake.frame(ROWS[:1])})
-    lake.engine.write(wider, lake.loc("t"), "delta", "append", option)
-    table = DeltaTable(str(lake.root / "t")).to_pyarrow_table()
+def test_delta_merge_schema_adds_columns_in_either_spelling(
+    local_lake: Lake, option: dict[str, Any]
+):
+    local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "delta")
+    wider = local_lake.engine.sql(
+        "SELECT id, g, x, 1 AS flag FROM t", {"t": local_lake.frame(ROWS[:1])}
+    )
+    local_lake.engine.write(wider, local_lake.loc("t"), "delta", "append", option)
+    table = DeltaTable(str(local_lake.root / "t")).to_pyarrow_table()
     assert "flag" in table.column_names and table.num_rows == 4
 
 
-def test_delta_time_travel(lake: Lake):
-    lake.engine.write(lake.frame(ROWS), lake.loc("t"), "delta")
-    lake.engine.write(lake.frame(ROWS[:1]), lake.loc("t"), "delta", "overwrite")
-    old = lake.engine.read(lake.loc("t"), "delta", {"versionAsOf": 0})
-    assert [r["id"] for r in lake.rows(old)] == [1, 2, 3]
+def test_delta_time_travel(local_lake: Lake):
+    local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "delta")
+    local_lake.engine.write(local_lake.frame(ROWS[:1]), local_lake.loc("t"), "delta", "overwrite")
+    old = local_lake.engine.read(local_lake.loc("t"), "delta", {"versionAsOf": 0})
+    assert [r["id"] for r in local_lake.rows(old)] == [1, 2, 3]
     with pytest.raises(OdibiRunError, match=r"cannot both be set"):
-        lake.engine.read(lake.loc("t"), "delta", {"versionAsOf": 0, "timestampAsOf": "2024-01-01"})
+        local_lake.engine.read(
+            local_lake.loc("t"), "delta", {"versionAsOf": 0, "timestampAsOf": "2024-01-01"}
+        )
 
 
 # --------------------------------------------------------------------------- steps
@@ -232,27 +268,29 @@ def step(sql: str | None = None, function: str | None = None, **params: Any) -> 
     return Step(sql=sql, function=function, params=params)
 
 
-def test_sql_steps_see_nodes_by_name_and_the_previous_result(lake: Lake):
-    src = lake.frame(ROWS)
-    other = lake.engine.sql("SELECT DISTINCT g FROM t WHERE g = 'a'", {"t": lake.frame(ROWS)})
+def test_sql_steps_see_nodes_by_name_and_the_previous_result(local_lake: Lake):
+    src = local_lake.frame(ROWS)
+    other = local_lake.engine.sql(
+        "SELECT DISTINCT g FROM t WHERE g = 'a'", {"t": local_lake.frame(ROWS)}
+    )
     steps = [
         step("SELECT id, g, x * 10 AS y FROM src WHERE x IS NOT NULL"),
         step(
             "SELECT r.g, SUM(r.y) AS total FROM __result__ r JOIN other o ON r.g = o.g GROUP BY r.g"
         ),
     ]
-    out = run_steps(lake.engine, steps, {"src": src, "other": other}, node="n", where=WHERE)
-    assert [(r["g"], r["total"]) for r in lake.engine.sample(out, 10)] == [("a", 50.0)]
+    out = run_steps(local_lake.engine, steps, {"src": src, "other": other}, node="n", where=WHERE)
+    assert [(r["g"], r["total"]) for r in local_lake.engine.sample(out, 10)] == [("a", 50.0)]
 
 
-def test_sql_naming_an_unknown_table_lists_the_available_ones(lake: Lake):
+def test_sql_naming_an_unknown_table_lists_the_available_ones(local_lake: Lake):
     with pytest.raises(OdibiRunError, match=r"refers to table 'missing'.*Available tables: src"):
-        lake.engine.sql("SELECT * FROM missing", {"src": lake.frame(ROWS)}, where=WHERE)
+        local_lake.engine.sql("SELECT * FROM missing", {"src": local_lake.frame(ROWS)}, where=WHERE)
 
 
-def test_a_sql_syntax_error_names_the_query(lake: Lake):
+def test_a_sql_syntax_error_names_the_query(local_lake: Lake):
     with pytest.raises(OdibiRunError, match=r"(?s)SQL step failed .* in query starting 'SELEC id"):
-        lake.engine.sql("SELEC id FROM src", {"src": lake.frame(ROWS)}, where=WHERE)
+        local_lake.engine.sql("SELEC id FROM src", {"src": local_lake.frame(ROWS)}, where=WHERE)
 
 
 @transform(name="contract_keep_group")
@@ -266,34 +304,35 @@ def _not_a_frame(context: Any) -> Any:
     return {"id": [1]}
 
 
-def test_function_steps_get_and_return_frames_of_the_engine(lake: Lake):
-    src = lake.frame(ROWS)
+def test_function_steps_get_and_return_frames_of_the_engine(local_lake: Lake):
+    src = local_lake.frame(ROWS)
     out = run_steps(
-        lake.engine,
+        local_lake.engine,
         [step(function="contract_keep_group", group="a")],
         {"src": src},
         node="n",
         where=WHERE,
     )
-    assert lake.engine.is_frame(out)
-    assert [r["id"] for r in lake.rows(out)] == [1, 3]
+    assert local_lake.engine.is_frame(out)
+    assert [r["id"] for r in local_lake.rows(out)] == [1, 3]
     with pytest.raises(OdibiRunError) as err:
         run_steps(
-            lake.engine,
+            local_lake.engine,
             [step(function="contract_not_a_frame")],
             {"src": src},
             node="n",
             where=WHERE,
         )
-    assert f"returned a dict; a function step on engine {lake.engine.name} must return a " in str(
-        err.value
+    assert (
+        f"returned a dict; a function step on engine {local_lake.engine.name} must return a "
+        in str(err.value)
     )
 
 
 # --------------------------------------------------------------------------- describing
 
 
-def test_checks_count_rows_and_nulls_and_compare_types(lake: Lake):
+def test_checks_count_rows_and_nulls_and_compare_types(local_lake: Lake):
     validation = ValidationConfig.model_validate(
         {
             "not_empty": True,
@@ -304,7 +343,9 @@ def test_checks_count_rows_and_nulls_and_compare_types(lake: Lake):
             },
         }
     )
-    outcomes = {o.name: o for o in checks.evaluate(lake.engine, lake.frame(ROWS), validation)}
+    outcomes = {
+        o.name: o for o in checks.evaluate(local_lake.engine, local_lake.frame(ROWS), validation)
+    }
     assert outcomes["not_empty"].passed and outcomes["not_empty"].metadata == {"row_count": 3}
     assert outcomes["no_nulls_g"].passed
     assert not outcomes["no_nulls_x"].passed and outcomes["no_nulls_x"].metadata == {
@@ -315,43 +356,45 @@ def test_checks_count_rows_and_nulls_and_compare_types(lake: Lake):
     assert not outcomes["schema"].passed
     assert outcomes["schema"].description.startswith("column 'x' is ")
     assert outcomes["schema"].description.endswith(", expected int")
-    empty = lake.engine.sql("SELECT * FROM t WHERE id < 0", {"t": lake.frame(ROWS)})
-    (outcome,) = checks.evaluate(lake.engine, empty, ValidationConfig(not_empty=True))
+    empty = local_lake.engine.sql("SELECT * FROM t WHERE id < 0", {"t": local_lake.frame(ROWS)})
+    (outcome,) = checks.evaluate(local_lake.engine, empty, ValidationConfig(not_empty=True))
     assert not outcome.passed and outcome.description == "the result has no rows"
 
 
-def test_a_frame_is_described_for_metadata(lake: Lake):
-    df = lake.frame(ROWS)
-    assert [name for name, _ in lake.engine.column_schema(df)] == ["id", "g", "x"]
-    families = [lake.engine.type_family(t) for _, t in lake.engine.column_schema(df)]
+def test_a_frame_is_described_for_metadata(local_lake: Lake):
+    df = local_lake.frame(ROWS)
+    assert [name for name, _ in local_lake.engine.column_schema(df)] == ["id", "g", "x"]
+    families = [local_lake.engine.type_family(t) for _, t in local_lake.engine.column_schema(df)]
     assert families == ["integer", "string", "float"]
-    assert lake.engine.profile(df, ["x"]).rows == 3 and lake.engine.profile(df, ["x"]).nulls == {
-        "x": 1
-    }
-    assert lake.engine.cheap_row_count(df) in (3, None)
-    preview = lake.engine.preview_markdown(df, 2).splitlines()
+    assert local_lake.engine.profile(df, ["x"]).rows == 3 and local_lake.engine.profile(
+        df, ["x"]
+    ).nulls == {"x": 1}
+    assert local_lake.engine.cheap_row_count(df) in (3, None)
+    preview = local_lake.engine.preview_markdown(df, 2).splitlines()
     assert preview[0] == "| id | g | x |" and len(preview) == 4
-    assert len(lake.engine.sample(df, 2)) == 2 and lake.engine.sample(df, 0) == []
+    assert len(local_lake.engine.sample(df, 2)) == 2 and local_lake.engine.sample(df, 0) == []
 
 
-def test_rows_are_counted_by_the_write_itself(lake: Lake):
-    counted, rows = lake.engine.count_while_writing(lake.frame(ROWS))
-    lake.engine.write(counted, lake.loc("t.parquet"), "parquet")
+def test_rows_are_counted_by_the_write_itself(local_lake: Lake):
+    counted, rows = local_lake.engine.count_while_writing(local_lake.frame(ROWS))
+    local_lake.engine.write(counted, local_lake.loc("t.parquet"), "parquet")
     assert rows() == 3
 
 
-def test_a_kept_intermediate_comes_back_whole(lake: Lake):
-    base = str(lake.root / "store")
-    where, kept = lake.engine.store_intermediate(lake.frame(ROWS), base, ("pipe", "node"))
+def test_a_kept_intermediate_comes_back_whole(local_lake: Lake):
+    base = str(local_lake.root / "store")
+    where, kept = local_lake.engine.store_intermediate(
+        local_lake.frame(ROWS), base, ("pipe", "node")
+    )
     assert where.startswith(base)
-    assert lake.rows(kept) == lake.rows(lake.frame(ROWS))
-    again = lake.engine.load_intermediate(base, ("pipe", "node"), where=WHERE)
-    assert as_tuples(lake.rows(again)) == as_tuples(ROWS)
+    assert local_lake.rows(kept) == local_lake.rows(local_lake.frame(ROWS))
+    again = local_lake.engine.load_intermediate(base, ("pipe", "node"), where=WHERE)
+    assert as_tuples(local_lake.rows(again)) == as_tuples(ROWS)
     with pytest.raises(OdibiRunError, match=r"no stored result yet .* Materialize this upstream"):
-        lake.engine.load_intermediate(base, ("pipe", "other"), where=WHERE)
+        local_lake.engine.load_intermediate(base, ("pipe", "other"), where=WHERE)
 
 
-def test_each_consumer_gets_a_frame_of_its_own(lake: Lake):
-    df = lake.frame(ROWS)
-    mine = lake.engine.handoff(df)
-    assert lake.engine.is_frame(mine) and lake.rows(mine) == lake.rows(df)
+def test_each_consumer_gets_a_frame_of_its_own(local_lake: Lake):
+    df = local_lake.frame(ROWS)
+    mine = local_lake.engine.handoff(df)
+    assert local_lake.engine.is_frame(mine) and local_lake.rows(mine) == local_lake.rows(df)

@@ -13,29 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import odibi_dagster
-from odibi_dagster_tests.conftest import run_cli
+from odibi_dagster_tests.support.cli import run_cli
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def run_job(defs: dg.Definitions, job: str, **kwargs) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(job).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs
-    )
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    out = []
-    for ev in result.get_step_failure_events():
-        data = ev.event_specific_data
-        if data.user_failure_data is not None:
-            out.append(data.user_failure_data.description or "")
-        if data.error is not None:
-            out.append(data.error.message)
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- reference configs

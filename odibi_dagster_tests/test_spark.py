@@ -24,8 +24,9 @@ from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster.transforms import run_steps
-from odibi_dagster_tests.conftest import EXAMPLES, copy_tree, run_cli
-from odibi_dagster_tests.test_run import failure_text, run_job
+from odibi_dagster_tests.support.cli import run_cli
+from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 ROWS = [(1, "a", 1.5), (2, "b", 2.5), (3, "a", None)]
 
@@ -240,6 +241,7 @@ def normalised(df: pd.DataFrame) -> list[tuple[Any, ...]]:
     )
 
 
+@pytest.mark.slow
 def test_the_same_yaml_gives_the_same_answer_on_pandas_and_spark(spark, tmp_path: Path):
     roots = {
         "pandas": copy_tree(EXAMPLES / "retail", tmp_path / "pandas" / "retail"),
@@ -405,6 +407,8 @@ pipelines:
 """
 
 
+@pytest.mark.spark  # each step process of the CLI run starts a Spark session of its own
+@pytest.mark.slow
 def test_multiprocess_runs_hand_intermediates_across_step_processes(tmp_path, dagster_home):
     (tmp_path / "in.csv").write_text("g,v\na,1\nb,2\na,3\n")
     (tmp_path / "project.yaml").write_text(MULTIPROCESS_PROJECT)

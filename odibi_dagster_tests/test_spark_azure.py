@@ -42,7 +42,7 @@ from odibi_dagster.resources.spark import SparkSessionResource
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.fixtures import DEV_ACCOUNT, DEV_KEY, random_key
 from odibi_dagster_tests.emulators.keyvault import KeyVaultService
-from odibi_dagster_tests.test_azure import failure_text, run_job
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 SCHEMA = "id long, name string, amount double"
 FIRST = [(1, "ann", 10.5), (2, "bob", -3.0)]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 BRANCHES = 4
@@ -44,6 +45,7 @@ def fan_out_project(root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_multiprocess_run_with_parallel_nodes_has_every_node_in_its_story(tmp_path: Path):
     project = fan_out_project(tmp_path / "fan")
     recon = dg.build_reconstructable_job(

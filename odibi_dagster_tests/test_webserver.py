@@ -14,10 +14,7 @@ from typing import Any
 
 import pytest
 
-try:
-    from odibi_dagster_tests import webserver_support as ws
-except ImportError:  # the tests directory is not a package: pytest puts it on sys.path
-    import webserver_support as ws  # type: ignore[no-redef]
+from odibi_dagster_tests.support import webserver as ws
 
 LOCATIONS = ["retail", "quickstart", "spark_databricks"]
 RETAIL = "retail"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from odibi_dagster_tests import webserver_support as ws
-from odibi_dagster_tests.conftest import EXAMPLES
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.keyvault import KeyVaultService
+from odibi_dagster_tests.support import webserver as ws
+from odibi_dagster_tests.support.paths import EXAMPLES
 
 LOCATION = "azure_pandas"
 RAW, CUR = "odibiraw", "odibicurated"

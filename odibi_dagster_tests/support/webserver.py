@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end tests: a private dagster-webserver and a small GraphQL client.
+"""A private dagster-webserver and a small GraphQL client, for the end-to-end tests.
 
 The webserver runs from a copy of the repository's examples (never from ``examples/`` itself)
 with its own DAGSTER_HOME, in its own process group so teardown can stop it and every code
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from odibi_dagster_tests.support.paths import EXAMPLES, REPO
+
 REPOSITORY_NAME = "__repository__"
 
 CHROMIUM = "/usr/bin/chromium"
@@ -60,8 +61,8 @@ TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
 def copy_workspace(dest: Path) -> Path:
     """Copy ``examples/`` and ``workspace.yaml`` into ``dest``; return the workspace file."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO_ROOT / "examples", dest / "examples", ignore=_COPY_IGNORE)
-    shutil.copy2(REPO_ROOT / "workspace.yaml", dest / "workspace.yaml")
+    shutil.copytree(EXAMPLES, dest / "examples", ignore=_COPY_IGNORE)
+    shutil.copy2(REPO / "workspace.yaml", dest / "workspace.yaml")
     return dest / "workspace.yaml"
 
 
