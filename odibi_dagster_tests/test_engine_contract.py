@@ -152,7 +152,7 @@ def test_modes_error_and_ignore_write_when_nothing_is_there(local_lake: Lake, fm
     )
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "delta"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_an_append_with_other_columns_fails_and_changes_nothing(local_lake: Lake, fmt: str):
     loc = local_lake.loc(f"t.{fmt}")
     local_lake.engine.write(local_lake.frame(ROWS), loc, fmt, "overwrite")
