@@ -1,7 +1,9 @@
 """The functions Dagster calls for a node's asset and for the checks on a source.
 
-No ``from __future__ import annotations`` here: Dagster reads the ``context``
-annotation as a class, not as a string.
+Their parameters are not annotated: Dagster inspects a function's annotations for every
+asset it builds (a context annotation must be the class itself, and a return annotation
+is turned into a Dagster type), which costs more than a tenth of a millisecond per node
+of a large project.
 """
 
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from odibi_dagster.node_runner import NodeRunner, check_results
 def asset_function(runner: NodeRunner) -> Callable[..., Iterator[Any]]:
     """The body of a node's asset: its inputs arrive as keyword arguments."""
 
-    def compute(context: dg.AssetExecutionContext, **inputs: Any) -> Iterator[Any]:
+    def compute(context, **inputs):  # type: ignore[no-untyped-def]
         yield from runner.run(context, inputs)
 
     return compute
@@ -28,9 +30,7 @@ def source_checks_function(
 ) -> Callable[..., Iterator[dg.AssetCheckResult]]:
     """The body of the checks on a source: the source arrives as ``data``."""
 
-    def run_checks(
-        context: dg.AssetCheckExecutionContext, data: Any
-    ) -> Iterator[dg.AssetCheckResult]:
+    def run_checks(context, data):  # type: ignore[no-untyped-def]
         for result, _ in check_results(get_engine(engine, context.resources), data, node, key):
             yield result
 

@@ -15,8 +15,10 @@ manager, resources, checks, retries) is decided here.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -63,13 +65,31 @@ def load_definitions(
     :class:`~odibi_dagster.OdibiTranslator` subclass to change asset keys, groups, tags, ...
     """
     try:
-        project = load_project(path)
-        defs = build_definitions(project, translator)
-        check_definitions(project, defs)
+        with _no_cyclic_gc():
+            project = load_project(path)
+            defs = build_definitions(project, translator)
+            check_definitions(project, defs)
         return defs
     except OdibiConfigError:
         install_config_excepthook()
         raise
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause CPython's cyclic garbage collector while definitions are built.
+
+    Loading a project creates a few hundred thousand objects that all live as long as the
+    code location; the collector would scan them again and again while they are made
+    (about a third of the load time of a 1,000-node project), and can free none of them.
+    Reference counting still frees everything else at once."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_definitions(project: LoadedProject, defs: dg.Definitions) -> None:
