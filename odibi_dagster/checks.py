@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,13 +52,22 @@ def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
     return out
 
 
-def evaluate(engine: Engine, df: Any, validation: ValidationConfig) -> list[CheckOutcome]:
-    """Run every check of ``validation`` on ``df``: one pass over the data for the row
-    count and every null count together."""
+def counted_columns(validation: ValidationConfig, columns: Iterable[str]) -> list[str]:
+    """The columns whose nulls the checks count (those of ``no_nulls`` that exist)."""
+    present = set(columns)
+    return [c for c in validation.no_nulls if c in present]
+
+
+def evaluate(
+    engine: Engine, df: Any, validation: ValidationConfig, stats: Profile | None = None
+) -> list[CheckOutcome]:
+    """Run every check of ``validation`` on ``df``. The row count and every null count
+    come from ``stats`` when the caller counted them already, else from one pass."""
     outcomes: list[CheckOutcome] = []
     columns = dict(engine.column_schema(df))  # names as strings, whatever the frame holds
-    counted = [c for c in validation.no_nulls if c in columns]
-    stats = engine.profile(df, counted) if validation.not_empty or counted else Profile(0)
+    counted = counted_columns(validation, columns)
+    if stats is None:
+        stats = engine.profile(df, counted) if validation.not_empty or counted else Profile(0)
     if validation.not_empty:
         n = stats.rows
         outcomes.append(

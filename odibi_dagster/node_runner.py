@@ -17,9 +17,10 @@ import dagster as dg
 
 from odibi_dagster import checks
 from odibi_dagster.config.models import NodeConfig
-from odibi_dagster.engines.base import Engine
-from odibi_dagster.engines.registry import get_engine, resources_by_key
+from odibi_dagster.engines.base import Engine, Profile
+from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.io_managers.base import STORED_KEY, OdibiIOManager
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 from odibi_dagster.transforms import run_steps
@@ -28,7 +29,11 @@ __all__ = ["NodeRunner", "check_results", "get_engine"]
 
 
 def check_results(
-    engine: Engine, df: Any, node: NodeConfig, key: dg.AssetKey
+    engine: Engine,
+    df: Any,
+    node: NodeConfig,
+    key: dg.AssetKey,
+    stats: Profile | None = None,
 ) -> list[tuple[dg.AssetCheckResult, checks.CheckOutcome]]:
     """The node's ``validation:`` evaluated on ``df``, as Dagster check results."""
     assert node.validation is not None
@@ -43,7 +48,7 @@ def check_results(
             ),
             outcome,
         )
-        for outcome in checks.evaluate(engine, df, node.validation)
+        for outcome in checks.evaluate(engine, df, node.validation, stats)
     ]
 
 
@@ -75,7 +80,7 @@ class NodeRunner:
             steps=list(self.step_labels),
         )
         try:
-            current = yield from self._compute(resources, inputs, story)
+            current, stored = yield from self._compute(context, resources, inputs, story)
         except OdibiRunError as exc:
             story.error = str(exc)
             self._save_failed(context, recorder, resources, story, t0)
@@ -91,12 +96,13 @@ class NodeRunner:
         story.duration_s = round(time.perf_counter() - t0, 4)
         if recorder is not None:
             recorder.hold(context.run_id, tuple(self.key.path), story)
-        yield dg.Output(current)
+        yield dg.Output(current, metadata=stored)
 
     def _compute(
-        self, resources: dict[str, Any], inputs: dict[str, Any], story: NodeStory
-    ) -> Generator[Any, None, Any]:
-        """Read, transform and validate; yields check results, returns the result."""
+        self, context: Any, resources: dict[str, Any], inputs: dict[str, Any], story: NodeStory
+    ) -> Generator[Any, None, tuple[Any, dict[str, Any]]]:
+        """Read, transform and validate; yields check results, returns the result and the
+        metadata of a result already computed and stored for the checks."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -117,9 +123,11 @@ class NodeRunner:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
+        stored: dict[str, Any] = {}
         if node.validation is not None:
+            current, stats, stored = self._materialize(context, resources, eng, current)
             failed = []
-            for result, outcome in check_results(eng, current, node, self.key):
+            for result, outcome in check_results(eng, current, node, self.key, stats):
                 story.checks.append(
                     {
                         "name": outcome.name,
@@ -131,13 +139,34 @@ class NodeRunner:
                 if not outcome.passed:
                     failed.append(f"{outcome.name}: {outcome.description}")
             if failed:
-                eng.release(current)
                 raise dg.Failure(
                     description=f"{node.where}: validation failed, nothing was written: "
                     + "; ".join(failed),
                     allow_retries=False,
                 )
-        return current
+        return current, stored
+
+    def _materialize(
+        self, context: Any, resources: dict[str, Any], eng: Engine, current: Any
+    ) -> tuple[Any, Profile, dict[str, Any]]:
+        """The result computed once for the checks and everything after them: where the
+        engine keeps it (Spark: the intermediate store, counting rows and nulls in that
+        same job), and its row count, for the IO manager (so it neither stores nor counts
+        it again)."""
+        assert self.node.validation is not None
+        counted = checks.counted_columns(self.node.validation, current.columns)
+        io_manager = resources.get(ENGINES[self.engine].io_manager_key)
+        if not isinstance(io_manager, OdibiIOManager):  # a user's own IO manager
+            return current, eng.profile(current, counted), {}
+        base = io_manager.intermediate_base(context.instance, eng)
+        current, stats, loc = eng.materialize(current, base, tuple(self.key.path), counted)
+        if loc is None:
+            return current, stats, {}
+        return (
+            current,
+            stats,
+            {STORED_KEY: dg.MetadataValue.path(loc.uri), "dagster/row_count": stats.rows},
+        )
 
     def _save_failed(
         self,

@@ -3,7 +3,7 @@
 Every test here runs once per engine of ``odibi_dagster.engines.registry.ENGINES``, so an
 engine that registers gets the whole suite. Data goes in and comes out through files
 written and read without the engines (pyarrow, csv, json, delta-rs), and frames are
-compared as rows (``engine.sample``), so nothing here knows pandas from Spark.
+compared as rows (``engine.head``), so nothing here knows pandas from Spark.
 Behaviour only one engine has (pandas' option blame, Spark's session) is tested in that
 engine's own module.
 """
@@ -23,6 +23,7 @@ from deltalake import DeltaTable
 from odibi_dagster import checks, transform
 from odibi_dagster.config.models import Step, ValidationConfig
 from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.messages import markdown_table
 from odibi_dagster.engines.registry import ENGINE_NAMES, get_engine
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.local import LocalStorage
@@ -66,7 +67,7 @@ class Lake:
         return self.engine.read(self.loc(name), "parquet")
 
     def rows(self, df: Any) -> list[dict[str, Any]]:
-        return sorted(self.engine.sample(df, 10_000), key=lambda r: r["id"])
+        return sorted(self.engine.head(df, 10_000), key=lambda r: r["id"])
 
 
 @pytest.fixture
@@ -280,7 +281,7 @@ def test_sql_steps_see_nodes_by_name_and_the_previous_result(local_lake: Lake):
         ),
     ]
     out = run_steps(local_lake.engine, steps, {"src": src, "other": other}, node="n", where=WHERE)
-    assert [(r["g"], r["total"]) for r in local_lake.engine.sample(out, 10)] == [("a", 50.0)]
+    assert [(r["g"], r["total"]) for r in local_lake.engine.head(out, 10)] == [("a", 50.0)]
 
 
 def test_sql_naming_an_unknown_table_lists_the_available_ones(local_lake: Lake):
@@ -370,9 +371,9 @@ def test_a_frame_is_described_for_metadata(local_lake: Lake):
         df, ["x"]
     ).nulls == {"x": 1}
     assert local_lake.engine.cheap_row_count(df) in (3, None)
-    preview = local_lake.engine.preview_markdown(df, 2).splitlines()
-    assert preview[0] == "| id | g | x |" and len(preview) == 4
-    assert len(local_lake.engine.sample(df, 2)) == 2 and local_lake.engine.sample(df, 0) == []
+    assert [r["id"] for r in local_lake.engine.head(df, 2)] == [1, 2]
+    assert local_lake.engine.head(df, 0) == []
+    assert local_lake.engine.head(df, 5)[1]["x"] is None  # a missing value, on every engine
 
 
 def test_rows_are_counted_by_the_write_itself(local_lake: Lake):
@@ -386,7 +387,9 @@ def test_a_kept_intermediate_comes_back_whole(local_lake: Lake):
     where, kept = local_lake.engine.store_intermediate(
         local_lake.frame(ROWS), base, ("pipe", "node")
     )
-    assert where.startswith(base)
+    assert where.uri.startswith(base)
+    written = local_lake.engine.head(kept, 5, written_at=where, fmt="parquet")
+    assert as_tuples(written) == as_tuples(ROWS)
     assert local_lake.rows(kept) == local_lake.rows(local_lake.frame(ROWS))
     again = local_lake.engine.load_intermediate(base, ("pipe", "node"), where=WHERE)
     assert as_tuples(local_lake.rows(again)) == as_tuples(ROWS)
@@ -398,3 +401,25 @@ def test_each_consumer_gets_a_frame_of_its_own(local_lake: Lake):
     df = local_lake.frame(ROWS)
     mine = local_lake.engine.handoff(df)
     assert local_lake.engine.is_frame(mine) and local_lake.rows(mine) == local_lake.rows(df)
+
+
+def test_the_preview_table_escapes_pipes_and_line_breaks():
+    assert markdown_table(["id", "text"], [(1, "a|b"), (2, "c\nd")]) == (
+        "| id | text |\n| --- | --- |\n| 1 | a\\|b |\n| 2 | c d |"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta"])
+@pytest.mark.parametrize("options", [{}, {"partition_by": ["g"]}], ids=["plain", "partitioned"])
+def test_the_first_rows_of_what_was_written_are_the_rows_written(
+    local_lake: Lake, fmt: str, options: dict[str, Any]
+):
+    if fmt == "parquet" and options and local_lake.engine.name == "pandas":
+        pytest.skip("the pandas engine partitions delta only")
+    df = local_lake.frame(ROWS)
+    local_lake.engine.write(df, local_lake.loc("t"), fmt, options=options)
+    written = local_lake.engine.after_write(df, local_lake.loc("t"), fmt)
+    first = local_lake.engine.head(written, 3, written_at=local_lake.loc("t"), fmt=fmt)
+    assert as_tuples(first) == as_tuples(ROWS)
+    # partition columns may come last, as Spark reads them from the folder names
+    assert [sorted(row) for row in first] == [["g", "id", "x"]] * 3

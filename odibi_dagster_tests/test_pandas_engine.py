@@ -329,13 +329,6 @@ def test_sql_does_not_see_python_variables(engine):
 # ---------------------------------------------------------------- summaries
 
 
-def test_preview_markdown_shows_first_rows_and_escapes_pipes():
-    df = pd.DataFrame({"id": [1, 2, 3], "text": ["a|b", "c", "d"]})
-    assert PandasEngine().preview_markdown(df, n=2) == (
-        "| id | text |\n| --- | --- |\n| 1 | a\\|b |\n| 2 | c |"
-    )
-
-
 # ------------------------------------------- modes against whatever is at the path
 
 

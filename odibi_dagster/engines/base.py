@@ -93,12 +93,12 @@ class Engine(Protocol):
         """The family (string, integer, float, boolean, datetime) of one of its type names."""
         ...
 
-    def sample(self, df: Frame, n: int) -> list[dict[str, Any]]:
-        """The first ``n`` rows as dicts (only these reach the driver)."""
-        ...
-
-    def preview_markdown(self, df: Frame, n: int = 5) -> str:
-        """A markdown table of the first ``n`` rows."""
+    def head(
+        self, df: Frame, n: int, *, written_at: Location | None = None, fmt: str = ""
+    ) -> list[dict[str, Any]]:
+        """The first ``n`` rows as dicts, a missing value as None (only these reach the
+        driver). ``written_at``/``fmt``: where ``df`` was just written, which the engine
+        may read the rows from instead of running a job."""
         ...
 
     # ------------------------------------------------------------------ handing over
@@ -118,13 +118,23 @@ class Engine(Protocol):
         """The copy of a result one consumer gets (changing it must not change another's)."""
         ...
 
-    def release(self, df: Frame) -> None:
-        """Free what describing ``df`` held on to (e.g. a cache), once it was written."""
+    def materialize(
+        self, df: Frame, base: str, key: tuple[str, ...], null_columns: Iterable[str] = ()
+    ) -> tuple[Frame, Profile, Location | None]:
+        """``df`` computed once for a node's checks and its consumers, with its row count
+        and the null counts of ``null_columns``: the frame to use from now on, its profile,
+        and where it was kept (None: it lives in memory and nothing was written)."""
         ...
 
-    def store_intermediate(self, df: Frame, base: str, key: tuple[str, ...]) -> tuple[str, Frame]:
+    def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
+        """Where a result of ``key`` with no faithful copy on storage is kept under ``base``."""
+        ...
+
+    def store_intermediate(
+        self, df: Frame, base: str, key: tuple[str, ...]
+    ) -> tuple[Location, Frame]:
         """Keep a result that has no faithful copy on storage, under ``base``: where it
-        went, and the frame consumers use from now on."""
+        went (as Parquet), and the frame consumers use from now on."""
         ...
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Frame:

@@ -33,7 +33,6 @@ from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
     fail,
-    markdown_table,
     missing_input,
     write_wanted,
 )
@@ -160,17 +159,14 @@ class PandasEngine:
             return "string"
         return d
 
-    def sample(self, df: pd.DataFrame, n: int) -> list[dict[str, Any]]:
-        """The first ``n`` rows as dicts; a missing value is None (as on every engine)."""
-        head = df.head(max(n, 0))
+    def head(
+        self, df: pd.DataFrame, n: int, *, written_at: Location | None = None, fmt: str = ""
+    ) -> list[dict[str, Any]]:
+        first = df.head(max(n, 0))
         rows: list[dict[str, Any]] = (
-            head.astype(object).where(head.notna(), None).to_dict(orient="records")
+            first.astype(object).where(first.notna(), None).to_dict(orient="records")
         )
         return rows
-
-    def preview_markdown(self, df: pd.DataFrame, n: int = 5) -> str:
-        """A markdown table of the first ``n`` rows (cells escaped for '|' and newlines)."""
-        return markdown_table(df.columns, df.head(max(n, 0)).itertuples(index=False, name=None))
 
     # ------------------------------------------------------------------ handing over
 
@@ -187,24 +183,35 @@ class PandasEngine:
         # with copy-on-write, a shallow copy is the consumer's own
         return df.copy(deep=False)
 
-    def release(self, df: pd.DataFrame) -> None:
-        return None
+    def materialize(
+        self,
+        df: pd.DataFrame,
+        base: str,
+        key: tuple[str, ...],
+        null_columns: Iterable[str] = (),
+    ) -> tuple[pd.DataFrame, Profile, Location | None]:
+        return df, self.profile(df, null_columns), None  # computed already, in memory
+
+    def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
+        parquet, _ = _intermediate_paths(base, key)
+        return LocalStorage(base_path=base).location(os.path.relpath(parquet, base))
 
     def store_intermediate(
         self, df: pd.DataFrame, base: str, key: tuple[str, ...]
-    ) -> tuple[str, pd.DataFrame]:
+    ) -> tuple[Location, pd.DataFrame]:
         """``<base>/<key...>.parquet``, or ``.pickle`` for a frame Parquet cannot hold
         (columns of mixed Python objects)."""
         parquet, pickled = _intermediate_paths(base, key)
         storage = LocalStorage(base_path=base)
+        stored = self.intermediate(base, key)
         try:
-            self.write(df, storage.location(os.path.relpath(parquet, base)), "parquet")
+            self.write(df, stored, "parquet")
         except (OdibiRunError, pa.ArrowException, ValueError, TypeError):
             pass
         else:
             if os.path.exists(pickled):
                 os.remove(pickled)
-            return parquet, df
+            return stored, df
         os.makedirs(os.path.dirname(pickled), exist_ok=True)
         tmp = f"{pickled}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -212,7 +219,7 @@ class PandasEngine:
         os.replace(tmp, pickled)
         if os.path.exists(parquet):
             os.remove(parquet)
-        return pickled, df
+        return storage.location(os.path.relpath(pickled, base)), df
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> pd.DataFrame:
         parquet, pickled = _intermediate_paths(base, key)

@@ -30,7 +30,6 @@ from odibi_dagster.engines.messages import (
     check_mode,
     column_list,
     fail,
-    markdown_table,
     missing_input,
     not_a_delta_table,
     require_same_columns,
@@ -116,6 +115,73 @@ def _as_option(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return value
+
+
+def _profile_columns(columns: list[str]) -> list[Any]:
+    """Aggregations for a profile: the row count, and the nulls of each column."""
+    from pyspark.sql import functions as F
+
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    aggs += [
+        F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
+        for i, c in enumerate(columns)
+    ]
+    return aggs
+
+
+def _profile_of(values: Any, columns: list[str]) -> Profile:
+    """The Profile of the values of :func:`_profile_columns` (a Row, or an Observation's dict)."""
+    return Profile(
+        rows=int(values["rows"] or 0),
+        nulls={c: int(values[f"n{i}"] or 0) for i, c in enumerate(columns)},
+    )
+
+
+def _peek(loc: Location, fmt: str, n: int, columns: list[str]) -> list[dict[str, Any]] | None:
+    """Up to ``n`` rows of the Parquet or Delta data just written at ``loc``, read from its
+    first file by pyarrow through the connection's own filesystem and credentials.
+
+    None where that cannot be done exactly (a dbfs:/ path, partition columns held in
+    folder names, Delta column mapping: whenever the file's columns are not ``columns``);
+    the caller then asks Spark."""
+    try:
+        import pyarrow.parquet as pq
+
+        fs = loc.fs
+        if fmt == "delta":
+            from deltalake import DeltaTable
+
+            table = DeltaTable(loc.delta_uri, storage_options=loc.storage_options or None)
+            root = loc.delta_uri.rstrip("/") + "/"
+            # the table's files as addresses under its root, there on the connection's fs
+            files = [
+                posixpath.join(loc.fs_path, uri[len(root) :])
+                for uri in table.file_uris()
+                if uri.startswith(root)
+            ]
+        elif fs.isfile(loc.fs_path):
+            files = [loc.fs_path]
+        else:
+            files = sorted(
+                str(p)
+                for p in fs.ls(loc.fs_path, detail=False)
+                if str(p).endswith(".parquet")
+                and not posixpath.basename(str(p)).startswith(("_", "."))
+            )
+        if not files:
+            return None  # e.g. partitions in subfolders: Spark knows how to read them
+        rows: list[dict[str, Any]] = []
+        for file in files:
+            with fs.open(file, "rb") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=n):
+                    if batch.schema.names != columns:
+                        return None
+                    rows += batch.to_pylist()
+                    if len(rows) >= n:
+                        return rows[:n]
+        return rows
+    except Exception:
+        return None
 
 
 def session_for(resources: Mapping[str, Any]) -> Any:
@@ -436,27 +502,10 @@ class SparkEngine:
         return None  # a count is a Spark job: the IO manager counts while it writes
 
     def profile(self, df: Any, null_columns: Iterable[str] = ()) -> Profile:
-        """Row count and null counts of ``null_columns`` in one aggregation.
-
-        The frame is persisted first (memory, then disk): the write that follows a
-        validation reads the cached result instead of computing the node a second time.
-        :meth:`release` drops the cache once the result is written."""
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
-
-        cols = list(dict.fromkeys(c for c in null_columns if c in df.columns))
-        if not df.is_cached:
-            df.persist(StorageLevel.MEMORY_AND_DISK)
-        aggs = [F.count(F.lit(1)).alias("rows")]
-        aggs += [
-            F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
-            for i, c in enumerate(cols)
-        ]
-        row = df.agg(*aggs).collect()[0]
-        return Profile(
-            rows=int(row["rows"] or 0),
-            nulls={c: int(row[f"n{i}"] or 0) for i, c in enumerate(cols)},
-        )
+        """Row count and null counts of ``null_columns`` in one aggregation (one pass)."""
+        cols = [c for c in dict.fromkeys(null_columns) if c in df.columns]
+        row = df.agg(*_profile_columns(cols)).collect()[0]
+        return _profile_of(row, cols)
 
     def column_schema(self, df: Any) -> list[tuple[str, str]]:
         return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
@@ -476,15 +525,19 @@ class SparkEngine:
             return "string"
         return d
 
-    def sample(self, df: Any, n: int) -> list[dict[str, Any]]:
-        """The first ``n`` rows as dicts (only these reach the driver)."""
+    def head(
+        self, df: Any, n: int, *, written_at: Location | None = None, fmt: str = ""
+    ) -> list[dict[str, Any]]:
+        """The first ``n`` rows as dicts. Where ``df`` was just written as Parquet or Delta,
+        they are read from the first file on the driver (pyarrow, the connection's
+        filesystem): a preview then costs no Spark job."""
         if n <= 0:
             return []
+        if written_at is not None and fmt in ("parquet", "delta"):
+            rows = _peek(written_at, fmt, n, list(df.columns))
+            if rows is not None:
+                return rows
         return [row.asDict(recursive=True) for row in df.limit(n).collect()]
-
-    def preview_markdown(self, df: Any, n: int = 5) -> str:
-        """A markdown table of the first ``n`` rows (only these reach the driver)."""
-        return markdown_table(df.columns, df.limit(max(n, 0)).collect())
 
     # --------------------------------------------------------------- handing over
 
@@ -516,18 +569,26 @@ class SparkEngine:
     def handoff(self, df: Any) -> Any:
         return df  # a plan: consumers cannot change each other's data
 
-    def release(self, df: Any) -> None:
-        """Drop the cache :meth:`profile` made (the result is on storage by now)."""
-        if df.is_cached:
-            df.unpersist()
+    def materialize(
+        self, df: Any, base: str, key: tuple[str, ...], null_columns: Iterable[str] = ()
+    ) -> tuple[Any, Profile, Location | None]:
+        """Compute ``df`` once, into the intermediate store, counting its rows and nulls in
+        the same job (a Spark Observation): the checks need no pass of their own, and the
+        target and consumers read the stored copy instead of computing the node again."""
+        from pyspark.sql import Observation
 
-    def store_intermediate(self, df: Any, base: str, key: tuple[str, ...]) -> tuple[str, Any]:
-        loc = self._intermediate(base, key)
+        cols = [c for c in dict.fromkeys(null_columns) if c in df.columns]
+        obs = Observation()
+        loc, stored = self.store_intermediate(df.observe(obs, *_profile_columns(cols)), base, key)
+        return stored, _profile_of(obs.get, cols), loc
+
+    def store_intermediate(self, df: Any, base: str, key: tuple[str, ...]) -> tuple[Location, Any]:
+        loc = self.intermediate(base, key)
         self.write(df, loc, "parquet", "overwrite")
-        return loc.uri, self.after_write(df, loc, "parquet")
+        return loc, self.after_write(df, loc, "parquet")
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Any:
-        loc = self._intermediate(base, key)
+        loc = self.intermediate(base, key)
         if not self.exists(loc, "parquet"):
             raise OdibiRunError(
                 f"{where}: no stored result yet (looked in {loc.uri}). Materialize this "
@@ -535,8 +596,7 @@ class SparkEngine:
             )
         return self.read(loc, "parquet", where=where)
 
-    @staticmethod
-    def _intermediate(base: str, key: tuple[str, ...]) -> Location:
+    def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
         """Where a result is kept: under a local directory, or a URI every executor reaches
         (dbfs:/..., abfss://...)."""
         from odibi_dagster.resources.local import LocalStorage

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from odibi_dagster.engines.base import Engine
-from odibi_dagster.engines.messages import exists_error
+from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
@@ -40,6 +41,7 @@ from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
 NODE_KEY = "odibi/node"
+STORED_KEY = "odibi/stored_at"
 
 
 def consumer_count(context: dg.OutputContext) -> int:
@@ -57,6 +59,11 @@ def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any
         return resources_by_key(context.step_context.resources)
     except Exception:  # no step context (a direct call)
         return {}
+
+
+def _plain(value: Any) -> Any:
+    """A metadata entry's value, whether given plain or as a MetadataValue."""
+    return value.value if isinstance(value, dg.MetadataValue) else value
 
 
 class OdibiIOManager(dg.ConfigurableIOManager):
@@ -147,10 +154,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 f"{where}: produced a {type(obj).__name__}, not a {engine.frame_kind}; a "
                 f"function step on engine {engine.name} must return a {engine.frame_kind}"
             )
-        try:
-            return self._persist(context, resources, engine, key, obj, where, meta, story)
-        finally:
-            engine.release(obj)
+        return self._persist(context, resources, engine, key, obj, where, meta, story)
 
     def _persist(
         self,
@@ -170,15 +174,23 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             with storage_errors(where, "checking", loc.uri, loc.storage_options):
                 if engine.exists(loc, write["format"]):  # before computing anything
                     exists_error(where, loc.uri)
-        counted, rows = engine.count_while_writing(obj)
+        base = self.intermediate_base(context.step_context.instance, engine)
         out_meta: dict[str, Any] = {}
         outcome = None
         result = None  # what consumers and the preview read
-        if not faithful_copy(write):
-            stored, result = engine.store_intermediate(
-                counted, self._intermediate_base(context, engine), key
-            )
-            out_meta["odibi/stored_at"] = dg.MetadataValue.path(stored)
+        result_at: tuple[Location, str] | None = None  # and where it was written
+        known = context.output_metadata
+        rows: Callable[[], int | None]
+        if STORED_KEY in known:
+            # computed once for the node's checks (NodeRunner), counted and stored then
+            result, result_at = obj, (engine.intermediate(base, key), "parquet")
+            counted, rows = obj, lambda: _plain(known.get("dagster/row_count"))
+        else:
+            counted, rows = engine.count_while_writing(obj)
+        if result is None and not faithful_copy(write):
+            stored, result = engine.store_intermediate(counted, base, key)
+            result_at = (stored, "parquet")
+            out_meta[STORED_KEY] = dg.MetadataValue.path(stored.uri)
         if write and loc is not None:
             source = counted if result is None else result
             with storage_errors(where, "writing", loc.uri, loc.storage_options):
@@ -192,21 +204,32 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
             if result is None:
                 result = engine.after_write(obj, loc, write["format"], where=where)
+                result_at = (loc, write["format"])
         with not_retried_after_append(outcome, where, "describing the result"):
             count = rows()
             self._remember(context, key, result)
-            out_meta["dagster/row_count"] = count
+            columns = engine.column_schema(result)
+            sample_rows = resources[STORY_RESOURCE_KEY].max_sample_rows if story else 0
+            loc_at, fmt_at = result_at or (None, "")
+            # one look at the first rows serves the preview and the story
+            first = engine.head(
+                result, max(self.preview_rows, sample_rows), written_at=loc_at, fmt=fmt_at
+            )
+            if "dagster/row_count" not in known:
+                out_meta["dagster/row_count"] = count
             out_meta["dagster/column_schema"] = dg.TableSchema(
-                columns=[dg.TableColumn(name=c, type=t) for c, t in engine.column_schema(result)]
+                columns=[dg.TableColumn(name=c, type=t) for c, t in columns]
             )
             out_meta["preview"] = dg.MetadataValue.md(
-                engine.preview_markdown(result, self.preview_rows)
+                markdown_table(
+                    [c for c, _ in columns],
+                    ([row.get(c) for c, _ in columns] for row in first[: self.preview_rows]),
+                )
             )
             context.add_output_metadata({k: v for k, v in out_meta.items() if v is not None})
             if story is not None:
                 story.rows = count
-                recorder = resources[STORY_RESOURCE_KEY]
-                story.sample = engine.sample(result, recorder.max_sample_rows)
+                story.sample = first[:sample_rows]
         return outcome
 
     def _finish_story(
@@ -255,7 +278,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 )
         else:
             df = engine.load_intermediate(
-                self._intermediate_base(context, engine), key, where=where
+                self.intermediate_base(context.step_context.instance, engine), key, where=where
             )
         self._cache[key] = df
         return df
@@ -303,14 +326,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             )
         return conn.location(spec["path"])
 
-    def _intermediate_base(
-        self, context: dg.InputContext | dg.OutputContext, engine: Engine
-    ) -> str:
+    def intermediate_base(self, instance: dg.DagsterInstance, engine: Engine) -> str:
+        """Where results are kept: ``intermediate_dir``, else the environment variable,
+        else under the Dagster instance's storage."""
         base = self.intermediate_dir
         if not base and self.intermediate_env:
             base = os.environ.get(self.intermediate_env)
         if base:
             return base
-        return os.path.join(
-            context.step_context.instance.storage_directory(), engine.intermediate_dir_name
-        )
+        return os.path.join(instance.storage_directory(), engine.intermediate_dir_name)
