@@ -3,8 +3,9 @@
 Native ``spark.read`` / ``DataFrame.write`` for parquet, csv, json and delta, on local
 paths and ``abfss://`` URIs; SQL steps through ``spark.sql`` over temp views named after
 the nodes. Nothing here collects a table to the driver: the only rows that reach the
-driver are previews and story samples (``limit(n)``) and one-row aggregates (row and
-null counts for validation).
+driver are previews and story samples (the first rows of what was written, or
+``limit(n)``) and one-row aggregates (row and null counts, mostly observed during a
+write rather than computed by a job of their own).
 
 CSV and JSON read the way the pandas engine reads them, so one YAML gives one answer:
 CSV has a header row and typed columns unless the options say otherwise (numbers are
