@@ -29,7 +29,12 @@ from odibi_dagster.config.env import as_written
 from odibi_dagster.config.loader import LoadedProject, display_name, load_project
 from odibi_dagster.config.models import PipelineConfig, ProjectConfig
 from odibi_dagster.engines.registry import ENGINES
-from odibi_dagster.errors import OdibiConfigError, Problem, install_config_excepthook
+from odibi_dagster.errors import (
+    OdibiConfigError,
+    Problem,
+    first_line,
+    install_config_excepthook,
+)
 from odibi_dagster.io_managers.base import NODE_KEY, READ_KEY, WRITE_KEY, OdibiIOManager
 from odibi_dagster.io_managers.pandas import PandasIOManager
 from odibi_dagster.io_managers.spark import SparkIOManager
@@ -121,6 +126,7 @@ def build_definitions(
     story = story_resource(project)
     nodes = odibi_nodes(project, connections)
     keys = {id(n): translator.get_asset_key(n) for n in nodes}
+    _check_translated_keys(translator, nodes, keys)
 
     required = {
         p.pipeline: _required_resources(project, p.pipeline, engine_of(cfg, p), story)
@@ -129,28 +135,29 @@ def build_definitions(
     assets: list[Any] = []
     source_checks: dict[str, list[dg.AssetChecksDefinition]] = {}
     for node in nodes:
-        spec = translator.get_asset_spec(node)
-        if spec.key != keys[id(node)]:
-            raise OdibiConfigError(
-                [
-                    Problem(
-                        display_name(project.source),
-                        None,
-                        f"{type(translator).__name__}.get_asset_spec gave node "
-                        f"'{node.pipeline}.{node.name}' the key {spec.key.to_user_string()}, "
-                        f"but get_asset_key gives {keys[id(node)].to_user_string()}. "
-                        "Change keys in get_asset_key, so that dependencies follow",
-                    )
-                ]
-            )
-        if node.is_source:
-            assets.append(_source_asset(project, node, spec))
-            if node.config.validation is not None:
-                source_checks.setdefault(node.pipeline, []).append(
-                    _source_checks(node, spec.key, required[node.pipeline])
+        try:
+            spec = translator.get_asset_spec(node)
+            if spec.key != keys[id(node)]:
+                raise _translator_problem(
+                    translator,
+                    node,
+                    f"get_asset_spec gave it the key {spec.key.to_user_string()}, but "
+                    f"get_asset_key gives {keys[id(node)].to_user_string()}. Change keys in "
+                    "get_asset_key, so that dependencies follow",
                 )
-        else:
-            assets.append(_node_asset(project, node, spec, keys, required[node.pipeline]))
+            if node.is_source:
+                assets.append(_source_asset(project, node, spec))
+                if node.config.validation is not None:
+                    source_checks.setdefault(node.pipeline, []).append(
+                        _source_checks(node, spec.key, required[node.pipeline])
+                    )
+            else:
+                assets.append(_node_asset(project, node, spec, keys, required[node.pipeline]))
+        except dg.DagsterInvalidDefinitionError as exc:
+            # what the YAML allows is valid for Dagster: a translator gave something it is not
+            raise _translator_problem(
+                translator, node, f"Dagster refused its asset: {first_line(exc)}"
+            ) from None
 
     jobs = [
         _pipeline_job(
@@ -195,6 +202,35 @@ def build_definitions(
         schedules=schedules,
         resources=resources,
     )
+
+
+def _translator_problem(
+    translator: OdibiTranslator, node: OdibiNode, message: str
+) -> OdibiConfigError:
+    """A mistake of the translator's about one node, located at the node."""
+    c = node.config
+    return OdibiConfigError(
+        [Problem(c._file, c._line, f"{type(translator).__name__}: node '{c.name}': {message}")]
+    )
+
+
+def _check_translated_keys(
+    translator: OdibiTranslator,
+    nodes: list[OdibiNode],
+    keys: Mapping[int, dg.AssetKey],
+) -> None:
+    """Two nodes may not get one asset key."""
+    first: dict[dg.AssetKey, OdibiNode] = {}
+    for node in nodes:
+        other = first.setdefault(keys[id(node)], node)
+        if other is not node:
+            raise _translator_problem(
+                translator,
+                node,
+                f"get_asset_key gives it {keys[id(node)].to_user_string()}, the key of node "
+                f"'{other.pipeline}.{other.name}' too ({other.config.where}). Give each node a "
+                "key of its own, e.g. with the pipeline's name in it",
+            )
 
 
 # --------------------------------------------------------------------------- the graph

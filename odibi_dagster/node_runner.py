@@ -20,7 +20,8 @@ from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
-from odibi_dagster.io_managers.base import STORED_KEY, OdibiIOManager
+from odibi_dagster.io_managers.base import OdibiIOManager
+from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 from odibi_dagster.transforms import run_steps
@@ -80,7 +81,7 @@ class NodeRunner:
             steps=list(self.step_labels),
         )
         try:
-            current, stored = yield from self._compute(context, resources, inputs, story)
+            current = yield from self._compute(context, resources, recorder, inputs, story)
         except OdibiRunError as exc:
             story.error = str(exc)
             self._save_failed(context, recorder, resources, story, t0)
@@ -96,13 +97,17 @@ class NodeRunner:
         story.duration_s = round(time.perf_counter() - t0, 4)
         if recorder is not None:
             recorder.hold(context.run_id, tuple(self.key.path), story)
-        yield dg.Output(current, metadata=stored)
+        yield dg.Output(current)
 
     def _compute(
-        self, context: Any, resources: dict[str, Any], inputs: dict[str, Any], story: NodeStory
-    ) -> Generator[Any, None, tuple[Any, dict[str, Any]]]:
-        """Read, transform and validate; yields check results, returns the result and the
-        metadata of a result already computed and stored for the checks."""
+        self,
+        context: Any,
+        resources: dict[str, Any],
+        recorder: RunStoryResource | None,
+        inputs: dict[str, Any],
+        story: NodeStory,
+    ) -> Generator[Any, None, Any]:
+        """Read, transform and validate; yields check results, returns the result."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -123,9 +128,16 @@ class NodeRunner:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
-        stored: dict[str, Any] = {}
-        if node.validation is not None:
-            current, stats, stored = self._materialize(context, resources, eng, current)
+        samples = recorder.max_sample_rows if recorder is not None else 0
+        if story.rows is not None and samples:  # in memory: the story's sample costs nothing
+            story.sample = eng.head(current, samples)
+        if node.validation is None:
+            return current
+        current, stats, staged, io_manager = self._materialize(context, resources, eng, current)
+        try:
+            story.rows = stats.rows
+            if staged is not None and samples:
+                story.sample = eng.head(current, samples, written_at=staged, fmt="parquet")
             failed = []
             for result, outcome in check_results(eng, current, node, self.key, stats):
                 story.checks.append(
@@ -144,29 +156,32 @@ class NodeRunner:
                     + "; ".join(failed),
                     allow_retries=False,
                 )
-        return current, stored
+        except BaseException:
+            if staged is not None:  # the result kept before stays in place
+                eng.drop_intermediate(staged)
+            raise
+        if staged is not None and io_manager is not None:
+            io_manager.hold_materialized(context.run_id, tuple(self.key.path), staged, stats.rows)
+        return current
 
     def _materialize(
         self, context: Any, resources: dict[str, Any], eng: Engine, current: Any
-    ) -> tuple[Any, Profile, dict[str, Any]]:
-        """The result computed once for the checks and everything after them: where the
-        engine keeps it (Spark: the intermediate store, counting rows and nulls in that
-        same job), and its row count, for the IO manager (so it neither stores nor counts
-        it again)."""
+    ) -> tuple[Any, Profile, Location | None, OdibiIOManager | None]:
+        """The result computed once for the checks and everything after them (Spark:
+        staged in the intermediate store while the same job counts its rows and nulls),
+        its profile, where it was staged, and the IO manager of this step, which keeps
+        the staged copy only once the node's write has succeeded."""
         assert self.node.validation is not None
-        counted = checks.counted_columns(self.node.validation, current.columns)
+        names = [name for name, _ in eng.column_schema(current)]
+        counted = checks.counted_columns(self.node.validation, names)
         io_manager = resources.get(ENGINES[self.engine].io_manager_key)
         if not isinstance(io_manager, OdibiIOManager):  # a user's own IO manager
-            return current, eng.profile(current, counted), {}
-        base = io_manager.intermediate_base(context.instance, eng)
-        current, stats, loc = eng.materialize(current, base, tuple(self.key.path), counted)
-        if loc is None:
-            return current, stats, {}
-        return (
-            current,
-            stats,
-            {STORED_KEY: dg.MetadataValue.path(loc.uri), "dagster/row_count": stats.rows},
+            return current, eng.profile(current, counted), None, None
+        base = io_manager.intermediate_base(lambda: context.instance, eng)
+        current, stats, staged = eng.materialize(
+            current, base, tuple(self.key.path), counted, where=self.node.where
         )
+        return current, stats, staged, io_manager
 
     def _save_failed(
         self,

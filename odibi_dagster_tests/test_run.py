@@ -541,3 +541,85 @@ pipelines:
     text = failure_text(result)
     assert "node 'out' (" in text and "p.yaml:9), step 1" in text
     assert "function 'odibi_test_returns_dict' returned a dict" in text
+
+
+def test_a_node_that_fails_leaves_the_result_kept_before_for_its_consumers(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    defs = write_project(
+        tmp_path,
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: log
+        depends_on: [src]
+        write: {connection: fs, path: log.csv, format: csv, mode: append}
+      - name: total
+        depends_on: [log]
+        transform: {steps: ["SELECT SUM(a) AS a FROM log"]}
+""",
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_job(defs, "p", instance=instance).success
+    # other columns: the append of `log` fails, and its kept result must not change
+    (tmp_path / "in.csv").write_text("a,c\n7,8\n")
+    assert not run_job(defs, "p", instance=instance).success
+    assert read_csv(tmp_path / "log.csv") == [{"a": "1", "b": "2"}]
+    job = defs.resolve_job_def("p")
+    only_total = job.execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(["p", "total"])]
+    )
+    assert only_total.success
+    (mat,) = only_total.get_asset_materialization_events()
+    assert "| 1 |" in mat.materialization.metadata["preview"].value  # 1, not 7
+
+
+def test_columns_named_by_numbers_are_checked_and_previewed(tmp_path: Path):
+    (tmp_path / "in.csv").write_text("k,year,v\na,2023,1.5\na,2024,\n")
+    (tmp_path / "steps.py").write_text(
+        "from odibi_dagster import transform\n\n"
+        "@transform\n"
+        "def odibi_test_pivot(context):\n"
+        "    df = context.get('src')\n"
+        "    return df.pivot(index='k', columns='year', values='v').reset_index(drop=True)\n"
+    )
+    defs = write_project(
+        tmp_path,
+        """
+transforms: [steps.py]
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: in.csv, format: csv}
+      - name: wide
+        depends_on: [src]
+        transform: {steps: [{function: odibi_test_pivot}]}
+        validation: {no_nulls: ["2023", "2024"]}
+""",
+    )
+    result = run_job(defs, "p")
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["no_nulls_2023"].passed
+    assert not checks["no_nulls_2024"].passed
+    assert checks["no_nulls_2024"].metadata["null_count"].value == 1
+
+
+def test_the_io_manager_serves_a_direct_call_without_a_run(tmp_path: Path):
+    import pandas as pd
+
+    from odibi_dagster import LocalStorage, PandasIOManager
+
+    io = PandasIOManager(
+        connections={"fs": LocalStorage(base_path=str(tmp_path))},
+        intermediate_dir=str(tmp_path / "store"),
+    )
+    meta = {"odibi/write": {"connection": "fs", "path": "x.parquet", "format": "parquet"}}
+    context = dg.build_output_context(asset_key=["p", "x"], definition_metadata=meta)
+    io.handle_output(context, pd.DataFrame({"id": [1, 2]}))
+    assert pq.read_table(tmp_path / "x.parquet").to_pylist() == [{"id": 1}, {"id": 2}]

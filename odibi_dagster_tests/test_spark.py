@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -263,8 +264,10 @@ def test_spark_materializations_carry_row_count_schema_uri_preview_and_story(spa
     assert node["write"]["format"] == "parquet"
 
 
-def test_validation_failure_on_spark_blocks_the_write(spark, tmp_path: Path):
-    (tmp_path / "in.csv").write_text("id,v\n1,\n2,5\n")
+def test_a_validated_node_is_computed_once_and_a_failure_keeps_the_previous_results(
+    spark, tmp_path: Path
+):
+    (tmp_path / "in.csv").write_text("id,v\n1,4\n2,5\n")
     (tmp_path / "p.yaml").write_text(
         """
 project: v
@@ -275,6 +278,10 @@ pipelines:
     nodes:
       - name: src
         read: {connection: fs, path: in.csv, format: csv}
+      - name: checked
+        depends_on: [src]
+        transform: {steps: ["SELECT id, v FROM src"]}
+        validation: {not_empty: true, no_nulls: [v]}
       - name: out
         depends_on: [src]
         transform: {steps: ["SELECT id, v FROM src"]}
@@ -282,12 +289,32 @@ pipelines:
         write: {connection: fs, path: out, format: delta}
 """
     )
-    result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
+    defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+    instance = dg.DagsterInstance.ephemeral()
+    first = run_job(defs, "p", instance=instance)
+    assert first.success
+    counts = {
+        e.asset_key.path[-1]: e.materialization.metadata["dagster/row_count"].value
+        for e in first.get_asset_materialization_events()
+    }
+    assert counts == {"checked": 2, "out": 2}  # counted while the result was stored
+    store = Path(instance.storage_directory()) / "odibi_spark" / "p"
+    # `checked` has no target: its result is kept; `out` is read from its Delta table
+    assert sorted(r["v"] for r in pq.read_table(store / "checked").to_pylist()) == [4, 5]
+    assert sorted(p.name for p in store.iterdir()) == ["checked"]
+
+    (tmp_path / "in.csv").write_text("id,v\n1,\n2,5\n")
+    result = run_job(defs, "p", instance=instance)
     assert not result.success
     assert "validation failed, nothing was written: no_nulls_v: column 'v' has 1 null values" in (
         failure_text(result)
     )
-    assert not (tmp_path / "out").exists()
+    # the table and the kept result are those of the last good run; nothing staged is left
+    assert sorted(
+        r["v"] for r in DeltaTable(str(tmp_path / "out")).to_pyarrow_table().to_pylist()
+    ) == [4, 5]
+    assert sorted(r["v"] for r in pq.read_table(store / "checked").to_pylist()) == [4, 5]
+    assert sorted(p.name for p in store.iterdir()) == ["checked"]
 
 
 def test_function_steps_get_spark_dataframes_and_must_return_one(spark, tmp_path: Path):

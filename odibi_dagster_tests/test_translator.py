@@ -104,3 +104,33 @@ def test_a_key_changed_only_in_get_asset_spec_is_refused_with_what_to_do(example
 
     with pytest.raises(OdibiConfigError, match="Change keys in get_asset_key"):
         odibi_dagster.load_definitions(example("retail"), translator=SpecOnly())
+
+
+def test_two_nodes_given_one_key_are_named_at_the_node(example):
+    class Clash(OdibiTranslator):
+        def get_asset_key(self, node: OdibiNode) -> dg.AssetKey:
+            return dg.AssetKey(["all", node.name.split("_")[-1]])  # customers ~ top_customers
+
+    with pytest.raises(OdibiConfigError) as err:
+        odibi_dagster.load_definitions(example("retail"), translator=Clash())
+    (problem,) = err.value.problems
+    assert problem.file.endswith("analytics.yaml") and problem.line
+    assert problem.message.startswith(
+        "Clash: node 'top_customers': get_asset_key gives it all/customers, the key of node "
+        "'analytics.customers' too"
+    )
+
+
+def test_a_group_dagster_refuses_is_named_at_the_node(example):
+    class Spaced(OdibiTranslator):
+        def get_group_name(self, node: OdibiNode) -> str | None:
+            return f"{node.pipeline} layer"
+
+    with pytest.raises(OdibiConfigError) as err:
+        odibi_dagster.load_definitions(example("retail"), translator=Spaced())
+    (problem,) = err.value.problems
+    assert problem.file.endswith("analytics.yaml") and problem.line
+    assert problem.message.startswith(
+        "Spaced: node 'orders': Dagster refused its asset: \"analytics layer\" is not a valid "
+        "asset group name"
+    )

@@ -9,6 +9,8 @@ name in :mod:`odibi_dagster.engines.registry`.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -26,6 +28,18 @@ class Profile:
 
     rows: int
     nulls: dict[str, int] = field(default_factory=dict)
+
+
+def staged_beside(loc: Location) -> Location:
+    """A fresh place beside ``loc`` (``<name>.staged-<hex>``) on the same storage."""
+    suffix = f".staged-{uuid.uuid4().hex}"
+    return dataclasses.replace(
+        loc,
+        uri=loc.uri + suffix,
+        fs_path=loc.fs_path + suffix,
+        delta_uri=loc.delta_uri + suffix,
+        spark_uri=loc.spark_uri + suffix if loc.spark_uri else "",
+    )
 
 
 class Engine(Protocol):
@@ -119,11 +133,18 @@ class Engine(Protocol):
         ...
 
     def materialize(
-        self, df: Frame, base: str, key: tuple[str, ...], null_columns: Iterable[str] = ()
+        self,
+        df: Frame,
+        base: str,
+        key: tuple[str, ...],
+        null_columns: Iterable[str] = (),
+        *,
+        where: str = "",
     ) -> tuple[Frame, Profile, Location | None]:
         """``df`` computed once for a node's checks and its consumers, with its row count
         and the null counts of ``null_columns``: the frame to use from now on, its profile,
-        and where it was kept (None: it lives in memory and nothing was written)."""
+        and where it was staged (see :meth:`store_intermediate`; None: it lives in memory
+        and nothing was written)."""
         ...
 
     def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
@@ -131,10 +152,23 @@ class Engine(Protocol):
         ...
 
     def store_intermediate(
-        self, df: Frame, base: str, key: tuple[str, ...]
+        self, df: Frame, base: str, key: tuple[str, ...], *, where: str = ""
     ) -> tuple[Location, Frame]:
-        """Keep a result that has no faithful copy on storage, under ``base``: where it
-        went (as Parquet), and the frame consumers use from now on."""
+        """Stage a result with no faithful copy on storage beside where it is kept under
+        ``base``: the staged copy, and the frame consumers use meanwhile. The result kept
+        before stays in place until :meth:`keep_intermediate` (the node succeeded) or
+        :meth:`drop_intermediate` (it did not)."""
+        ...
+
+    def keep_intermediate(
+        self, df: Frame, staged: Location, base: str, key: tuple[str, ...], *, where: str = ""
+    ) -> tuple[Location, Frame]:
+        """Put a staged result in the place of the kept one: where it is now, and the frame
+        consumers use from now on (``df`` is the frame over the staged copy)."""
+        ...
+
+    def drop_intermediate(self, staged: Location) -> None:
+        """Delete a staged result that will not be kept (best effort)."""
         ...
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Frame:

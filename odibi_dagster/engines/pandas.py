@@ -19,6 +19,7 @@ reports. Delta ``overwrite``/``append`` refuse a path that holds data but no Del
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +28,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from odibi_dagster.engines.base import Profile
+from odibi_dagster.engines.base import Profile, staged_beside
 from odibi_dagster.engines.duckdb_sql import run_sql
 from odibi_dagster.engines.messages import (
     check_format,
@@ -163,6 +164,7 @@ class PandasEngine:
         self, df: pd.DataFrame, n: int, *, written_at: Location | None = None, fmt: str = ""
     ) -> list[dict[str, Any]]:
         first = df.head(max(n, 0))
+        first = first.set_axis([str(c) for c in first.columns], axis=1)  # names as in metadata
         rows: list[dict[str, Any]] = (
             first.astype(object).where(first.notna(), None).to_dict(orient="records")
         )
@@ -189,6 +191,8 @@ class PandasEngine:
         base: str,
         key: tuple[str, ...],
         null_columns: Iterable[str] = (),
+        *,
+        where: str = "",
     ) -> tuple[pd.DataFrame, Profile, Location | None]:
         return df, self.profile(df, null_columns), None  # computed already, in memory
 
@@ -197,29 +201,45 @@ class PandasEngine:
         return LocalStorage(base_path=base).location(os.path.relpath(parquet, base))
 
     def store_intermediate(
-        self, df: pd.DataFrame, base: str, key: tuple[str, ...]
+        self, df: pd.DataFrame, base: str, key: tuple[str, ...], *, where: str = ""
     ) -> tuple[Location, pd.DataFrame]:
-        """``<base>/<key...>.parquet``, or ``.pickle`` for a frame Parquet cannot hold
-        (columns of mixed Python objects)."""
+        """Staged as Parquet beside ``<base>/<key...>.parquet``, or as a pickle beside
+        ``.pickle`` for a frame Parquet cannot hold (columns of mixed Python objects)."""
         parquet, pickled = _intermediate_paths(base, key)
         storage = LocalStorage(base_path=base)
-        stored = self.intermediate(base, key)
+        staged = staged_beside(storage.location(os.path.relpath(parquet, base)))
         try:
-            self.write(df, stored, "parquet")
+            self.write(df, staged, "parquet", where=where)
+            return staged, df
         except (OdibiRunError, pa.ArrowException, ValueError, TypeError):
-            pass
-        else:
-            if os.path.exists(pickled):
-                os.remove(pickled)
-            return stored, df
-        os.makedirs(os.path.dirname(pickled), exist_ok=True)
-        tmp = f"{pickled}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
+            self.drop_intermediate(staged)
+        staged = staged_beside(storage.location(os.path.relpath(pickled, base)))
+        os.makedirs(os.path.dirname(staged.fs_path), exist_ok=True)
+        with open(staged.fs_path, "wb") as f:
             pickle.dump(df, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, pickled)
-        if os.path.exists(parquet):
-            os.remove(parquet)
-        return storage.location(os.path.relpath(pickled, base)), df
+        return staged, df
+
+    def keep_intermediate(
+        self,
+        df: pd.DataFrame,
+        staged: Location,
+        base: str,
+        key: tuple[str, ...],
+        *,
+        where: str = "",
+    ) -> tuple[Location, pd.DataFrame]:
+        parquet, pickled = _intermediate_paths(base, key)
+        kept, other = (
+            (pickled, parquet) if ".pickle.staged-" in staged.fs_path else (parquet, pickled)
+        )
+        os.replace(staged.fs_path, kept)  # one rename: the old result until then
+        if os.path.exists(other):
+            os.remove(other)
+        return LocalStorage(base_path=base).location(os.path.relpath(kept, base)), df
+
+    def drop_intermediate(self, staged: Location) -> None:
+        with contextlib.suppress(OSError):
+            os.remove(staged.fs_path)
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> pd.DataFrame:
         parquet, pickled = _intermediate_paths(base, key)

@@ -18,13 +18,15 @@ path.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
+from urllib.parse import unquote
 
-from odibi_dagster.engines.base import Profile
+from odibi_dagster.engines.base import Profile, staged_beside
 from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
 from odibi_dagster.engines.messages import (
     check_format,
@@ -50,6 +52,8 @@ from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.spark import SPARK_RESOURCE_KEY
 
 __all__ = ["SparkEngine", "engine_for", "session_for"]
+
+_log = logging.getLogger(__name__)
 # pandas dtype names (the pandas engine's ``dtype`` read option) -> Spark SQL types
 _PANDAS_TYPES = {
     "str": "string",
@@ -154,11 +158,11 @@ def _peek(loc: Location, fmt: str, n: int, columns: list[str]) -> list[dict[str,
 
             table = DeltaTable(loc.delta_uri, storage_options=loc.storage_options or None)
             root = loc.delta_uri.rstrip("/") + "/"
-            # the table's files as addresses under its root, there on the connection's fs
+            # the table's files (delta-rs escapes them as URLs) as addresses under its
+            # root, there on the connection's filesystem
+            uris = [unquote(uri) for uri in table.file_uris()]
             files = [
-                posixpath.join(loc.fs_path, uri[len(root) :])
-                for uri in table.file_uris()
-                if uri.startswith(root)
+                posixpath.join(loc.fs_path, u[len(root) :]) for u in uris if u.startswith(root)
             ]
         elif fs.isfile(loc.fs_path):
             files = [loc.fs_path]
@@ -181,7 +185,8 @@ def _peek(loc: Location, fmt: str, n: int, columns: list[str]) -> list[dict[str,
                     if len(rows) >= n:
                         return rows[:n]
         return rows
-    except Exception:
+    except Exception as exc:
+        _log.debug("preview of %s read by Spark instead: %s", loc.uri, first_line(exc))
         return None
 
 
@@ -571,22 +576,49 @@ class SparkEngine:
         return df  # a plan: consumers cannot change each other's data
 
     def materialize(
-        self, df: Any, base: str, key: tuple[str, ...], null_columns: Iterable[str] = ()
+        self,
+        df: Any,
+        base: str,
+        key: tuple[str, ...],
+        null_columns: Iterable[str] = (),
+        *,
+        where: str = "",
     ) -> tuple[Any, Profile, Location | None]:
-        """Compute ``df`` once, into the intermediate store, counting its rows and nulls in
-        the same job (a Spark Observation): the checks need no pass of their own, and the
-        target and consumers read the stored copy instead of computing the node again."""
+        """Compute ``df`` once, into the intermediate store (staged), counting its rows and
+        nulls in the same job (a Spark Observation): the checks need no pass of their
+        own, and the target and consumers read the stored copy instead of computing the
+        node again."""
         from pyspark.sql import Observation
 
         cols = [c for c in dict.fromkeys(null_columns) if c in df.columns]
         obs = Observation()
-        loc, stored = self.store_intermediate(df.observe(obs, *_profile_columns(cols)), base, key)
-        return stored, _profile_of(obs.get, cols), loc
+        observed = df.observe(obs, *_profile_columns(cols))
+        staged, stored = self.store_intermediate(observed, base, key, where=where)
+        return stored, _profile_of(obs.get, cols), staged
 
-    def store_intermediate(self, df: Any, base: str, key: tuple[str, ...]) -> tuple[Location, Any]:
-        loc = self.intermediate(base, key)
-        self.write(df, loc, "parquet", "overwrite")
-        return loc, self.after_write(df, loc, "parquet")
+    def store_intermediate(
+        self, df: Any, base: str, key: tuple[str, ...], *, where: str = ""
+    ) -> tuple[Location, Any]:
+        kept = self.intermediate(base, key)
+        # without a JVM (Spark Connect) nothing can be renamed: write in place
+        staged = staged_beside(kept) if self._mover(kept.spark_uri) else kept
+        self.write(df, staged, "parquet", "overwrite", where=where)
+        return staged, self.after_write(df, staged, "parquet", where=where)
+
+    def keep_intermediate(
+        self, df: Any, staged: Location, base: str, key: tuple[str, ...], *, where: str = ""
+    ) -> tuple[Location, Any]:
+        kept = self.intermediate(base, key)
+        mover = self._mover(kept.spark_uri)
+        if mover is not None and staged.spark_uri != kept.spark_uri:
+            exists = mover.exists(kept.spark_uri)
+            swap_in(mover, staged.spark_uri, kept.spark_uri, kept.uri, where, exists=exists)
+        return kept, self.after_write(df, kept, "parquet", where=where)
+
+    def drop_intermediate(self, staged: Location) -> None:
+        mover = self._mover(staged.spark_uri)
+        if mover is not None and ".staged-" in staged.spark_uri:
+            delete_quietly(mover, staged.spark_uri)
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Any:
         loc = self.intermediate(base, key)

@@ -9,12 +9,13 @@ rules about targets (what is a faithful copy, appends are not retried) are in
 
 Each output costs one pass over the data, and its row count rides along (the engine
 counts while writing). A result with no faithful copy on storage (no ``write:``,
-CSV/JSON, append/ignore, partitioned or merged writes) is kept once in the intermediate
-store (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says
-otherwise) and the target is written from that copy, so consumers in other step
-processes (the multiprocess executor) and later runs of a subset of assets find it.
-Within one process, results are also kept in memory for their consumers, and dropped
-after the last one.
+CSV/JSON, append/ignore, partitioned or merged writes) is kept in the intermediate store
+(``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says otherwise),
+so consumers in other step processes (the multiprocess executor) and later runs of a
+subset of assets find it: it is staged beside the result kept before, the target is
+written from it, and it replaces the kept one only once the node has succeeded (a node
+that fails leaves the last good result to its consumers). Within one process, results
+are also kept in memory for their consumers, and dropped after the last one.
 """
 
 from __future__ import annotations
@@ -61,11 +62,6 @@ def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any
         return {}
 
 
-def _plain(value: Any) -> Any:
-    """A metadata entry's value, whether given plain or as a MetadataValue."""
-    return value.value if isinstance(value, dg.MetadataValue) else value
-
-
 class OdibiIOManager(dg.ConfigurableIOManager):
     """Persists an engine's DataFrames to Odibi connections and loads them back.
 
@@ -101,6 +97,18 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     # also on storage, so a miss only costs a read).
     _cache: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
     _pending_loads: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+    # results a node computed once for its checks, staged and counted, waiting for
+    # handle_output in the same step: (run id, key) -> (staged location, row count)
+    _held: dict[tuple[str, tuple[str, ...]], tuple[Location, int]] = PrivateAttr(
+        default_factory=dict
+    )
+
+    def hold_materialized(
+        self, run_id: str, key: tuple[str, ...], staged: Location, rows: int
+    ) -> None:
+        """Keep, for this output's handle_output, a result the node already computed once
+        and staged (see :meth:`Engine.materialize`), and its row count."""
+        self._held[(run_id, key)] = (staged, rows)
 
     # ------------------------------------------------------------------ Dagster API
 
@@ -170,41 +178,60 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         write = resolve_env(meta.get(WRITE_KEY), where)
         loc = self._location(resources, write, where) if write else None
         mode = str(write.get("mode", "overwrite")) if write else ""
-        if write and loc is not None and mode == "error":
-            with storage_errors(where, "checking", loc.uri, loc.storage_options):
-                if engine.exists(loc, write["format"]):  # before computing anything
-                    exists_error(where, loc.uri)
-        base = self.intermediate_base(context.step_context.instance, engine)
-        out_meta: dict[str, Any] = {}
-        outcome = None
-        result = None  # what consumers and the preview read
-        result_at: tuple[Location, str] | None = None  # and where it was written
-        known = context.output_metadata
-        rows: Callable[[], int | None]
-        if STORED_KEY in known:
-            # computed once for the node's checks (NodeRunner), counted and stored then
-            result, result_at = obj, (engine.intermediate(base, key), "parquet")
-            counted, rows = obj, lambda: _plain(known.get("dagster/row_count"))
-        else:
-            counted, rows = engine.count_while_writing(obj)
-        if result is None and not faithful_copy(write):
-            stored, result = engine.store_intermediate(counted, base, key)
-            result_at = (stored, "parquet")
-            out_meta[STORED_KEY] = dg.MetadataValue.path(stored.uri)
-        if write and loc is not None:
-            source = counted if result is None else result
-            with storage_errors(where, "writing", loc.uri, loc.storage_options):
-                written = engine.write(
-                    source, loc, write["format"], mode, write.get("options") or {}, where=where
-                )
-            outcome = {"uri": loc.uri, "format": write["format"], "mode": mode, "written": written}
-            out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
-            out_meta["written"] = written
-            if not written:
-                context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
-            if result is None:
-                result = engine.after_write(obj, loc, write["format"], where=where)
-                result_at = (loc, write["format"])
+        held = self._held.pop((context.run_id, key), None)
+        staged = held[0] if held else None
+        try:
+            if write and loc is not None and mode == "error":
+                with storage_errors(where, "checking", loc.uri, loc.storage_options):
+                    if engine.exists(loc, write["format"]):  # before writing anything
+                        exists_error(where, loc.uri)
+            out_meta: dict[str, Any] = {}
+            outcome = None
+            result = None  # what consumers and the preview read
+            result_at: tuple[Location, str] | None = None  # and where it was written
+            rows: Callable[[], int | None]
+            if held is not None:
+                # computed once for the node's checks (NodeRunner): staged and counted then
+                result, result_at = obj, (held[0], "parquet")
+                counted, rows = obj, lambda: held[1]
+            else:
+                counted, rows = engine.count_while_writing(obj)
+                if not faithful_copy(write):
+                    base = self._intermediate_base(context, engine)
+                    staged, result = engine.store_intermediate(counted, base, key, where=where)
+                    result_at = (staged, "parquet")
+            if write and loc is not None:
+                source = counted if result is None else result
+                with storage_errors(where, "writing", loc.uri, loc.storage_options):
+                    written = engine.write(
+                        source, loc, write["format"], mode, write.get("options") or {}, where=where
+                    )
+                outcome = {
+                    "uri": loc.uri,
+                    "format": write["format"],
+                    "mode": mode,
+                    "written": written,
+                }
+                out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
+                out_meta["written"] = written
+                if not written:
+                    context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
+                if faithful_copy(write):  # consumers read the target: nothing to keep
+                    if staged is not None:
+                        engine.drop_intermediate(staged)
+                        staged = None
+                    result = engine.after_write(obj, loc, write["format"], where=where)
+                    result_at = (loc, write["format"])
+            if staged is not None:
+                # the node succeeded: its result replaces the one kept before
+                base = self._intermediate_base(context, engine)
+                kept, result = engine.keep_intermediate(result, staged, base, key, where=where)
+                staged = None
+                result_at = (kept, "parquet")
+                out_meta[STORED_KEY] = dg.MetadataValue.path(kept.uri)
+        finally:
+            if staged is not None:  # failed on the way: the result kept before stays
+                engine.drop_intermediate(staged)
         with not_retried_after_append(outcome, where, "describing the result"):
             count = rows()
             self._remember(context, key, result)
@@ -215,8 +242,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             first = engine.head(
                 result, max(self.preview_rows, sample_rows), written_at=loc_at, fmt=fmt_at
             )
-            if "dagster/row_count" not in known:
-                out_meta["dagster/row_count"] = count
+            out_meta["dagster/row_count"] = count
             out_meta["dagster/column_schema"] = dg.TableSchema(
                 columns=[dg.TableColumn(name=c, type=t) for c, t in columns]
             )
@@ -278,7 +304,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 )
         else:
             df = engine.load_intermediate(
-                self.intermediate_base(context.step_context.instance, engine), key, where=where
+                self._intermediate_base(context, engine), key, where=where
             )
         self._cache[key] = df
         return df
@@ -326,12 +352,17 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             )
         return conn.location(spec["path"])
 
-    def intermediate_base(self, instance: dg.DagsterInstance, engine: Engine) -> str:
+    def intermediate_base(self, instance: Callable[[], dg.DagsterInstance], engine: Engine) -> str:
         """Where results are kept: ``intermediate_dir``, else the environment variable,
-        else under the Dagster instance's storage."""
+        else under the Dagster instance's storage (``instance`` is asked only then)."""
         base = self.intermediate_dir
         if not base and self.intermediate_env:
             base = os.environ.get(self.intermediate_env)
         if base:
             return base
-        return os.path.join(instance.storage_directory(), engine.intermediate_dir_name)
+        return os.path.join(instance().storage_directory(), engine.intermediate_dir_name)
+
+    def _intermediate_base(
+        self, context: dg.InputContext | dg.OutputContext, engine: Engine
+    ) -> str:
+        return self.intermediate_base(lambda: context.step_context.instance, engine)
