@@ -382,19 +382,28 @@ def test_rows_are_counted_by_the_write_itself(local_lake: Lake):
     assert rows() == 3
 
 
-def test_a_kept_intermediate_comes_back_whole(local_lake: Lake):
-    base = str(local_lake.root / "store")
-    where, kept = local_lake.engine.store_intermediate(
-        local_lake.frame(ROWS), base, ("pipe", "node")
-    )
-    assert where.uri.startswith(base)
-    written = local_lake.engine.head(kept, 5, written_at=where, fmt="parquet")
-    assert as_tuples(written) == as_tuples(ROWS)
-    assert local_lake.rows(kept) == local_lake.rows(local_lake.frame(ROWS))
-    again = local_lake.engine.load_intermediate(base, ("pipe", "node"), where=WHERE)
-    assert as_tuples(local_lake.rows(again)) == as_tuples(ROWS)
+def test_a_result_is_staged_then_kept_whole_or_dropped(local_lake: Lake):
+    engine, base, key = local_lake.engine, str(local_lake.root / "store"), ("pipe", "node")
+    staged, frame = engine.store_intermediate(local_lake.frame(ROWS), base, key)
+    assert ".staged-" in staged.uri and staged.uri.startswith(base)
+    assert as_tuples(engine.head(frame, 5, written_at=staged, fmt="parquet")) == as_tuples(ROWS)
     with pytest.raises(OdibiRunError, match=r"no stored result yet .* Materialize this upstream"):
-        local_lake.engine.load_intermediate(base, ("pipe", "other"), where=WHERE)
+        engine.load_intermediate(base, key, where=WHERE)  # staged is not kept yet
+
+    kept, frame = engine.keep_intermediate(frame, staged, base, key)
+    assert kept.uri == engine.intermediate(base, key).uri
+    assert as_tuples(local_lake.rows(frame)) == as_tuples(ROWS)
+    assert as_tuples(local_lake.rows(engine.load_intermediate(base, key, where=WHERE))) == (
+        as_tuples(ROWS)
+    )
+
+    # a later result that is dropped leaves the kept one, and nothing beside it
+    staged, _ = engine.store_intermediate(local_lake.frame(ROWS[:1]), base, key)
+    engine.drop_intermediate(staged)
+    assert as_tuples(local_lake.rows(engine.load_intermediate(base, key, where=WHERE))) == (
+        as_tuples(ROWS)
+    )
+    assert not any(".staged-" in p.name for p in (local_lake.root / "store" / "pipe").iterdir())
 
 
 def test_each_consumer_gets_a_frame_of_its_own(local_lake: Lake):
