@@ -437,10 +437,18 @@ class AzureADLS(ConnectionResource):
         )
 
     def list_files(self, path: str = "", pattern: str = "*") -> Iterator[StoredFile]:
-        """Blobs under ``<path_prefix>/<path>``, one paged listing (5,000 per request)."""
+        """Blobs under ``<path_prefix>/<path>``, one paged listing (5,000 per request).
+
+        As on local disk, ``path`` names a folder when blobs lie under ``path/``, else a
+        prefix of names (one request of one blob tells which)."""
         root = self._full_path("")
         prefix = self._full_path(path) if path.strip("/") else root
         with self._container_client(self.get_storage_key()) as client:
+            if prefix and prefix != root:
+                folder = f"{prefix}/"
+                first = client.list_blobs(name_starts_with=folder, results_per_page=1)
+                if path.endswith("/") or next(iter(first), None) is not None:
+                    prefix = folder
             blobs = client.list_blobs(
                 name_starts_with=prefix or None, results_per_page=LISTING_PAGE_SIZE
             )
