@@ -13,4 +13,3 @@ ExecutorName = Literal["in_process", "multiprocess"]
 
 FORMATS: tuple[str, ...] = get_args(Format)
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
-EXECUTORS: tuple[str, ...] = get_args(ExecutorName)
