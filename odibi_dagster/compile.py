@@ -3,7 +3,8 @@
 Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
 
 - connection -> resource keyed by its name
-- pipeline   -> asset group + job of the same name (+ a schedule if it has one)
+- pipeline   -> asset group + job of the same name (+ its schedule and sensors: see
+                automation.py)
 - node       -> asset keyed [pipeline, node]; a read-only node is an external asset
 - validation -> asset checks on the node's asset
 - a read of a path another node writes -> a lineage edge (also across pipelines)
@@ -25,6 +26,7 @@ import dagster as dg
 
 from odibi_dagster import checks
 from odibi_dagster.asset_functions import asset_function, source_checks_function
+from odibi_dagster.automation import new_files_sensor, pipeline_schedule, run_after_sensor
 from odibi_dagster.config.env import as_written
 from odibi_dagster.config.loader import LoadedProject, display_name, load_project
 from odibi_dagster.config.models import PipelineConfig, ProjectConfig
@@ -42,10 +44,15 @@ from odibi_dagster.lineage import lineage_edges
 from odibi_dagster.node_runner import NodeRunner
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.resources.new_files import NEW_FILES_KEY, NewFilesResource
 from odibi_dagster.story import STORY_RESOURCE_KEY, RunStoryResource
 from odibi_dagster.translator import OdibiNode, OdibiTranslator
 
 DEFAULT_EXECUTOR = "in_process"
+EXECUTORS: dict[str, dg.ExecutorDefinition] = {
+    "in_process": dg.in_process_executor,
+    "multiprocess": dg.multiprocess_executor,
+}
 # The IO manager class of each engine (any other engine gets the generic one).
 IO_MANAGERS: dict[str, type[OdibiIOManager]] = {
     "pandas": PandasIOManager,
@@ -168,17 +175,12 @@ def build_definitions(
         )
         for pipe in cfg.pipelines
     ]
-    schedules = [
-        dg.ScheduleDefinition(
-            name=f"{pipe.pipeline}_schedule",
-            cron_schedule=pipe.schedule.cron,
-            execution_timezone=pipe.schedule.timezone,
-            job_name=pipe.pipeline,
-            description=f"Runs pipeline {pipe.pipeline} on '{pipe.schedule.cron}'.",
-        )
+    schedules = [pipeline_schedule(pipe) for pipe in cfg.pipelines if pipe.schedule is not None]
+    sensors = [
+        new_files_sensor(pipe, i, connections[s.new_files.connection])
         for pipe in cfg.pipelines
-        if pipe.schedule is not None
-    ]
+        for i, s in enumerate(pipe.sensors)
+    ] + [run_after_sensor(pipe) for pipe in cfg.pipelines if pipe.run_after]
 
     # The IO manager finds each connection among the resources of the step it serves:
     # every asset requires the connections its pipeline uses, so a run sets up (and
@@ -195,12 +197,17 @@ def build_definitions(
             resources[key] = make()  # made here, started at the first node that uses it
     if story is not None:
         resources[STORY_RESOURCE_KEY] = story
+    if any(pipe.sensors for pipe in cfg.pipelines):
+        resources[NEW_FILES_KEY] = NewFilesResource()
     return dg.Definitions(
         assets=assets,
         asset_checks=[c for cs in source_checks.values() for c in cs],
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources=resources,
+        # what "Materialize" in the asset graph runs on (each pipeline's job has its own)
+        executor=EXECUTORS[cfg.executor or DEFAULT_EXECUTOR],
     )
 
 
@@ -293,6 +300,8 @@ def _required_resources(
     keys = project.connections_used(pipeline) | set(ENGINES[engine].resources)
     if story is not None:
         keys.add(STORY_RESOURCE_KEY)
+    if any(p.sensors for p in project.config.pipelines if p.pipeline == pipeline):
+        keys.add(NEW_FILES_KEY)  # the files a sensor started the run for
     return keys
 
 
@@ -421,8 +430,7 @@ def _pipeline_job(
     """The pipeline's job: the assets it computes (whatever groups the translator gave
     them), and the checks on the sources it reads."""
     executor_name = pipe.executor or cfg.executor or DEFAULT_EXECUTOR
-    executor = dg.in_process_executor if executor_name == "in_process" else dg.multiprocess_executor
-    tags: dict[str, str] = {"odibi/executor": executor_name}
+    tags: dict[str, str] = {"odibi/executor": executor_name, "odibi/pipeline": pipe.pipeline}
     if cfg.logging is not None:
         tags.update({f"odibi/{k}": str(v) for k, v in cfg.logging.metadata.items()})
     title = pipe.name or pipe.pipeline
@@ -430,7 +438,7 @@ def _pipeline_job(
     return dg.define_asset_job(
         name=pipe.pipeline,
         selection=dg.AssetSelection.assets(*keys) | dg.AssetSelection.checks(*source_checks),
-        executor_def=executor,
+        executor_def=EXECUTORS[executor_name],
         description=description,
         tags=tags,
     )

@@ -23,6 +23,7 @@ from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
 from odibi_dagster.io_managers.base import OdibiIOManager
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
+from odibi_dagster.resources.new_files import files_for, files_metadata
 from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 from odibi_dagster.transforms import run_steps
 
@@ -97,7 +98,7 @@ class NodeRunner:
         story.duration_s = round(time.perf_counter() - t0, 4)
         if recorder is not None:
             recorder.hold(context.run_id, tuple(self.key.path), story)
-        yield dg.Output(current)
+        yield dg.Output(current, metadata=files_metadata(story.files))
 
     def _compute(
         self,
@@ -117,9 +118,19 @@ class NodeRunner:
             conn = resources[node.read.connection]
             assert isinstance(conn, ConnectionResource)
             loc = conn.location(node.read.path)
+            files = files_for(resources, node.read)
             with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
-                current = eng.read(loc, node.read.format, node.read.options, where=node.where)
+                if files:  # a sensor started this run for these files
+                    current = eng.read_files(
+                        [conn.location(f) for f in files],
+                        node.read.format,
+                        node.read.options,
+                        where=node.where,
+                    )
+                else:
+                    current = eng.read(loc, node.read.format, node.read.options, where=node.where)
             story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
+            story.files = files
         if node.transform is not None:
             current = run_steps(
                 eng, node.transform.steps, frames, current, node=node.name, where=node.where

@@ -68,7 +68,17 @@ class StrictModel(BaseModel):
 
 
 _EMPTY_IS_DEFAULT = frozenset(
-    {"options", "params", "depends_on", "no_nulls", "required_columns", "types", "metadata"}
+    {
+        "options",
+        "params",
+        "depends_on",
+        "no_nulls",
+        "required_columns",
+        "types",
+        "metadata",
+        "sensors",
+        "run_after",
+    }
 )
 
 
@@ -300,6 +310,9 @@ class NodeConfig(StrictModel):
 class ScheduleConfig(StrictModel):
     cron: str = Field(description="Cron expression, e.g. '0 6 * * *'.")
     timezone: str = Field(default="UTC", description="IANA time zone of the cron expression.")
+    enabled: bool = Field(
+        default=False, description="Start the schedule running (default: created stopped)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -332,6 +345,41 @@ class ScheduleConfig(StrictModel):
         return v
 
 
+class NewFilesConfig(StrictModel):
+    """Which files a new-files sensor watches."""
+
+    connection: str = Field(description="Name of a local or azure_adls connection.")
+    path: str = Field(
+        description="A folder (or a name prefix) under the connection; a node of the pipeline "
+        "must read this connection and path."
+    )
+    pattern: str = Field(default="*", description="fnmatch pattern on the file name.")
+
+
+class SensorConfig(StrictModel):
+    """Start a run of the pipeline when files arrive or change in a watched folder."""
+
+    new_files: NewFilesConfig = Field(description="The folder to watch.")
+    interval: int = Field(
+        default=30, ge=1, description="Seconds between checks (minimum_interval_seconds)."
+    )
+    enabled: bool = Field(
+        default=False, description="Start the sensor running (default: created stopped)."
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Sensor name; default <pipeline>_new_files_sensor.",
+    )
+    max_files_per_run: int = Field(
+        default=100, ge=1, description="Files one run processes at most; the rest wait."
+    )
+    skip_existing: bool = Field(
+        default=False,
+        description="On the first check, treat the files already there as processed.",
+    )
+
+
 class PipelineConfig(StrictModel):
     """A named list of nodes. Becomes a Dagster asset group and a job of the same name."""
 
@@ -346,6 +394,18 @@ class PipelineConfig(StrictModel):
         default=None, description="Overrides the project executor."
     )
     schedule: ScheduleConfig | None = Field(default=None, description="Run the job on a cron.")
+    sensors: list[SensorConfig] = Field(
+        default_factory=list, description="Start a run when files arrive (`new_files:`)."
+    )
+    run_after: list[str] = Field(
+        default_factory=list,
+        description="Pipelines after whose successful runs this pipeline runs (once per run).",
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sensors and schedules start no run while this many are in progress.",
+    )
     nodes: list[NodeConfig] = Field(min_length=1)
 
     _file: str = PrivateAttr(default="")

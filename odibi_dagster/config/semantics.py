@@ -55,6 +55,114 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
         else:
             seen_pipes[pipe.pipeline] = pi
         problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+    problems.extend(_check_automation(config, smap, unknown_conn))
+    return problems
+
+
+def sensor_name(pipe: PipelineConfig, index: int) -> str:
+    """The Dagster name of the pipeline's ``index``-th sensor."""
+    return pipe.sensors[index].name or f"{pipe.pipeline}_new_files_sensor"
+
+
+def _norm(path: str) -> str:
+    return path.strip().strip("/")
+
+
+def watching_nodes(pipe: PipelineConfig, connection: str, path: str) -> list[NodeConfig]:
+    """The nodes of ``pipe`` that read what a new-files sensor on ``connection:path``
+    watches: they read just the files a sensor run was started for."""
+    return [
+        n
+        for n in pipe.nodes
+        if n.read is not None
+        and n.read.connection == connection
+        and _norm(n.read.path) == _norm(path)
+    ]
+
+
+def _check_automation(
+    config: ProjectConfig, smap: SourceMap, unknown_conn: Callable[[KeyPath, str], None]
+) -> list[Problem]:
+    """Sensors, schedules and run_after: what they name exists, names are unique, and
+    pipelines do not wait on each other in a circle."""
+    problems: list[Problem] = []
+    names = [p.pipeline for p in config.pipelines]
+    taken: dict[str, KeyPath] = {}
+
+    def claim(name: str, path: KeyPath) -> None:
+        if name in taken:
+            file, line = smap.locate(taken[name])
+            problems.append(
+                smap.problem(
+                    path,
+                    f"the name '{name}' is already used by another sensor or schedule "
+                    f"({file}:{line}); give this one its own `name:`",
+                )
+            )
+        else:
+            taken[name] = path
+
+    for pi, pipe in enumerate(config.pipelines):
+        ppath: KeyPath = ("pipelines", pi)
+        if pipe.schedule is not None:
+            claim(f"{pipe.pipeline}_schedule", (*ppath, "schedule"))
+        for si, sensor in enumerate(pipe.sensors):
+            spath: KeyPath = (*ppath, "sensors", si)
+            claim(sensor_name(pipe, si), (*spath, "name") if sensor.name else spath)
+            watch = sensor.new_files
+            if watch.connection not in config.connections:
+                unknown_conn((*spath, "new_files", "connection"), watch.connection)
+                continue
+            readers = watching_nodes(pipe, watch.connection, watch.path)
+            if not readers:
+                reads = sorted({f"{n.read.connection}:{n.read.path}" for n in pipe.nodes if n.read})
+                problems.append(
+                    smap.problem(
+                        (*spath, "new_files", "path"),
+                        f"no node of pipeline '{pipe.pipeline}' reads "
+                        f"{watch.connection}:{watch.path}, so no run would process the new "
+                        "files; watch the connection and path a node's `read:` names"
+                        + (f" (this pipeline reads: {', '.join(reads)})" if reads else ""),
+                    )
+                )
+            for n in readers:
+                if n.read is not None and n.read.format == "delta":
+                    problems.append(
+                        smap.problem(
+                            (*spath, "new_files", "path"),
+                            f"node '{n.name}' reads {watch.path} as a Delta table, which is "
+                            "not a folder of new files; watch a folder of csv, parquet or "
+                            "json files, or run this pipeline on a schedule or `run_after:`",
+                        )
+                    )
+        if pipe.run_after:
+            claim(f"{pipe.pipeline}_run_after_sensor", (*ppath, "run_after"))
+        for ri, up in enumerate(pipe.run_after):
+            rpath: KeyPath = (*ppath, "run_after", ri)
+            if up == pipe.pipeline:
+                problems.append(smap.problem(rpath, f"pipeline '{up}' cannot run after itself"))
+            elif up not in names:
+                problems.append(
+                    smap.problem(
+                        rpath,
+                        f"unknown pipeline '{up}' in run_after{suggest(up, names)}; "
+                        f"pipelines: {', '.join(names)}",
+                    )
+                )
+    graph = {
+        p.pipeline: [u for u in p.run_after if u in names and u != p.pipeline]
+        for p in config.pipelines
+    }
+    cycle = find_cycle(graph)
+    if cycle:
+        index = names.index(cycle[0])
+        problems.append(
+            smap.problem(
+                ("pipelines", index, "run_after"),
+                f"pipelines run after each other in a circle: {' -> '.join(cycle)}; remove "
+                "one of these run_after entries",
+            )
+        )
     return problems
 
 

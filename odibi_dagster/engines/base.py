@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,6 +59,19 @@ class Engine(Protocol):
         self, loc: Location, fmt: str, options: Mapping[str, Any] | None = None, *, where: str = ""
     ) -> Frame:
         """The data at ``loc`` in format ``fmt``."""
+        ...
+
+    def read_files(
+        self,
+        locs: Sequence[Location],
+        fmt: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> Frame:
+        """The files at ``locs`` (csv, parquet or json; one or more), read with the same
+        options as one frame, in the order given: what a run a new-files sensor started
+        reads instead of the whole folder."""
         ...
 
     def write(

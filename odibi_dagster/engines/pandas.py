@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -79,6 +79,22 @@ class PandasEngine:
         if "partition_by" in opts or "partitionBy" in opts:
             fail(where, "read option 'partition_by' is not a read option. Remove it")
         return FILE_FORMATS[fmt].read(loc, opts, where)
+
+    def read_files(
+        self,
+        locs: Sequence[Location],
+        fmt: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> pd.DataFrame:
+        """The files at ``locs`` read one by one and stacked, in the order given."""
+        if fmt == "delta":
+            fail(where, "a Delta table is read whole, not file by file")
+        frames = [self.read(loc, fmt, options, where=where) for loc in locs]
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat(frames, ignore_index=True)
 
     def write(
         self,

@@ -22,7 +22,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -234,8 +234,28 @@ class SparkEngine:
         where: str = "",
     ) -> Any:
         """A DataFrame over the data at ``loc`` in format ``fmt`` (lazy where Spark is)."""
+        return self._read([loc], fmt, options, where)
+
+    def read_files(
+        self,
+        locs: Sequence[Location],
+        fmt: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> Any:
+        """One DataFrame over the files at ``locs``: one Spark read of the list of paths."""
+        if fmt == "delta":
+            fail(where, "a Delta table is read whole, not file by file")
+        return self._read(list(locs), fmt, options, where)
+
+    def _read(
+        self, locs: list[Location], fmt: str, options: Mapping[str, Any] | None, where: str
+    ) -> Any:
         check_format(fmt, where)
-        uri = self._uri(loc, where)
+        loc = locs[0]
+        uris = [self._uri(x, where) for x in locs]
+        uri: str | list[str] = uris[0] if len(uris) == 1 else uris
         opts = dict(options or {})
         if "partition_by" in opts or "partitionBy" in opts:
             fail(where, "read option 'partition_by' is not a read option. Remove it")

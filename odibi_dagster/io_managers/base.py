@@ -37,6 +37,7 @@ from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_aft
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.resources.new_files import files_for, files_metadata
 from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
 
 READ_KEY = "odibi/read"
@@ -295,7 +296,14 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         write = resolve_env(meta.get(WRITE_KEY), where)
         resources = step_resources(context)
         engine = self._engine(resources)
-        if read or (write and faithful_copy(write)):
+        files = files_for(resources, read)
+        if files:  # a sensor started this run for these files of the source
+            conn = self._connection(resources, read, where)
+            locs = [conn.location(f) for f in files]
+            with storage_errors(where, "reading", locs[0].uri, locs[0].storage_options):
+                df = engine.read_files(locs, read["format"], read.get("options") or {}, where=where)
+            context.add_input_metadata(files_metadata(files))
+        elif read or (write and faithful_copy(write)):
             spec = read or write
             loc = self._location(resources, spec, where)
             with storage_errors(where, "reading", loc.uri, loc.storage_options):
@@ -338,7 +346,13 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         return True, obj
 
     def _location(self, resources: dict[str, Any], spec: dict[str, Any], where: str) -> Location:
-        """The node path on its connection: a resource of the running step (how compiled
+        """The node path on its connection."""
+        return self._connection(resources, spec, where).location(spec["path"])
+
+    def _connection(
+        self, resources: dict[str, Any], spec: dict[str, Any], where: str
+    ) -> ConnectionResource:
+        """The connection ``spec`` names: a resource of the running step (how compiled
         projects provide them), else one given to this IO manager."""
         name = spec["connection"]
         conn = resources.get(name)
@@ -350,7 +364,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 f"loads this one must require it: add a parameter `{name}: AzureADLS` to the "
                 f"asset function, or required_resource_keys={{'{name}'}}"
             )
-        return conn.location(spec["path"])
+        return conn
 
     def intermediate_base(self, instance: Callable[[], dg.DagsterInstance], engine: Engine) -> str:
         """Where results are kept: ``intermediate_dir``, else the environment variable,

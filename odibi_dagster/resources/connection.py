@@ -31,7 +31,9 @@ class StoredFile:
 
     ``path`` is relative to the connection (what a node's ``read.path`` names);
     ``version`` changes whenever the content may have changed (an etag, or size and
-    modification time).
+    modification time); ``modified`` is when the file last changed or arrived (POSIX
+    seconds: Last-Modified on Azure, the later of mtime and ctime on local disk, so a
+    file moved in with an old mtime counts as arriving when it was moved).
     """
 
     path: str

@@ -94,4 +94,6 @@ class LocalStorage(ConnectionResource):
                     st = os.stat(file)
                 except FileNotFoundError:  # removed while listing
                     continue
-                yield StoredFile(rel, st.st_size, st.st_mtime, f"{st.st_size}-{st.st_mtime_ns}")
+                # a file moved in keeps its old mtime, but its ctime says when it came
+                changed = max(st.st_mtime, st.st_ctime)
+                yield StoredFile(rel, st.st_size, changed, f"{st.st_size}-{st.st_mtime_ns}")

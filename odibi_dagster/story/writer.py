@@ -30,6 +30,7 @@ class NodeStory:
     where: str = ""
     description: str | None = None
     inputs: dict[str, int | None] = field(default_factory=dict)  # None: not counted
+    files: list[str] = field(default_factory=list)  # the files a sensor's run read
     steps: list[str] = field(default_factory=list)
     rows: int | None = None
     columns: list[tuple[str, str]] = field(default_factory=list)
@@ -155,6 +156,9 @@ def render_html(doc: dict[str, Any]) -> str:
                 f"{e(k)} ({v} rows)" if v is not None else e(k) for k, v in n["inputs"].items()
             )
             parts.append(f"<p>Inputs: {ins}</p>")
+        if n.get("files"):
+            items = "".join(f"<li><code>{e(f)}</code></li>" for f in n["files"])
+            parts.append(f"<p>Read {len(n['files'])} new file(s):</p><ul>{items}</ul>")
         if n.get("steps"):
             items = "".join(f"<li><code>{e(s)}</code></li>" for s in n["steps"])
             parts.append(f"<ol>{items}</ol>")
