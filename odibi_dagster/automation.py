@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -198,12 +199,32 @@ def files_tag(paths: Sequence[str]) -> str:
     return text
 
 
+def _innermost(exc: BaseException) -> str:
+    """The first line of the error that started it all (Dagster wraps a resource's)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _secret_values(conn: ConnectionResource) -> list[str]:
+    """The values of the connection's secrets (from the environment), to keep them out of
+    messages."""
+    values = []
+    for key in conn.secret_fields:
+        value = getattr(conn, key, None)
+        if isinstance(value, dg.EnvVar):
+            value = os.environ.get(value.env_var_name)
+        if value:
+            values.append(str(value))
+    return values
+
+
 def new_files_sensor(
     pipe: PipelineConfig, index: int, conn: ConnectionResource
 ) -> dg.SensorDefinition:
     """The pipeline's ``index``-th ``sensors:`` entry. ``conn`` is the watched connection
-    as compiled (for the description only: each tick lists through the resource Dagster
-    gives the sensor, with its secrets resolved)."""
+    as compiled: each tick sets it up (secrets resolved, Key Vault answers cached for the
+    process as for runs) and lists the folder once, paged."""
     cfg: SensorConfig = pipe.sensors[index]
     watch = cfg.new_files
     name = sensor_name(pipe, index)
@@ -214,7 +235,6 @@ def new_files_sensor(
         job_name=pipe.pipeline,
         minimum_interval_seconds=cfg.interval,
         default_status=_status(cfg.enabled),
-        required_resource_keys={watch.connection},
         description=f"Starts {pipe.pipeline} for new or changed files in {where} matching "
         f"'{watch.pattern}' (at most {cfg.max_files_per_run} per run), checking every "
         f"{cfg.interval} s.",
@@ -223,16 +243,19 @@ def new_files_sensor(
         why = busy(context.instance, pipe)
         if why:
             return dg.SkipReason(f"waiting: {why}; new files are requested at a later tick")
-        resource: ConnectionResource = getattr(context.resources, watch.connection)
         cursor = FileCursor.decode(context.cursor)
         t0 = time.perf_counter()
         try:
-            listing = list(resource.list_files(watch.path, watch.pattern))
+            # set up here, not as a required resource of the sensor: a connection that
+            # cannot start (network, 403, Key Vault) is a skipped tick that says why
+            with dg.build_resources({watch.connection: conn}) as built:
+                resource: ConnectionResource = getattr(built, watch.connection)
+                listing = list(resource.list_files(watch.path, watch.pattern))
         except Exception as exc:
-            reason = redact(f"{type(exc).__name__}: {first_line(exc)}", resource.secrets())
+            reason = redact(_innermost(exc), _secret_values(conn))
             context.log.warning(f"{name}: listing {where} failed: {reason}")
             return dg.SkipReason(
-                f"could not list {resource.describe()} at '{watch.path}': {reason}. Nothing "
+                f"could not list {conn.describe()} at '{watch.path}': {reason}. Nothing "
                 "was requested; new files are requested once listing works again"
             )
         listed_s = time.perf_counter() - t0

@@ -378,6 +378,7 @@ def _node_asset(
         key=spec.key,
         engine=node.engine,
         step_labels=_step_labels(project, node),
+        source_reads=tuple((up.name, up.config.read) for up in node.inputs if up.is_source),
     )
 
     return dg.asset(

@@ -61,6 +61,9 @@ class NodeRunner:
     key: dg.AssetKey
     engine: str
     step_labels: tuple[str, ...] = ()
+    # (input name, its read:) for inputs that are read-only nodes: the IO manager reads
+    # them, and this node's story and metadata name the files a sensor's run read
+    source_reads: tuple[tuple[str, Any], ...] = ()
 
     def run(self, context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
         """Compute the node. Its story is saved here if the computation fails, otherwise by
@@ -113,6 +116,8 @@ class NodeRunner:
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
         story.inputs = {name: eng.cheap_row_count(df) for name, df in frames.items()}
+        for _, read in self.source_reads:
+            story.files += files_for(resources, read)
         current = None
         if node.read is not None:
             conn = resources[node.read.connection]
@@ -130,7 +135,7 @@ class NodeRunner:
                 else:
                     current = eng.read(loc, node.read.format, node.read.options, where=node.where)
             story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
-            story.files = files
+            story.files += files
         if node.transform is not None:
             current = run_steps(
                 eng, node.transform.steps, frames, current, node=node.name, where=node.where
