@@ -372,3 +372,34 @@ def test_materialize_in_the_asset_graph_runs_in_process(shop: Path) -> None:
     defs = odibi_dagster.load_definitions(shop)
     implicit = defs.resolve_implicit_global_asset_job_def()
     assert implicit.executor_def is dg.in_process_executor
+
+
+def test_re_executing_a_failed_sensor_run_processes_the_same_files(
+    shop: Path, dagster_home: Path
+) -> None:
+    defs = odibi_dagster.load_definitions(shop)
+    instance = dg.DagsterInstance.get()
+    drop(shop, "a.csv", [("o1", 2, 5.0)])
+    first = tick(defs, "ingest_new_files_sensor", instance, None)
+    drop(shop, "b.csv", [("o2", 1, 1.0)])  # arrives later: not part of the first run
+    bad = drop(shop, "a.csv", [("o1", 2, 5.0)])
+    bad.write_text("order_id,quantity\no1,2\n")  # broken after the sensor asked for it
+    (request,) = first.run_requests
+    job = dg.build_reconstructable_job(
+        "odibi_dagster.cli",
+        "pipeline_job",
+        reconstructable_args=(str(shop), "ingest"),  # type: ignore[arg-type]
+    )
+    failed = dg.execute_job(job, instance=instance, run_config=request.run_config)
+    assert not failed.success
+    bad.write_text("order_id,qty,price\no1,2,5.0\n")  # fixed; the run is re-executed
+    again = dg.execute_job(
+        job,
+        instance=instance,
+        reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+    )
+    assert again.success
+    got = pd.read_parquet(shop / "lake" / "priced")
+    assert got["order_id"].tolist() == ["o1"]  # a.csv only, not b.csv
+    run = instance.get_run_by_id(again.run_id)
+    assert run is not None and run.run_config == request.run_config
