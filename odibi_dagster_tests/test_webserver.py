@@ -67,6 +67,7 @@ query Retail($selector: RepositorySelector!) {
     ... on Repository {
       jobs { name }
       schedules { name cronSchedule pipelineName }
+      sensors { name minIntervalSeconds targets { pipelineName } sensorState { status } }
       assetGroups { groupName }
       assetNodes {
         assetKey { path }
@@ -111,7 +112,7 @@ def check_names(node: dict[str, Any]) -> set[str]:
 
 
 def test_retail_location_has_one_asset_group_per_pipeline(retail_repo: dict[str, Any]) -> None:
-    assert {g["groupName"] for g in retail_repo["assetGroups"]} == {"ingest", "analytics"}
+    assert {g["groupName"] for g in retail_repo["assetGroups"]} == {"ingest", "analytics", "arrivals"}
 
 
 def test_retail_assets_are_keyed_pipeline_then_node(
@@ -126,7 +127,7 @@ def test_retail_assets_are_keyed_pipeline_then_node(
         ("analytics", "customers"),
         ("analytics", "revenue_by_country"),
     } <= set(retail_assets)
-    assert {k[0] for k in retail_assets} == {"ingest", "analytics"}
+    assert {k[0] for k in retail_assets} == {"ingest", "analytics", "arrivals"}
     assert all(len(k) == 2 for k in retail_assets)
     assert all(n["groupName"] == n["assetKey"]["path"][0] for n in retail_assets.values())
 
@@ -164,8 +165,8 @@ def test_one_job_per_pipeline(
     retail_repo: dict[str, Any], retail_assets: dict[tuple[str, ...], dict[str, Any]]
 ) -> None:
     jobs = {j["name"] for j in retail_repo["jobs"]}
-    assert {"ingest", "analytics"} <= jobs
-    assert jobs - {"ingest", "analytics"} <= {"__ASSET_JOB"}
+    assert {"ingest", "analytics", "arrivals"} <= jobs
+    assert jobs - {"ingest", "analytics", "arrivals"} <= {"__ASSET_JOB"}
     assert "ingest" in retail_assets[("ingest", "clean_orders")]["jobNames"]
     assert "analytics" not in retail_assets[("ingest", "clean_orders")]["jobNames"]
     assert "analytics" in retail_assets[("analytics", "revenue_by_country")]["jobNames"]
@@ -175,6 +176,17 @@ def test_pipeline_schedule_is_a_schedule_of_its_job(retail_repo: dict[str, Any])
     assert retail_repo["schedules"] == [
         {"name": "analytics_schedule", "cronSchedule": "0 6 * * *", "pipelineName": "analytics"}
     ]
+
+
+def test_sensors_are_listed_with_their_jobs_and_status(retail_repo: dict[str, Any]) -> None:
+    sensors = {s["name"]: s for s in retail_repo["sensors"]}
+    arrived = sensors["orders_arrived"]
+    assert arrived["targets"] == [{"pipelineName": "arrivals"}]
+    assert arrived["minIntervalSeconds"] == 10
+    assert arrived["sensorState"]["status"] == "RUNNING"  # enabled: true
+    after = sensors["analytics_run_after_sensor"]
+    assert after["targets"] == [{"pipelineName": "analytics"}]
+    assert after["sensorState"]["status"] == "RUNNING"
 
 
 def test_validation_blocks_are_asset_checks(
@@ -427,3 +439,13 @@ def test_asset_page_lists_its_checks(page: Any, screenshots: Path) -> None:
     page.get_by_text("no_nulls_customer_id", exact=True).first.wait_for(state="visible")
     page.screenshot(path=str(screenshots / "clean_orders_checks.png"))
     assert "schema" in page.inner_text("body")
+
+
+@needs_chromium
+def test_automation_page_shows_the_sensors_and_the_schedule(page: Any, screenshots: Path) -> None:
+    page.goto("/automation", wait_until="domcontentloaded")
+    for name in ("orders_arrived", "analytics_run_after_sensor", "analytics_schedule"):
+        page.get_by_text(name, exact=True).first.wait_for(state="visible")
+    page.screenshot(path=str(screenshots / "automation.png"))
+    text = page.inner_text("body")
+    assert "orders_arrived" in text and "analytics_schedule" in text
