@@ -112,7 +112,11 @@ def check_names(node: dict[str, Any]) -> set[str]:
 
 
 def test_retail_location_has_one_asset_group_per_pipeline(retail_repo: dict[str, Any]) -> None:
-    assert {g["groupName"] for g in retail_repo["assetGroups"]} == {"ingest", "analytics", "arrivals"}
+    assert {g["groupName"] for g in retail_repo["assetGroups"]} == {
+        "ingest",
+        "analytics",
+        "arrivals",
+    }
 
 
 def test_retail_assets_are_keyed_pipeline_then_node(

@@ -22,8 +22,6 @@ from typing import Any, TypeVar
 import dagster as dg
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from odibi_dagster_tests.support.webserver import make_dagster_home
-
 T = TypeVar("T")
 
 FINISHED = {
