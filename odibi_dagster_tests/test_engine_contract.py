@@ -183,6 +183,38 @@ def test_a_folder_of_other_folders_is_never_replaced(local_lake: Lake):
     assert (local_lake.root / "silver" / "orders" / "keep.txt").read_text() == "precious"
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_some_files_of_a_folder_are_read_as_one_frame(local_lake: Lake, fmt: str):
+    # what a run a new-files sensor started reads: the files it names, not the folder
+    folder = local_lake.root / "landing"
+    folder.mkdir()
+    for i, rows in enumerate([ROWS[:1], ROWS[1:], [{"id": 9, "g": "z", "x": 9.0}]]):
+        table = pa.Table.from_pylist(rows)
+        path = folder / f"f{i}.{fmt}"
+        if fmt == "parquet":
+            pq.write_table(table, path)
+        elif fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, path)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    locs = [local_lake.loc(f"landing/f{i}.{fmt}") for i in (0, 1)]
+    df = local_lake.engine.read_files(locs, fmt, where=WHERE)
+    got = sorted(
+        (r["id"], r["g"], None if r["x"] in (None, "") else float(r["x"]))
+        for r in local_lake.engine.head(df, 100)
+    )
+    assert got == as_tuples(ROWS)  # f2 is not read
+    one = local_lake.engine.read_files(locs[1:], fmt, where=WHERE)
+    assert sorted(r["id"] for r in local_lake.engine.head(one, 100)) == [2, 3]
+
+
+def test_a_delta_table_is_not_read_file_by_file(local_lake: Lake):
+    with pytest.raises(OdibiRunError, match="a Delta table is read whole"):
+        local_lake.engine.read_files([local_lake.loc("t")], "delta", where=WHERE)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_missing_input_names_the_path_and_what_to_do(local_lake: Lake, fmt: str):
     with pytest.raises(OdibiRunError) as err:
