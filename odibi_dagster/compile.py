@@ -7,6 +7,7 @@ Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
 - node       -> asset keyed [pipeline, node]; a read-only node is an external asset
 - validation -> asset checks on the node's asset
 - a read of a path another node writes -> a lineage edge (also across pipelines)
+- alert       -> run-status sensors watching the jobs of its pipelines (alerts.py)
 
 How a node looks as an asset (key, group, tags, ...) is the translator's to decide
 (:class:`~odibi_dagster.translator.OdibiTranslator`); what makes it run (inputs, IO
@@ -24,6 +25,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks
+from odibi_dagster.alerts import alert_sensors
 from odibi_dagster.asset_functions import asset_function, source_checks_function
 from odibi_dagster.config.env import as_written
 from odibi_dagster.config.loader import LoadedProject, display_name, load_project
@@ -195,11 +197,16 @@ def build_definitions(
             resources[key] = make()  # made here, started at the first node that uses it
     if story is not None:
         resources[STORY_RESOURCE_KEY] = story
+
+    # alerts: one run-status sensor per alert and event (alerts.py)
+    sensors = [*alert_sensors(project, jobs)]
+
     return dg.Definitions(
         assets=assets,
         asset_checks=[c for cs in source_checks.values() for c in cs],
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources=resources,
     )
 
