@@ -8,6 +8,7 @@ Pure: no I/O, no network, no Spark. The mapping (see docs/configuration.md):
 - node       -> asset keyed [pipeline, node]; a read-only node is an external asset
 - validation -> asset checks on the node's asset
 - a read of a path another node writes -> a lineage edge (also across pipelines)
+- alert       -> run-status sensors watching the jobs of its pipelines (alerts.py)
 
 How a node looks as an asset (key, group, tags, ...) is the translator's to decide
 (:class:`~odibi_dagster.translator.OdibiTranslator`); what makes it run (inputs, IO
@@ -25,6 +26,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks
+from odibi_dagster.alerts import alert_sensors
 from odibi_dagster.asset_functions import asset_function, source_checks_function
 from odibi_dagster.automation import new_files_sensor, pipeline_schedule, run_after_sensor
 from odibi_dagster.config.env import as_written
@@ -181,6 +183,8 @@ def build_definitions(
         for pipe in cfg.pipelines
         for i, s in enumerate(pipe.sensors)
     ] + [run_after_sensor(pipe) for pipe in cfg.pipelines if pipe.run_after]
+    # alerts: one run-status sensor per alert and event (alerts.py)
+    sensors += alert_sensors(project, jobs)
 
     # The IO manager finds each connection among the resources of the step it serves:
     # every asset requires the connections its pipeline uses, so a run sets up (and

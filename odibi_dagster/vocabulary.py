@@ -1,5 +1,5 @@
-"""The words of the YAML format with a fixed set of values: data formats, write modes and
-executors. The one place each list lives; the config models, the engines and the docs'
+"""The words of the YAML format with a fixed set of values: data formats, write modes,
+executors, and the kinds and events of alerts. The one place each list lives; the config models, the engines and the docs'
 tests read them from here. (Engines are listed by their registry,
 ``odibi_dagster.engines.registry``.)"""
 
@@ -13,3 +13,16 @@ ExecutorName = Literal["in_process", "multiprocess"]
 
 FORMATS: tuple[str, ...] = get_args(Format)
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
+
+AlertType = Literal["webhook", "slack", "teams"]
+# The events an alert is sent on: each is a Dagster run status (see odibi_dagster/alerts.py).
+AlertEvent = Literal["on_failure", "on_success", "on_start"]
+
+ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
+ALERT_EVENTS: tuple[str, ...] = get_args(AlertEvent)
+# Odibi's other events, and what they would need that a project here does not have.
+ODIBI_EVENTS_NOT_SENT: dict[str, str] = {
+    "on_quarantine": "quarantine tables",
+    "on_gate_block": "quality gates",
+    "on_threshold_breach": "thresholds",
+}

@@ -19,6 +19,16 @@ from odibi_dagster.resources.kinds import CONNECTION_KINDS
 SECRET_KEYS = frozenset().union(*(kind.secret_fields for kind in CONNECTION_KINDS.values()))
 
 
+def is_secret_path(path: KeyPath) -> bool:
+    """Whether the value at ``path`` is a secret: a connection's secret field, or an alert's
+    webhook URL (which carries its token; read when an alert is sent)."""
+    if len(path) != 3:
+        return False
+    if path[0] == "connections":
+        return path[-1] in SECRET_KEYS
+    return path[0] == "alerts" and isinstance(path[1], int) and path[2] == "url"
+
+
 def interpolate_env(
     data: Any,
     smap: SourceMap,
@@ -60,10 +70,10 @@ def interpolate_env(
 def _interpolate_str(
     value: str, path: KeyPath, smap: SourceMap, env: Mapping[str, str], problems: list[Problem]
 ) -> str:
-    is_secret = len(path) == 3 and path[0] == "connections" and path[-1] in SECRET_KEYS
-    if is_secret:
-        # Kept as written and resolved where the run executes (a Dagster EnvVar): the
-        # process that loads definitions need not hold the key.
+    if is_secret_path(path):
+        # Kept as written and resolved where it is used (a connection's key: a Dagster
+        # EnvVar, where the run executes; an alert's URL: in the sensor that sends it), so
+        # the process that loads definitions need not hold it.
         return value
 
     def repl(m: re.Match[str]) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -26,7 +27,15 @@ from odibi_dagster.engines.registry import ENGINE_NAMES
 from odibi_dagster.env_refs import WHOLE_ENV_REF
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
-from odibi_dagster.vocabulary import ExecutorName, Format, WriteMode
+from odibi_dagster.vocabulary import (
+    ALERT_EVENTS,
+    ODIBI_EVENTS_NOT_SENT,
+    AlertEvent,
+    AlertType,
+    ExecutorName,
+    Format,
+    WriteMode,
+)
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # `engine:` takes the name of a registered engine
@@ -78,6 +87,7 @@ _EMPTY_IS_DEFAULT = frozenset(
         "metadata",
         "sensors",
         "run_after",
+        "alerts",
     }
 )
 
@@ -484,6 +494,125 @@ class DefaultsConfig(StrictModel):
     story: StoryConfig | None = None
 
 
+def _known_event(v: Any) -> Any:
+    """One entry of ``on_events``: an event alerts are sent on, or a clear refusal."""
+    if v in ALERT_EVENTS:
+        return v
+    supported = ", ".join(ALERT_EVENTS)
+    if v in ODIBI_EVENTS_NOT_SENT:
+        raise ValueError(
+            f"'{v}' is not sent here: it needs Odibi's {ODIBI_EVENTS_NOT_SENT[v]}, which "
+            f"odibi_dagster does not have; supported events: {supported}"
+        )
+    if isinstance(v, str):
+        from odibi_dagster.config.semantics import suggest
+
+        hint = suggest(v, list(ALERT_EVENTS))
+        raise ValueError(f"unknown event '{v}'{hint}; supported events: {supported}")
+    raise ValueError(f"expected an event name; supported events: {supported}")
+
+
+def _default_events() -> list[AlertEvent]:
+    return ["on_failure"]
+
+
+class AlertMetadata(StrictModel):
+    """Settings of one alert (Odibi's ``metadata:`` keys)."""
+
+    throttle_minutes: int = Field(
+        default=15,
+        ge=0,
+        description="Minimum minutes between two alerts for the same pipeline and event "
+        "(0: no minimum).",
+    )
+    max_per_hour: int = Field(
+        default=10, ge=1, description="At most this many alerts per pipeline and event per hour."
+    )
+    channel: str | None = Field(
+        default=None, description="Slack only: the channel to post in, e.g. '#data-alerts'."
+    )
+    mention: str | list[str] | None = Field(
+        default=None,
+        description="Teams only: people to mention (their e-mail / user principal name).",
+    )
+    dagster_url: str | None = Field(
+        default=None,
+        description="Base URL of the Dagster web UI, e.g. http://dagster.internal:3000; the "
+        "message links to the run there.",
+    )
+
+    @field_validator("dagster_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith(("http://", "https://")) or len(v.split("://", 1)[1]) == 0:
+            raise ValueError(
+                f"dagster_url '{v}' is not an http(s) URL; give the web UI's base URL, e.g. "
+                "http://dagster.internal:3000"
+            )
+        return v.rstrip("/")
+
+    @property
+    def mentions(self) -> list[str]:
+        if self.mention is None:
+            return []
+        return [self.mention] if isinstance(self.mention, str) else list(self.mention)
+
+
+class AlertConfig(StrictModel):
+    """A message to Slack, Teams or a webhook when a pipeline's run fails, succeeds or
+    starts; sent by a Dagster run-status sensor."""
+
+    type: AlertType = Field(
+        description="webhook (JSON), slack (Block Kit) or teams (Adaptive Card)."
+    )
+    url: str = Field(
+        description="The webhook URL, as an environment variable reference like "
+        "${SLACK_WEBHOOK_URL}: the URL carries its token, so it is read only when an alert "
+        "is sent."
+    )
+    on_events: list[Annotated[AlertEvent, BeforeValidator(_known_event)]] = Field(
+        default_factory=_default_events,
+        min_length=1,
+        description="Events to send on: on_failure, on_success, on_start.",
+    )
+    pipelines: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Pipelines to send alerts for (default: every pipeline).",
+    )
+    metadata: AlertMetadata = Field(
+        default_factory=AlertMetadata,
+        description="throttle_minutes, max_per_hour, channel (slack), mention (teams), "
+        "dagster_url.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_a_reference(cls, v: str) -> str:
+        if not WHOLE_ENV_REF.match(v):
+            # Never echo the value: it may be the URL and its token.
+            raise ValueError(
+                "url must reference an environment variable, like ${SLACK_WEBHOOK_URL}; a "
+                "webhook URL carries its token, and one written in the file would be "
+                "committed with it"
+            )
+        return v
+
+    @field_validator("on_events")
+    @classmethod
+    def _no_repeats(cls, v: list[AlertEvent]) -> list[AlertEvent]:
+        return list(dict.fromkeys(v))
+
+    @property
+    def env_var(self) -> str:
+        """The environment variable holding the URL."""
+        m = WHOLE_ENV_REF.match(self.url)
+        assert m is not None
+        return m.group(1)
+
+
 class ProjectConfig(StrictModel):
     """A whole Odibi project: connections, settings and pipelines."""
 
@@ -514,5 +643,9 @@ class ProjectConfig(StrictModel):
     logging: LoggingConfig | None = None
     defaults: DefaultsConfig | None = Field(
         default=None, description="Legacy: retry/logging/story nested under `defaults:`."
+    )
+    alerts: list[AlertConfig] = Field(
+        default_factory=list,
+        description="Messages to Slack, Teams or webhooks when runs fail, succeed or start.",
     )
     pipelines: list[PipelineConfig] = Field(min_length=1)

@@ -143,9 +143,12 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
         )
     if typ == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
-        what = {"format": "format", "mode": "write mode", "engine": "engine"}.get(
-            str(key), str(key) or "value"
-        )
+        what = {
+            "format": "format",
+            "mode": "write mode",
+            "engine": "engine",
+            "type": "alert type",
+        }.get(str(key), str(key) or "value")
         return f"unsupported {what} '{inp}'; use one of: {expected.replace(' or ', ', ')}"
     if typ == "string_pattern_mismatch":
         return (

@@ -56,6 +56,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
             seen_pipes[pipe.pipeline] = pi
         problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
     problems.extend(_check_automation(config, smap, unknown_conn))
+    problems.extend(_check_alerts(config, smap))
     return problems
 
 
@@ -163,6 +164,32 @@ def _check_automation(
                 "one of these run_after entries",
             )
         )
+    return problems
+
+
+def _check_alerts(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
+    """Alerts name pipelines that exist, and settings of their own type."""
+    problems: list[Problem] = []
+    names = [p.pipeline for p in config.pipelines]
+    for ai, alert in enumerate(config.alerts):
+        apath: KeyPath = ("alerts", ai)
+        for pi, name in enumerate(alert.pipelines or []):
+            if name not in names:
+                problems.append(
+                    smap.problem(
+                        (*apath, "pipelines", pi),
+                        f"unknown pipeline '{name}'{suggest(name, names)}; pipelines: "
+                        f"{', '.join(names)}",
+                    )
+                )
+        for key, kind in (("channel", "slack"), ("mention", "teams")):
+            if getattr(alert.metadata, key) is not None and alert.type != kind:
+                problems.append(
+                    smap.problem(
+                        (*apath, "metadata", key),
+                        f"{key} applies to {kind} alerts only (this one is type {alert.type})",
+                    )
+                )
     return problems
 
 
