@@ -4,15 +4,12 @@ received by a local HTTP server."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import socket
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from odibi_dagster import LoadedProject, build_definitions, load_project
 from odibi_dagster.alerts import Delivery, alert_sensors
 from odibi_dagster.config.schema import json_schema
 from odibi_dagster_tests.support.runs import run_job
+from odibi_dagster_tests.support.webhook import Receiver, serving
 
 # What the webhook URL carries, like a real one: it must never be shown.
 TOKEN = "xoxb-7d3f9a2c41-T0KEN-do-not-show"
@@ -58,48 +56,6 @@ pipelines:
 
 
 # --------------------------------------------------------------------------- a receiver
-
-
-@dataclass
-class Receiver:
-    """A local webhook: records every POST (path and JSON body), answers ``status``."""
-
-    server: http.server.ThreadingHTTPServer
-    posts: list[tuple[str, Any]] = field(default_factory=list)
-    status: int = 200
-    answer: str = "no_service"
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    @property
-    def bodies(self) -> list[Any]:
-        return [body for _, body in self.posts]
-
-
-@contextmanager
-def serving() -> Iterator[Receiver]:
-    rec: Receiver
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            rec.posts.append((self.path, json.loads(body)))
-            self.send_response(rec.status)
-            self.end_headers()
-            self.wfile.write(b"ok" if rec.status < 400 else rec.answer.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    rec = Receiver(server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

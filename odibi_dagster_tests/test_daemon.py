@@ -20,6 +20,7 @@ import pytest
 
 from odibi_dagster_tests.support.daemon import Daemon, wait_for, write_workspace
 from odibi_dagster_tests.support.lake import Lake
+from odibi_dagster_tests.support.webhook import Receiver, serving
 from odibi_dagster_tests.support.webserver import make_dagster_home
 
 pytestmark = pytest.mark.daemon
@@ -73,6 +74,11 @@ pipelines:
 
 LOCAL = """\
 project: shop
+alerts:
+  - type: webhook
+    url: ${ALERT_URL}
+    on_events: [on_failure]
+    metadata: {throttle_minutes: 0, dagster_url: "http://dagster.test:3000"}
 connections:
   raw:
     type: local
@@ -102,12 +108,22 @@ def files_tag(run: dg.DagsterRun) -> str:
 
 
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
+def receiver() -> Iterator[Receiver]:
+    with serving() as rec:
+        yield rec
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, receiver: Receiver) -> Iterator[Daemon]:
     root = tmp_path / "shop"
     (root / "raw" / "landing" / "orders").mkdir(parents=True)
     (root / "lake").mkdir()
     (root / "project.yaml").write_text(LOCAL)
-    d = Daemon(write_workspace(root), make_dagster_home(tmp_path / "home"))
+    d = Daemon(
+        write_workspace(root),
+        make_dagster_home(tmp_path / "home"),
+        env={"ALERT_URL": receiver.url("/hooks/T0K3N-secret")},
+    )
     try:
         yield d.start()
     finally:
@@ -123,7 +139,7 @@ def drop(daemon: Daemon, name: str, data: bytes) -> None:
 
 
 def test_files_dropped_on_local_disk_each_run_once_across_a_daemon_crash(
-    daemon: Daemon,
+    daemon: Daemon, receiver: Receiver
 ) -> None:
     lake = daemon.workspace.parent / "lake"
     # both sensors are on (enabled: true; run_after is on by default) and have looked once
@@ -186,6 +202,13 @@ def test_files_dropped_on_local_disk_each_run_once_across_a_daemon_crash(
     assert files_tag(runs[-1]) == "bad.csv" and runs[-1].status == dg.DagsterRunStatus.FAILURE
     daemon.wait_for_ticks("report_run_after_sensor", 2, after=time.time(), timeout=60)
     assert len(daemon.runs("report")) == reports_before
+
+    # ... and the failure alert reaches the webhook, once, naming the run and the node
+    (body,) = wait_for("the failure alert", lambda: receiver.bodies, 60, daemon.log_path)
+    assert body["pipeline"] == "ingest" and body["run_id"] == runs[-1].run_id
+    assert body["failed_nodes"] == ["ingest/priced"]
+    assert body["run_url"] == f"http://dagster.test:3000/runs/{runs[-1].run_id}"
+    assert "T0K3N" not in daemon.log_path.read_text()
 
 
 def test_files_dropped_on_azurite_each_run_once(lake: Lake, tmp_path: Path) -> None:
