@@ -76,6 +76,7 @@ bench: $(STAMP) services spark-jars
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/keyvault_requests.py
 	$(BIN)/python benchmarks/spark_io.py
+	$(BIN)/python benchmarks/sensor_ticks.py
 
 clean:
 	rm -rf examples/*/data/silver examples/*/data/gold examples/*/outputs .dagster_home
