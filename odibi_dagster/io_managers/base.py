@@ -11,11 +11,16 @@ Each output costs one pass over the data, and its row count rides along (the eng
 counts while writing). A result with no faithful copy on storage (no ``write:``,
 CSV/JSON, append/ignore, partitioned or merged writes) is kept in the intermediate store
 (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says otherwise),
-so consumers in other step processes (the multiprocess executor) and later runs of a
-subset of assets find it: it is staged beside the result kept before, the target is
-written from it, and it replaces the kept one only once the node has succeeded (a node
-that fails leaves the last good result to its consumers). Within one process, results
-are also kept in memory for their consumers, and dropped after the last one.
+so consumers in other step processes (the multiprocess executor), re-executions and
+later runs of a subset of assets find it. The store is keyed by run (``run_store``):
+run R keeps asset K's result at the engine's place for ``(*K, R)``, e.g.
+``<base>/<pipeline>/<node>/<R>.parquet``, so runs at the same time never read each
+other's results. A result is staged beside that place, the target is written from it,
+and it is kept only once the node has succeeded (a node that fails leaves nothing for
+anyone to read). An input reads the result of the run Dagster names as the producer of
+the upstream output (this run, or on a re-execution the run re-executed), else, for an
+upstream asset outside the run, that of its latest materialization. Within one process, results are also kept in memory for their consumers in the same
+run, and dropped after the last one.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.io_managers.run_store import source_run
 from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
@@ -52,6 +58,14 @@ def consumer_count(context: dg.OutputContext) -> int:
         return len(graph.get(context.asset_key).child_keys)
     except Exception:
         return -1
+
+
+def _run_of(context: dg.InputContext) -> str:
+    """The run loading an input ("" for a direct call, outside a run)."""
+    try:
+        return context.step_context.run_id
+    except dg.DagsterInvariantViolationError:
+        return ""
 
 
 def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any]:
@@ -74,6 +88,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     Azure), then in ``connections``. An asset with metadata ``{"odibi/write":
     {"connection": "lake", "path": "gold/x.parquet", "format": "parquet", "mode":
     "overwrite"}}`` is written there.
+
+    A result with no faithful copy on storage is kept under ``intermediate_dir``, one
+    per run: the engine's place for ``(*asset_key, run_id)`` (pandas:
+    ``<intermediate_dir>/<asset key...>/<run id>.parquet``). A consumer reads the result
+    of the run that produced its input: the same run, the run a re-execution
+    re-executes, or for an asset outside the run its latest materialization.
     """
 
     engine: str = Field(default="pandas", description="The engine that reads and writes.")
@@ -82,9 +102,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     )
     intermediate_dir: str | None = Field(
         default=None,
-        description="Where results with no faithful copy on storage are kept. Default: "
-        "<DAGSTER_HOME>/storage/<odibi or odibi_spark> (a temporary directory for "
-        "ephemeral instances).",
+        description="Where results with no faithful copy on storage are kept, one per "
+        "run of each asset (<dir>/<asset key...>/<run id>...), for one Dagster instance. "
+        "Default: <DAGSTER_HOME>/storage/<odibi or odibi_spark> (a temporary directory "
+        "for ephemeral instances).",
     )
     preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
 
@@ -92,11 +113,11 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     # executor reaches)
     intermediate_env: ClassVar[str | None] = None
 
-    # Results kept in memory for the consumers in this process, with how many loads are
-    # still expected; an entry is dropped after its last consumer (everything cached is
-    # also on storage, so a miss only costs a read).
-    _cache: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
-    _pending_loads: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+    # Results kept in memory for the consumers in this process, by (run id, asset key),
+    # with how many loads are still expected; an entry is dropped after its last consumer
+    # (everything cached is also on storage, so a miss only costs a read).
+    _cache: dict[tuple[str, tuple[str, ...]], Any] = PrivateAttr(default_factory=dict)
+    _pending_loads: dict[tuple[str, tuple[str, ...]], int] = PrivateAttr(default_factory=dict)
     # results a node computed once for its checks, staged and counted, waiting for
     # handle_output in the same step: (run id, key) -> (staged location, row count)
     _held: dict[tuple[str, tuple[str, ...]], tuple[Location, int]] = PrivateAttr(
@@ -178,7 +199,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         write = resolve_env(meta.get(WRITE_KEY), where)
         loc = self._location(resources, write, where) if write else None
         mode = str(write.get("mode", "overwrite")) if write else ""
-        held = self._held.pop((context.run_id, key), None)
+        run_id = context.run_id
+        stored_key = (*key, run_id)  # this run's place in the intermediate store
+        held = self._held.pop((run_id, key), None)
         staged = held[0] if held else None
         try:
             if write and loc is not None and mode == "error":
@@ -198,7 +221,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 counted, rows = engine.count_while_writing(obj)
                 if not faithful_copy(write):
                     base = self._intermediate_base(context, engine)
-                    staged, result = engine.store_intermediate(counted, base, key, where=where)
+                    staged, result = engine.store_intermediate(
+                        counted, base, stored_key, where=where
+                    )
                     result_at = (staged, "parquet")
             if write and loc is not None:
                 source = counted if result is None else result
@@ -223,14 +248,16 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                     result = engine.after_write(obj, loc, write["format"], where=where)
                     result_at = (loc, write["format"])
             if staged is not None:
-                # the node succeeded: its result replaces the one kept before
+                # the node succeeded: its result is this run's to read
                 base = self._intermediate_base(context, engine)
-                kept, result = engine.keep_intermediate(result, staged, base, key, where=where)
+                kept, result = engine.keep_intermediate(
+                    result, staged, base, stored_key, where=where
+                )
                 staged = None
                 result_at = (kept, "parquet")
                 out_meta[STORED_KEY] = dg.MetadataValue.path(kept.uri)
         finally:
-            if staged is not None:  # failed on the way: the result kept before stays
+            if staged is not None:  # failed on the way: nothing is kept
                 engine.drop_intermediate(staged)
         with not_retried_after_append(outcome, where, "describing the result"):
             count = rows()
@@ -280,13 +307,15 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     # ------------------------------------------------------------------ input
 
     def _load_input(self, context: dg.InputContext) -> Any:
-        """This process's copy of the upstream result, else what the upstream node reads,
-        or wrote as a faithful copy, else its stored intermediate."""
+        """This process's copy of the upstream result for this run, else what the
+        upstream node reads, or wrote as a faithful copy, else the stored intermediate
+        of the run that produced it (see :func:`run_store.source_run`)."""
         upstream = context.upstream_output
         if upstream is None or not context.has_asset_key:
             raise OdibiRunError(f"{type(self).__name__} only loads assets")
         key = tuple(context.asset_key.path)
-        found, df = self._recall(key)
+        this_run = _run_of(context)
+        found, df = self._recall((this_run, key))
         if found:
             return df
         meta = dict(upstream.definition_metadata or {})
@@ -303,10 +332,13 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                     loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
                 )
         else:
+            source = source_run(context, this_run, where)
             df = engine.load_intermediate(
-                self._intermediate_base(context, engine), key, where=where
+                self._intermediate_base(context, engine),
+                (*key, source.run_id),
+                where=f"{where}, the result of run {source.run_id} ({source.why})",
             )
-        self._cache[key] = df
+        self._cache[(this_run, key)] = df
         return df
 
     # ------------------------------------------------------------------ helpers
@@ -322,11 +354,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         """Keep ``obj`` for the consumers of this output that run in this process."""
         consumers = consumer_count(context)
         if consumers != 0:
-            self._cache[key] = obj
-            self._pending_loads[key] = consumers
+            self._cache[(context.run_id, key)] = obj
+            self._pending_loads[(context.run_id, key)] = consumers
 
-    def _recall(self, key: tuple[str, ...]) -> tuple[bool, Any]:
-        """(True, result) when this process still holds the result of ``key``."""
+    def _recall(self, key: tuple[str, tuple[str, ...]]) -> tuple[bool, Any]:
+        """(True, result) when this process still holds the result ``key`` (run id,
+        asset key)."""
         if key not in self._cache:
             return False, None
         obj = self._cache[key]
