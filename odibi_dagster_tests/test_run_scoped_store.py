@@ -1,6 +1,6 @@
 """The intermediate store keyed by run: runs at the same time read only their own results,
 a re-execution reads the run it re-executes, a run of a subset reads the latest
-materialization.
+materialization, and superseded results are deleted.
 
 Real Dagster runs on a real DAGSTER_HOME (the ``dagster_home`` fixture) and real files;
 expected rows come from pandas over each run's own input, never from odibi_dagster."""
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from odibi_dagster.engines.pandas import PandasEngine
+from odibi_dagster.io_managers import run_store
 from odibi_dagster_tests.support.cli import BIN, cli_env
 from odibi_dagster_tests.support.runs import failure_text
 
@@ -202,6 +206,7 @@ def test_two_runs_at_once_each_read_their_own_intermediate_result(
         assert report_rows(tmp_path / f"report_{name}.csv") == expected
         # each run's intermediate file is its own
         assert stored_rows(dagster_home, runs[name]) == expected
+    # neither run deleted the other's result: each was in progress when the other kept its own
     assert stored_runs(dagster_home) == sorted(runs.values())
 
 
@@ -282,3 +287,111 @@ def test_an_input_with_nothing_stored_names_the_run_looked_for(project: Path, da
     text = failure_text(gone)
     assert f"the result of run {first.run_id} (its latest materialization)" in text
     assert "no stored result yet" in text and "Materialize this upstream node first" in text
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+def add_run(instance: dg.DagsterInstance, reexecutes: str | None = None) -> str:
+    """A run of job p still going (STARTED) in the instance; a re-execution of the run
+    ``reexecutes`` if given."""
+    run = dg.DagsterRun(
+        job_name="p",
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED,
+        parent_run_id=reexecutes,
+        root_run_id=reexecutes,
+    )
+    instance.add_run(run)
+    return run.run_id
+
+
+def stored_by_hand(home: Path, run_id: str, written: float | None = None) -> Path:
+    """A result of `totals` for ``run_id`` put in the store by hand, written at ``written``."""
+    path = home / "storage" / "odibi" / "p" / "totals" / f"{run_id}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"g": ["by hand"], "total": [0], "n": [0]}).to_parquet(path)
+    if written is not None:
+        os.utime(path, (written, written))
+    return path
+
+
+def test_a_good_run_deletes_superseded_results_and_keeps_those_still_needed(
+    project: Path, dagster_home: Path
+):
+    instance = dg.DagsterInstance.get()
+    write_input(project / "in.csv", {"x": [1]})
+    first = execute(instance)
+    second = execute(instance)
+    assert first.success and second.success
+    assert stored_runs(dagster_home) == [second.run_id]  # the first run's was superseded
+
+    going = add_run(instance)
+    stored_by_hand(dagster_home, going)
+    reexecuting = add_run(instance, reexecutes=second.run_id)  # may read the second's
+    (project / "fail.flag").touch()
+    failed = execute(instance)  # `totals` succeeds, then `report` fails
+    assert not failed.success
+    (project / "fail.flag").unlink()
+    assert stored_runs(dagster_home) == sorted([second.run_id, going, failed.run_id])
+
+    instance.report_run_failed(instance.get_run_by_id(reexecuting))
+    third = execute(instance)
+    assert third.success
+    # kept: the run still going, the run that failed just now (it may be re-executed from
+    # failure); deleted: the second run's, superseded and no longer in use
+    assert stored_runs(dagster_home) == sorted([going, failed.run_id, third.run_id])
+
+
+def test_results_of_failed_runs_go_after_seven_days_and_of_unknown_runs_after_one(
+    project: Path, dagster_home: Path
+):
+    """run_store.prune on a real instance and real files, at times the test chooses."""
+    instance = dg.DagsterInstance.get()
+    base = str(dagster_home / "storage" / "odibi")
+    write_input(project / "in.csv", {"x": [1]})
+    (project / "fail.flag").touch()
+    failed = execute(instance)
+    assert not failed.success
+    going = add_run(instance)
+    stored_by_hand(dagster_home, going, written=time.time() - 30 * 86400)
+    deleted_run = str(uuid.uuid4())  # a run deleted from the instance: not in it any more
+    stored_by_hand(dagster_home, deleted_run, written=time.time() - 2 * 86400)
+    recent_unknown = str(uuid.uuid4())  # e.g. a run of another instance, maybe still going
+    stored_by_hand(dagster_home, recent_unknown)
+    (dagster_home / "storage" / "odibi" / "p" / "totals" / "notes.parquet").write_bytes(b"x")
+    this_run = str(uuid.uuid4())
+
+    engine = PandasEngine()
+    assert run_store.prune(engine, base, TOTALS, this_run, instance) == [deleted_run]
+    assert stored_runs(dagster_home) == sorted([failed.run_id, going, recent_unknown, "notes"])
+
+    eight_days_on = time.time() + 8 * 86400
+    deleted = run_store.prune(engine, base, TOTALS, this_run, instance, now=eight_days_on)
+    assert sorted(deleted) == sorted([failed.run_id, recent_unknown])
+    assert stored_runs(dagster_home) == sorted([going, "notes"])
+
+
+def test_a_pruning_error_is_logged_and_the_node_succeeds_with_deletion_mocked_to_fail(
+    project: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    instance = dg.DagsterInstance.get()
+    write_input(project / "in.csv", {"x": [1]})
+    first = execute(instance)
+    assert first.success
+
+    def refuse(self: PandasEngine, base: str, key: tuple[str, ...]) -> None:
+        raise PermissionError(f"not allowed to delete {key[-1]}")
+
+    # (the run executes in this process, so the patched engine is the one it uses)
+    monkeypatch.setattr(PandasEngine, "delete_intermediate", refuse)
+    second = execute(instance)
+    assert second.success
+    assert stored_runs(dagster_home) == sorted([first.run_id, second.run_id])
+    warnings = [
+        e.user_message
+        for e in instance.all_logs(second.run_id)
+        if "were not pruned" in e.user_message
+    ]
+    assert len(warnings) == 2  # totals, and report (a CSV: its result is kept too)
+    assert f"PermissionError: not allowed to delete {first.run_id}" in warnings[0]

@@ -321,6 +321,13 @@ pipelines:
     assert [p.name for p in (store / "checked").iterdir()] == [first.run_id]
     assert not any((store / "out").iterdir())
 
+    # a newer good run's result supersedes the first's, which is deleted
+    (tmp_path / "in.csv").write_text("id,v\n1,6\n")
+    third = run_job(defs, "p", instance=instance)
+    assert third.success
+    assert [p.name for p in (store / "checked").iterdir()] == [third.run_id]
+    assert [r["v"] for r in pq.read_table(store / "checked" / third.run_id).to_pylist()] == [6]
+
 
 def test_function_steps_get_spark_dataframes_and_must_return_one(spark, tmp_path: Path):
     (tmp_path / "in.csv").write_text("id,v\n1,2\n3,4\n")

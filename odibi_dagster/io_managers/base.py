@@ -19,7 +19,9 @@ other's results. A result is staged beside that place, the target is written fro
 and it is kept only once the node has succeeded (a node that fails leaves nothing for
 anyone to read). An input reads the result of the run Dagster names as the producer of
 the upstream output (this run, or on a re-execution the run re-executed), else, for an
-upstream asset outside the run, that of its latest materialization. Within one process, results are also kept in memory for their consumers in the same
+upstream asset outside the run, that of its latest materialization. When K succeeds in
+R, the results of K that no one will read again are deleted (``run_store.prune``).
+Within one process, results are also kept in memory for their consumers in the same
 run, and dropped after the last one.
 """
 
@@ -38,7 +40,7 @@ from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
-from odibi_dagster.io_managers.run_store import source_run
+from odibi_dagster.io_managers.run_store import prune_quietly, source_run
 from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
@@ -68,6 +70,14 @@ def _run_of(context: dg.InputContext) -> str:
         return ""
 
 
+def _instance_of(context: dg.OutputContext) -> dg.DagsterInstance | None:
+    """The instance of the run being served (None for a direct call, outside a run)."""
+    try:
+        return context.step_context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
 def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any]:
     """The resources of the step being served, by key ({} outside a run, as in tests)."""
     try:
@@ -93,7 +103,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     per run: the engine's place for ``(*asset_key, run_id)`` (pandas:
     ``<intermediate_dir>/<asset key...>/<run id>.parquet``). A consumer reads the result
     of the run that produced its input: the same run, the run a re-execution
-    re-executes, or for an asset outside the run its latest materialization.
+    re-executes, or for an asset outside the run its latest materialization. Once an
+    asset succeeds, its results of runs that ended in success, of runs that failed or
+    were canceled more than 7 days ago, and of runs the instance no longer knows are
+    deleted; results of runs not finished are never deleted.
     """
 
     engine: str = Field(default="pandas", description="The engine that reads and writes.")
@@ -201,6 +214,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         mode = str(write.get("mode", "overwrite")) if write else ""
         run_id = context.run_id
         stored_key = (*key, run_id)  # this run's place in the intermediate store
+        kept_base: str | None = None  # where this run's result was kept, if it was
         held = self._held.pop((run_id, key), None)
         staged = held[0] if held else None
         try:
@@ -249,9 +263,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                     result_at = (loc, write["format"])
             if staged is not None:
                 # the node succeeded: its result is this run's to read
-                base = self._intermediate_base(context, engine)
+                kept_base = self._intermediate_base(context, engine)
                 kept, result = engine.keep_intermediate(
-                    result, staged, base, stored_key, where=where
+                    result, staged, kept_base, stored_key, where=where
                 )
                 staged = None
                 result_at = (kept, "parquet")
@@ -283,6 +297,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             if story is not None:
                 story.rows = count
                 story.sample = first[:sample_rows]
+        instance = _instance_of(context)
+        if kept_base is not None and instance is not None:
+            # the node succeeded: results of other runs no one reads again may go
+            prune_quietly(engine, kept_base, key, run_id, instance, context.log, where)
         return outcome
 
     def _finish_story(
