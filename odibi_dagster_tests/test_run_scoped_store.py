@@ -7,9 +7,7 @@ expected rows come from pandas over each run's own input, never from odibi_dagst
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.io_managers import run_store
-from odibi_dagster_tests.support.cli import BIN, cli_env
+from odibi_dagster_tests.support.overlap import BARRIER_STEP, RUN_TAG, run_at_once
 from odibi_dagster_tests.support.runs import failure_text
 
 # A node with no write: (`totals`) whose value a downstream node (`report`) consumes.
@@ -144,62 +142,29 @@ pipelines:
         write: {connection: fs, path: "${ODIBI_TEST_OUTPUT}", format: csv}
 """
 
-# Each run's `gate` says it is there and waits until every run is: `report` starts only
-# after that, so each run's `report` loads `totals` once both runs have kept theirs.
-BARRIER_STEPS = """
-import os, time
-from odibi_dagster import transform
-
-@transform
-def odibi_test_wait_for_every_run(context, source):
-    barrier = os.environ["ODIBI_TEST_BARRIER"]
-    runs = os.environ["ODIBI_TEST_RUNS"].split(",")
-    open(os.path.join(barrier, os.environ["ODIBI_TEST_RUN"]), "w").close()
-    deadline = time.monotonic() + 120
-    while not all(os.path.exists(os.path.join(barrier, r)) for r in runs):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the other runs never reached the barrier in {barrier}")
-        time.sleep(0.05)
-    return context.get(source)
-"""
-
 
 @pytest.mark.slow  # two CLI runs, each step in a process of its own
 def test_two_runs_at_once_each_read_their_own_intermediate_result(
     tmp_path: Path, dagster_home: Path
 ):
+    """Each run's `gate` waits until both runs are there, and `report` starts only after
+    it: each run's `report` loads `totals` once both runs have kept theirs."""
     (tmp_path / "project.yaml").write_text(OVERLAP_PROJECT)
-    (tmp_path / "steps.py").write_text(BARRIER_STEPS)
-    (tmp_path / "definitions.py").write_text(
-        "import odibi_dagster\ndefs = odibi_dagster.load_definitions(__file__.rsplit('/', 1)[0])\n"
-    )
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
+    (tmp_path / "steps.py").write_text(BARRIER_STEP)
     inputs = {
         "a": write_input(tmp_path / "in_a.csv", {"x": [1, 2], "y": [3]}),
         "b": write_input(tmp_path / "in_b.csv", {"x": [10], "z": [20, 30, 40]}),
     }
-    procs = {}
-    for name in inputs:
-        env = cli_env(
-            ODIBI_TEST_INPUT=f"in_{name}.csv",
-            ODIBI_TEST_OUTPUT=f"report_{name}.csv",
-            ODIBI_TEST_RUN=name,
-            ODIBI_TEST_RUNS=",".join(inputs),
-            ODIBI_TEST_BARRIER=str(barrier),
-        )
-        cmd = [str(BIN / "dagster"), "job", "execute", "-f", "definitions.py", "-j", "p"]
-        cmd += ["--tags", json.dumps({"odibi_test/run": name})]
-        procs[name] = subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-    outputs = {name: proc.communicate(timeout=600)[0] for name, proc in procs.items()}
-    for name, proc in procs.items():
-        assert proc.returncode == 0, outputs[name][-3000:]
-    assert sorted(p.name for p in barrier.iterdir()) == ["a", "b"]  # both were there at once
+    envs = {
+        name: {"ODIBI_TEST_INPUT": f"in_{name}.csv", "ODIBI_TEST_OUTPUT": f"report_{name}.csv"}
+        for name in inputs
+    }
+    for name, (code, output) in run_at_once(tmp_path, "p", envs).items():
+        assert code == 0, f"run {name}: {output[-3000:]}"
+    assert sorted(p.name for p in (tmp_path / "barrier").iterdir()) == ["a", "b"]
 
     instance = dg.DagsterInstance.get()
-    runs = {r.tags["odibi_test/run"]: r.run_id for r in instance.get_runs()}
+    runs = {r.tags[RUN_TAG]: r.run_id for r in instance.get_runs()}
     assert sorted(runs) == ["a", "b"]
     for name, csv_path in inputs.items():
         expected = expected_report(csv_path)
