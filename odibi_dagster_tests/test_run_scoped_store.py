@@ -253,6 +253,19 @@ def test_an_input_with_nothing_stored_names_the_run_looked_for(project: Path, da
     assert f"the result of run {first.run_id} (its latest materialization)" in text
     assert "no stored result yet" in text and "Materialize this upstream node first" in text
 
+    (project / "fail.flag").touch()
+    failed = execute(instance)
+    assert not failed.success
+    (stored / f"{failed.run_id}.parquet").unlink()
+    (project / "fail.flag").unlink()
+    options = dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    again = execute(instance, reexecution_options=options)
+    assert not again.success
+    assert (
+        f"the result of run {failed.run_id} (the earlier run that produced it; this run "
+        "re-executes it): no stored result yet"
+    ) in failure_text(again)
+
 
 # --------------------------------------------------------------------------- pruning
 

@@ -68,7 +68,7 @@ def source_run(context: dg.InputContext, this_run: str, where: str) -> SourceRun
     if run_id and run_id != NO_RUN:
         if run_id == this_run:
             return SourceRun(run_id, "this run")
-        return SourceRun(run_id, "the run this one re-executes")
+        return SourceRun(run_id, "the earlier run that produced it; this run re-executes it")
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # a direct call: what it stored itself
