@@ -270,13 +270,17 @@ def test_an_input_with_nothing_stored_names_the_run_looked_for(project: Path, da
 # --------------------------------------------------------------------------- pruning
 
 
-def add_run(instance: dg.DagsterInstance, reexecutes: str | None = None) -> str:
-    """A run of job p still going (STARTED) in the instance; a re-execution of the run
-    ``reexecutes`` if given."""
+def add_run(
+    instance: dg.DagsterInstance,
+    reexecutes: str | None = None,
+    status: dg.DagsterRunStatus = dg.DagsterRunStatus.STARTED,
+) -> str:
+    """A run of job p in the instance, still going unless ``status`` says otherwise; a
+    re-execution of the run ``reexecutes`` if given."""
     run = dg.DagsterRun(
         job_name="p",
         run_id=str(uuid.uuid4()),
-        status=dg.DagsterRunStatus.STARTED,
+        status=status,
         parent_run_id=reexecutes,
         root_run_id=reexecutes,
     )
@@ -338,10 +342,15 @@ def test_results_of_failed_runs_go_after_seven_days_and_of_unknown_runs_after_on
     recent_unknown = str(uuid.uuid4())  # e.g. a run of another instance, maybe still going
     stored_by_hand(dagster_home, recent_unknown)
     (dagster_home / "storage" / "odibi" / "p" / "totals" / "notes.parquet").write_bytes(b"x")
+    # more good runs than one query asks about (run_store asks about 200 at a time)
+    succeeded = [add_run(instance, status=dg.DagsterRunStatus.SUCCESS) for _ in range(210)]
+    for run_id in succeeded:
+        (dagster_home / "storage" / "odibi" / "p" / "totals" / f"{run_id}.parquet").touch()
     this_run = str(uuid.uuid4())
 
     engine = PandasEngine()
-    assert run_store.prune(engine, base, TOTALS, this_run, instance) == [deleted_run]
+    deleted = run_store.prune(engine, base, TOTALS, this_run, instance)
+    assert sorted(deleted) == sorted([deleted_run, *succeeded])
     assert stored_runs(dagster_home) == sorted([failed.run_id, going, recent_unknown, "notes"])
 
     eight_days_on = time.time() + 8 * 86400

@@ -37,6 +37,8 @@ KEEP_UNKNOWN_S = 24 * 3600
 _FINISHED = frozenset(
     {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 )
+# run ids asked for in one query (SQLite takes a few hundred parameters at least)
+_QUERY_SIZE = 200
 # Dagster's run ids; any other name in a key's folder is not a run's result (a longer
 # asset key's folder, say) and is left alone
 _RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -103,8 +105,8 @@ def prune(
     finished (a re-execution of a run reads its results, or its parent's).
 
     The candidates are found by listing the key's folder (one listing), then one query
-    of the instance for their runs, and one for the runs not finished when there is
-    anything to delete. Listing, rather than asking the instance which runs
+    of the instance for their runs (one per 200), and one for the runs not finished when
+    there is anything to delete. Listing, rather than asking the instance which runs
     materialized the asset, also finds results of runs deleted from the instance (their
     events are deleted with them), of runs older than any window of recent records, and
     staged copies a dead process left behind.
@@ -117,9 +119,11 @@ def prune(
     }
     if not stored:
         return []
+    names = list(stored)
     records = {
         r.dagster_run.run_id: r
-        for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=list(stored)))
+        for i in range(0, len(names), _QUERY_SIZE)
+        for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=names[i : i + _QUERY_SIZE]))
     }
     doomed = []
     for name, written in stored.items():
