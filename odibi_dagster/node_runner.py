@@ -173,7 +173,7 @@ class NodeRunner:
                     allow_retries=False,
                 )
         except BaseException:
-            if staged is not None:  # the result kept before stays in place
+            if staged is not None:  # nothing of a failed node is kept
                 eng.drop_intermediate(staged)
             raise
         if staged is not None and io_manager is not None:
@@ -194,8 +194,9 @@ class NodeRunner:
         if not isinstance(io_manager, OdibiIOManager):  # a user's own IO manager
             return current, eng.profile(current, counted), None, None
         base = io_manager.intermediate_base(lambda: context.instance, eng)
+        # staged at this run's place, as the IO manager keeps it (see io_managers.run_store)
         current, stats, staged = eng.materialize(
-            current, base, tuple(self.key.path), counted, where=self.node.where
+            current, base, (*self.key.path, context.run_id), counted, where=self.node.where
         )
         return current, stats, staged, io_manager
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import dagster as dg
 import jsonschema
 import pyarrow.parquet as pq
 import pytest
@@ -161,9 +162,9 @@ def test_multiprocess_executor_passes_intermediate_results_between_processes(exa
         result = run_cli("dagster", "job", "execute", "-f", "definitions.py", "-j", job, cwd=root)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "in subprocess" in result.stderr
-    assert (
-        dagster_home / "storage" / "odibi" / "bronze_to_silver" / "clean_sales.parquet"
-    ).exists()
+    (run,) = dg.DagsterInstance.get().get_runs(dg.RunsFilter(job_name="bronze_to_silver"))
+    stored = dagster_home / "storage" / "odibi" / "bronze_to_silver" / "clean_sales"
+    assert [p.name for p in stored.iterdir()] == [f"{run.run_id}.parquet"]
 
     sums: dict[str, list[float]] = {}
     for r in read_csv(root / "data" / "bronze" / "sales.csv"):

@@ -438,6 +438,38 @@ def test_a_result_is_staged_then_kept_whole_or_dropped(local_lake: Lake):
     assert not any(".staged-" in p.name for p in (local_lake.root / "store" / "pipe").iterdir())
 
 
+def test_the_results_stored_under_a_key_are_listed_by_name_and_deleted_whole(
+    local_lake: Lake,
+):
+    """What pruning the store by run needs: the names stored under an asset's key (a
+    run's kept result, or a copy a process left staged), when each was written, and
+    deleting one name's result with its staged copies."""
+    engine, base, asset = local_lake.engine, str(local_lake.root / "store"), ("pipe", "node")
+    assert engine.stored_intermediates(base, asset) == {}
+    for run in ("run1", "run2", "run3"):
+        staged, frame = engine.store_intermediate(local_lake.frame(ROWS), base, (*asset, run))
+        engine.keep_intermediate(frame, staged, base, (*asset, run))
+    # run3 stages another result, and its process dies before keeping or dropping it
+    engine.store_intermediate(local_lake.frame(ROWS[:1]), base, (*asset, "run3"))
+    engine.store_intermediate(local_lake.frame(ROWS[:1]), base, (*asset, "run4"))
+    stored = engine.stored_intermediates(base, asset)
+    assert sorted(stored) == ["run1", "run2", "run3", "run4"]
+    written = [p.stat().st_mtime for p in (local_lake.root / "store" / "pipe" / "node").iterdir()]
+    assert all(min(written) - 2 <= t <= max(written) + 2 for t in stored.values())
+
+    for run in ("run1", "run3", "run4", "never_stored"):
+        engine.delete_intermediate(base, (*asset, run))
+    assert sorted(engine.stored_intermediates(base, asset)) == ["run2"]
+    assert [
+        p.name.split(".")[0] for p in (local_lake.root / "store" / "pipe" / "node").iterdir()
+    ] == ["run2"]
+    assert as_tuples(
+        local_lake.rows(engine.load_intermediate(base, (*asset, "run2"), where=WHERE))
+    ) == as_tuples(ROWS)
+    with pytest.raises(OdibiRunError, match=r"no stored result yet .*run1"):
+        engine.load_intermediate(base, (*asset, "run1"), where=WHERE)
+
+
 def test_each_consumer_gets_a_frame_of_its_own(local_lake: Lake):
     df = local_lake.frame(ROWS)
     mine = local_lake.engine.handoff(df)

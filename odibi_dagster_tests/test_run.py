@@ -303,9 +303,10 @@ def test_downstream_assets_rematerialize_alone_from_the_intermediate_store(examp
     defs = odibi_dagster.load_definitions(root / "pipeline.yaml")
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def("bronze_to_silver")
-    assert job.execute_in_process(instance=instance).success
-    stored = dagster_home / "storage" / "odibi" / "bronze_to_silver" / "clean_sales.parquet"
-    assert pq.read_table(stored).num_rows == 4
+    first = job.execute_in_process(instance=instance)
+    assert first.success
+    stored = dagster_home / "storage" / "odibi" / "bronze_to_silver" / "clean_sales"
+    assert pq.read_table(stored / f"{first.run_id}.parquet").num_rows == 4
     (root / "data" / "silver" / "sales.parquet").unlink()
     # a second run of only the writer loads clean_sales from the store
     result = job.execute_in_process(
@@ -623,3 +624,12 @@ def test_the_io_manager_serves_a_direct_call_without_a_run(tmp_path: Path):
     context = dg.build_output_context(asset_key=["p", "x"], definition_metadata=meta)
     io.handle_output(context, pd.DataFrame({"id": [1, 2]}))
     assert pq.read_table(tmp_path / "x.parquet").to_pylist() == [{"id": 1}, {"id": 2}]
+
+    # with no target, the result is stored under the name Dagster gives a call outside
+    # a run, and loaded back from there
+    io.handle_output(dg.build_output_context(asset_key=["p", "y"]), pd.DataFrame({"id": [3]}))
+    stored = [p.name for p in (tmp_path / "store" / "p" / "y").iterdir()]
+    assert stored == ["__EPHEMERAL_RUN_ID.parquet"]
+    upstream = dg.build_output_context(asset_key=["p", "y"])
+    loaded = io.load_input(dg.build_input_context(asset_key=["p", "y"], upstream_output=upstream))
+    assert loaded.to_dict("list") == {"id": [3]}

@@ -299,9 +299,12 @@ pipelines:
     }
     assert counts == {"checked": 2, "out": 2}  # counted while the result was stored
     store = Path(instance.storage_directory()) / "odibi_spark" / "p"
-    # `checked` has no target: its result is kept; `out` is read from its Delta table
-    assert sorted(r["v"] for r in pq.read_table(store / "checked").to_pylist()) == [4, 5]
-    assert sorted(p.name for p in store.iterdir()) == ["checked"]
+    # `checked` has no target: its result is kept, for this run; `out` is read from its
+    # Delta table
+    kept = store / "checked" / first.run_id
+    assert sorted(r["v"] for r in pq.read_table(kept).to_pylist()) == [4, 5]
+    assert [p.name for p in (store / "checked").iterdir()] == [first.run_id]
+    assert not any((store / "out").iterdir())  # staged for the checks, dropped once written
 
     (tmp_path / "in.csv").write_text("id,v\n1,\n2,5\n")
     result = run_job(defs, "p", instance=instance)
@@ -309,12 +312,21 @@ pipelines:
     assert "validation failed, nothing was written: no_nulls_v: column 'v' has 1 null values" in (
         failure_text(result)
     )
-    # the table and the kept result are those of the last good run; nothing staged is left
+    # the table is that of the last good run; the failed run kept nothing, not even a
+    # staged copy, and the last good run's result stays
     assert sorted(
         r["v"] for r in DeltaTable(str(tmp_path / "out")).to_pyarrow_table().to_pylist()
     ) == [4, 5]
-    assert sorted(r["v"] for r in pq.read_table(store / "checked").to_pylist()) == [4, 5]
-    assert sorted(p.name for p in store.iterdir()) == ["checked"]
+    assert sorted(r["v"] for r in pq.read_table(kept).to_pylist()) == [4, 5]
+    assert [p.name for p in (store / "checked").iterdir()] == [first.run_id]
+    assert not any((store / "out").iterdir())
+
+    # a newer good run's result supersedes the first's, which is deleted
+    (tmp_path / "in.csv").write_text("id,v\n1,6\n")
+    third = run_job(defs, "p", instance=instance)
+    assert third.success
+    assert [p.name for p in (store / "checked").iterdir()] == [third.run_id]
+    assert [r["v"] for r in pq.read_table(store / "checked" / third.run_id).to_pylist()] == [6]
 
 
 def test_function_steps_get_spark_dataframes_and_must_return_one(spark, tmp_path: Path):
@@ -405,9 +417,12 @@ def test_multiprocess_runs_hand_intermediates_across_step_processes(tmp_path, da
     for f in part_files(tmp_path / "out.csv", ".csv"):
         rows += list(csv.DictReader(f.open()))
     assert sorted((r["g"], int(r["doubled"])) for r in rows) == [("a", 8), ("b", 4)]
-    # mid has no write: target; it crossed processes as Parquet in the instance's storage
+    # mid has no write: target; it crossed processes as Parquet in the instance's storage,
+    # in a directory of this run's
+    (run,) = dg.DagsterInstance.get().get_runs()
     stored = dagster_home / "storage" / "odibi_spark" / "mp" / "mid"
-    assert pq.read_table(stored).num_rows == 2
+    assert [p.name for p in stored.iterdir()] == [run.run_id]
+    assert pq.read_table(stored / run.run_id).num_rows == 2
     shutil.rmtree(tmp_path / "out.csv")
 
 

@@ -160,6 +160,10 @@ class Engine(Protocol):
         and nothing was written)."""
         ...
 
+    # The intermediate store. ``key`` names one result: the IO manager passes the asset
+    # key and the run that computed it, ``(*asset_key, run_id)``, so every run keeps its
+    # own results and runs at the same time never read each other's.
+
     def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
         """Where a result of ``key`` with no faithful copy on storage is kept under ``base``."""
         ...
@@ -186,4 +190,17 @@ class Engine(Protocol):
 
     def load_intermediate(self, base: str, key: tuple[str, ...], *, where: str) -> Frame:
         """A result kept by :meth:`store_intermediate`; fails saying to materialize it."""
+        ...
+
+    def stored_intermediates(self, base: str, key: tuple[str, ...]) -> dict[str, float]:
+        """The names ``n`` for which something is stored at ``(*key, n)`` under ``base``
+        (a kept result, or a staged copy a failed process left behind), each with when it
+        was last written (seconds since the epoch). Entries of longer keys may be listed
+        too; the caller knows which names it gave. Empty when nothing is there, or the
+        storage cannot be listed."""
+        ...
+
+    def delete_intermediate(self, base: str, key: tuple[str, ...]) -> None:
+        """Delete the result kept for ``key`` and any staged copy of it; raise when that
+        fails (a result no one will read again, see :meth:`stored_intermediates`)."""
         ...

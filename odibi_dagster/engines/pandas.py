@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -219,7 +220,8 @@ class PandasEngine:
     def store_intermediate(
         self, df: pd.DataFrame, base: str, key: tuple[str, ...], *, where: str = ""
     ) -> tuple[Location, pd.DataFrame]:
-        """Staged as Parquet beside ``<base>/<key...>.parquet``, or as a pickle beside
+        """Staged as Parquet beside ``<base>/<key...>.parquet`` (for a run's result of an
+        asset: ``<base>/<asset key...>/<run id>.parquet``), or as a pickle beside
         ``.pickle`` for a frame Parquet cannot hold (columns of mixed Python objects)."""
         parquet, pickled = _intermediate_paths(base, key)
         storage = LocalStorage(base_path=base)
@@ -270,6 +272,40 @@ class PandasEngine:
             f"{where}: no stored result yet (looked in {parquet}). Materialize this upstream "
             "node first, or run the whole pipeline job."
         )
+
+    def stored_intermediates(self, base: str, key: tuple[str, ...]) -> dict[str, float]:
+        """The files ``<name>.parquet`` / ``<name>.pickle`` (and their staged copies) in
+        ``<base>/<key...>/``, by name, with their newest modification time."""
+        found: dict[str, float] = {}
+        try:
+            entries = list(os.scandir(os.path.join(base, *key)))
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        for entry in entries:
+            match = _STORED_FILE.match(entry.name)
+            if match and entry.is_file(follow_symlinks=False):
+                name = match["name"]
+                found[name] = max(found.get(name, 0.0), entry.stat().st_mtime)
+        return found
+
+    def delete_intermediate(self, base: str, key: tuple[str, ...]) -> None:
+        folder = os.path.join(base, *key[:-1])
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            match = _STORED_FILE.match(entry.name)
+            if match and match["name"] == key[-1] and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile: fine
+                    os.remove(entry.path)
+
+
+# <name>.parquet or <name>.pickle, kept, staged (<name>.parquet.staged-<hex>) or half
+# written by a process that died (<...>.tmp-<hex>)
+_STORED_FILE = re.compile(
+    r"^(?P<name>.+)\.(?:parquet|pickle)(?:\.staged-[0-9a-f]+)?(?:\.tmp-[0-9a-f]+)?$"
+)
 
 
 def _intermediate_paths(base: str, key: tuple[str, ...]) -> tuple[str, str]:

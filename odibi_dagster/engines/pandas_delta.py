@@ -1,5 +1,12 @@
 """Delta tables on pandas, through delta-rs: reading (with time travel) and writing in
-every mode, with the node's options in either spelling (see delta_options)."""
+every mode, with the node's options in either spelling (see delta_options).
+
+Runs may write one table at the same time. Appends all land: delta-rs commits each again
+on a newer version when another write got there first. Any other write that conflicts
+with one committed meanwhile (two overwrites of a table, two writes creating it) fails
+whole, saying so and naming the table: nothing of it is committed, and it is not tried
+again, so no rows are lost silently nor written twice. Mode error fails, and mode
+ignore skips, when another write created the table first."""
 
 from __future__ import annotations
 
@@ -9,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, SchemaMismatchError
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 
 from odibi_dagster.engines.delta_options import (
     DELTA_WRITE_OPTION_NAMES,
@@ -18,6 +25,7 @@ from odibi_dagster.engines.delta_options import (
     delta_write_options,
 )
 from odibi_dagster.engines.messages import (
+    exists_error,
     fail,
     missing_input,
     not_a_delta_table,
@@ -146,7 +154,8 @@ def write_delta(
             where,
             f"output path '{loc.uri}' exists but is not a Delta table (no _delta_log); "
             f"mode {mode} would mix a Delta table into other data. It was left unchanged. "
-            "Choose another path, or remove what is there first",
+            "Choose another path, or remove what is there first (if another run is "
+            "creating a Delta table there right now, re-run this node once it is done)",
         )
     if is_table and mode == "append" and schema_mode != "merge":
         try:
@@ -163,16 +172,24 @@ def write_delta(
     extra: dict[str, Any] = dict(delta.delta_rs)
     if delta.predicate is not None:
         extra["predicate"] = delta.predicate
+    # Creating the table, delta-rs would commit a write that lost the race to create it
+    # again on top of the winner's, as if appended: rows of two writers in a table that
+    # was overwritten, or created by mode error or ignore. Only appends are committed
+    # again then; any other write that loses fails, and modes error and ignore both
+    # create the table only if there is none (here nothing is at the path).
+    creating = not is_table
+    commit = CommitProperties(max_commit_retries=0) if creating and mode != "append" else None
     # write_deltalake's overloads key on a literal mode; the mode was validated above.
     write: Callable[..., None] = write_deltalake
     try:
         write(
             loc.delta_uri,
             table,
-            mode=mode,
+            mode="error" if mode in ("error", "ignore") else mode,
             partition_by=delta.partition_by or None,
             schema_mode=schema_mode,
             storage_options=storage_options,
+            commit_properties=commit,
             **extra,
         )
     except SchemaMismatchError as exc:
@@ -184,6 +201,22 @@ def write_delta(
             "the schema",
         )
     except Exception as exc:  # delta-rs raises bare Exception for e.g. cast errors
+        created_meanwhile = isinstance(exc, CommitFailedError) or (
+            isinstance(exc, DeltaError) and "already exists" in str(exc)
+        )
+        if mode in ("error", "ignore") and created_meanwhile:
+            if mode == "ignore":
+                return False  # what mode ignore does when a table is there
+            exists_error(where, loc.uri)
+        if isinstance(exc, CommitFailedError):
+            # a write that conflicts with one committed meanwhile fails whole and is not
+            # tried again here, so no rows are lost silently or written twice
+            fail(
+                where,
+                f"another write to Delta table '{loc.uri}' was committed while this one "
+                f"was being committed ({delta_detail(loc, exc)}); nothing of this write "
+                "was committed. Re-run the node to write its result",
+            )
         hint = "Check the write options and the data"
         if is_table and schema_mode is None:
             hint += (

@@ -72,6 +72,8 @@ _PANDAS_TYPES = {
 }
 _ERROR_CLASS = re.compile(r"^\[([A-Z_.]+)\]\s*")
 _MISSING_VIEW = re.compile(r"The table or view `?([^`\s]+?)`? cannot be found")
+# what a stored result's directory name may end with: staged, or left over by a swap
+_STORED_DIR = re.compile(r"(?:\.(?:staged|tmp|old)-[0-9a-f]+)+$")
 
 
 def first_message(exc: BaseException) -> str:
@@ -469,14 +471,17 @@ class SparkEngine:
 
     def _mover(self, uri: str) -> Mover | None:
         """Hadoop's filesystem for ``uri``, as a Mover; None without a JVM (Spark Connect)."""
+        hadoop = self._hadoop()
+        return hadoop_mover(*hadoop, uri) if hadoop else None
+
+    def _hadoop(self) -> tuple[Any, Any] | None:
+        """The JVM and a Hadoop configuration of the session; None without a JVM."""
         try:
             jvm = self.spark.sparkContext._jvm
             conf = self.spark._jsparkSession.sessionState().newHadoopConf()
         except Exception:
             return None
-        if jvm is None:
-            return None
-        return hadoop_mover(jvm, conf, uri)
+        return None if jvm is None else (jvm, conf)
 
     # ------------------------------------------------------------------- sql
 
@@ -649,6 +654,37 @@ class SparkEngine:
             )
         return self.read(loc, "parquet", where=where)
 
+    def stored_intermediates(self, base: str, key: tuple[str, ...]) -> dict[str, float]:
+        """The directories ``<name>`` (and ``<name>.staged-<hex>`` ...) under
+        ``<base>/<key...>/``, by name, with their modification time, listed by Hadoop's
+        FileSystem; empty without a JVM (Spark Connect), where nothing can be listed."""
+        folder = self.intermediate(base, key).spark_uri
+        hadoop = self._hadoop_fs(folder)
+        if hadoop is None:
+            return {}
+        fs, path = hadoop
+        if not fs.exists(path):
+            return {}
+        found: dict[str, float] = {}
+        for status in fs.listStatus(path):
+            if not status.isDirectory():
+                continue
+            name = _STORED_DIR.sub("", status.getPath().getName())
+            found[name] = max(found.get(name, 0.0), status.getModificationTime() / 1000)
+        return found
+
+    def delete_intermediate(self, base: str, key: tuple[str, ...]) -> None:
+        kept = self.intermediate(base, key).spark_uri
+        parent = kept.rstrip("/").rsplit("/", 1)[0]
+        mover = self._mover(kept)
+        if mover is None:
+            raise OdibiRunError(f"{kept} cannot be deleted without a JVM (Spark Connect)")
+        if not mover.exists(parent):
+            return
+        for name, is_dir in mover.children(parent):
+            if is_dir and _STORED_DIR.sub("", name) == key[-1]:
+                mover.delete(f"{parent}/{name}")
+
     def intermediate(self, base: str, key: tuple[str, ...]) -> Location:
         """Where a result is kept: under a local directory, or a URI every executor reaches
         (dbfs:/..., abfss://...)."""
@@ -661,6 +697,15 @@ class SparkEngine:
         return LocalStorage(base_path=base).location(os.path.join(*key))
 
     # --------------------------------------------------------------- helpers
+
+    def _hadoop_fs(self, uri: str) -> tuple[Any, Any] | None:
+        """Hadoop's FileSystem for ``uri`` and the Path of ``uri``; None without a JVM."""
+        hadoop = self._hadoop()
+        if hadoop is None:
+            return None
+        jvm, conf = hadoop
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(conf), path
 
     @staticmethod
     def _uri(loc: Location, where: str) -> str:

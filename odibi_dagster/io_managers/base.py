@@ -11,11 +11,18 @@ Each output costs one pass over the data, and its row count rides along (the eng
 counts while writing). A result with no faithful copy on storage (no ``write:``,
 CSV/JSON, append/ignore, partitioned or merged writes) is kept in the intermediate store
 (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says otherwise),
-so consumers in other step processes (the multiprocess executor) and later runs of a
-subset of assets find it: it is staged beside the result kept before, the target is
-written from it, and it replaces the kept one only once the node has succeeded (a node
-that fails leaves the last good result to its consumers). Within one process, results
-are also kept in memory for their consumers, and dropped after the last one.
+so consumers in other step processes (the multiprocess executor), re-executions and
+later runs of a subset of assets find it. The store is keyed by run (``run_store``):
+run R keeps asset K's result at the engine's place for ``(*K, R)``, e.g.
+``<base>/<pipeline>/<node>/<R>.parquet``, so runs at the same time never read each
+other's results. A result is staged beside that place, the target is written from it,
+and it is kept only once the node has succeeded (a node that fails leaves nothing for
+anyone to read). An input reads the result of the run Dagster names as the producer of
+the upstream output (this run, or on a re-execution the run re-executed), else, for an
+upstream asset outside the run, that of its latest materialization. When K succeeds in
+R, the results of K that no one will read again are deleted (``run_store.prune``).
+Within one process, results are also kept in memory for their consumers in the same
+run, and dropped after the last one.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.io_managers.run_store import prune_quietly, source_run
 from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
@@ -55,6 +63,22 @@ def consumer_count(context: dg.OutputContext) -> int:
         return -1
 
 
+def _run_of(context: dg.InputContext) -> str:
+    """The run loading an input ("" for a direct call, outside a run)."""
+    try:
+        return context.step_context.run_id
+    except dg.DagsterInvariantViolationError:
+        return ""
+
+
+def _instance_of(context: dg.OutputContext) -> dg.DagsterInstance | None:
+    """The instance of the run being served (None for a direct call, outside a run)."""
+    try:
+        return context.step_context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
 def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any]:
     """The resources of the step being served, by key ({} outside a run, as in tests)."""
     try:
@@ -75,6 +99,15 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     Azure), then in ``connections``. An asset with metadata ``{"odibi/write":
     {"connection": "lake", "path": "gold/x.parquet", "format": "parquet", "mode":
     "overwrite"}}`` is written there.
+
+    A result with no faithful copy on storage is kept under ``intermediate_dir``, one
+    per run: the engine's place for ``(*asset_key, run_id)`` (pandas:
+    ``<intermediate_dir>/<asset key...>/<run id>.parquet``). A consumer reads the result
+    of the run that produced its input: the same run, the run a re-execution
+    re-executes, or for an asset outside the run its latest materialization. Once an
+    asset succeeds, its results of runs that ended in success, of runs that failed or
+    were canceled more than 7 days ago, and of runs the instance no longer knows are
+    deleted; results of runs not finished are never deleted.
     """
 
     engine: str = Field(default="pandas", description="The engine that reads and writes.")
@@ -83,9 +116,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     )
     intermediate_dir: str | None = Field(
         default=None,
-        description="Where results with no faithful copy on storage are kept. Default: "
-        "<DAGSTER_HOME>/storage/<odibi or odibi_spark> (a temporary directory for "
-        "ephemeral instances).",
+        description="Where results with no faithful copy on storage are kept, one per "
+        "run of each asset (<dir>/<asset key...>/<run id>...), for one Dagster instance. "
+        "Default: <DAGSTER_HOME>/storage/<odibi or odibi_spark> (a temporary directory "
+        "for ephemeral instances).",
     )
     preview_rows: int = Field(default=5, description="Rows shown in the preview metadata.")
 
@@ -93,11 +127,11 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     # executor reaches)
     intermediate_env: ClassVar[str | None] = None
 
-    # Results kept in memory for the consumers in this process, with how many loads are
-    # still expected; an entry is dropped after its last consumer (everything cached is
-    # also on storage, so a miss only costs a read).
-    _cache: dict[tuple[str, ...], Any] = PrivateAttr(default_factory=dict)
-    _pending_loads: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+    # Results kept in memory for the consumers in this process, by (run id, asset key),
+    # with how many loads are still expected; an entry is dropped after its last consumer
+    # (everything cached is also on storage, so a miss only costs a read).
+    _cache: dict[tuple[str, tuple[str, ...]], Any] = PrivateAttr(default_factory=dict)
+    _pending_loads: dict[tuple[str, tuple[str, ...]], int] = PrivateAttr(default_factory=dict)
     # results a node computed once for its checks, staged and counted, waiting for
     # handle_output in the same step: (run id, key) -> (staged location, row count)
     _held: dict[tuple[str, tuple[str, ...]], tuple[Location, int]] = PrivateAttr(
@@ -179,7 +213,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         write = resolve_env(meta.get(WRITE_KEY), where)
         loc = self._location(resources, write, where) if write else None
         mode = str(write.get("mode", "overwrite")) if write else ""
-        held = self._held.pop((context.run_id, key), None)
+        run_id = context.run_id
+        stored_key = (*key, run_id)  # this run's place in the intermediate store
+        kept_base: str | None = None  # where this run's result was kept, if it was
+        held = self._held.pop((run_id, key), None)
         staged = held[0] if held else None
         try:
             if write and loc is not None and mode == "error":
@@ -199,7 +236,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 counted, rows = engine.count_while_writing(obj)
                 if not faithful_copy(write):
                     base = self._intermediate_base(context, engine)
-                    staged, result = engine.store_intermediate(counted, base, key, where=where)
+                    staged, result = engine.store_intermediate(
+                        counted, base, stored_key, where=where
+                    )
                     result_at = (staged, "parquet")
             if write and loc is not None:
                 source = counted if result is None else result
@@ -224,14 +263,16 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                     result = engine.after_write(obj, loc, write["format"], where=where)
                     result_at = (loc, write["format"])
             if staged is not None:
-                # the node succeeded: its result replaces the one kept before
-                base = self._intermediate_base(context, engine)
-                kept, result = engine.keep_intermediate(result, staged, base, key, where=where)
+                # the node succeeded: its result is this run's to read
+                kept_base = self._intermediate_base(context, engine)
+                kept, result = engine.keep_intermediate(
+                    result, staged, kept_base, stored_key, where=where
+                )
                 staged = None
                 result_at = (kept, "parquet")
                 out_meta[STORED_KEY] = dg.MetadataValue.path(kept.uri)
         finally:
-            if staged is not None:  # failed on the way: the result kept before stays
+            if staged is not None:  # failed on the way: nothing is kept
                 engine.drop_intermediate(staged)
         with not_retried_after_append(outcome, where, "describing the result"):
             count = rows()
@@ -257,6 +298,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             if story is not None:
                 story.rows = count
                 story.sample = first[:sample_rows]
+        instance = _instance_of(context)
+        if kept_base is not None and instance is not None:
+            # the node succeeded: results of other runs no one reads again may go
+            prune_quietly(engine, kept_base, key, run_id, instance, context.log, where)
         return outcome
 
     def _finish_story(
@@ -281,13 +326,15 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     # ------------------------------------------------------------------ input
 
     def _load_input(self, context: dg.InputContext) -> Any:
-        """This process's copy of the upstream result, else what the upstream node reads,
-        or wrote as a faithful copy, else its stored intermediate."""
+        """This process's copy of the upstream result for this run, else what the
+        upstream node reads, or wrote as a faithful copy, else the stored intermediate
+        of the run that produced it (see :func:`run_store.source_run`)."""
         upstream = context.upstream_output
         if upstream is None or not context.has_asset_key:
             raise OdibiRunError(f"{type(self).__name__} only loads assets")
         key = tuple(context.asset_key.path)
-        found, df = self._recall(key)
+        this_run = _run_of(context)
+        found, df = self._recall((this_run, key))
         if found:
             return df
         meta = dict(upstream.definition_metadata or {})
@@ -311,10 +358,13 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                     loc, spec["format"], (spec.get("options") or {}) if read else {}, where=where
                 )
         else:
+            source = source_run(context, this_run, where)
             df = engine.load_intermediate(
-                self._intermediate_base(context, engine), key, where=where
+                self._intermediate_base(context, engine),
+                (*key, source.run_id),
+                where=f"{where}, the result of run {source.run_id} ({source.why})",
             )
-        self._cache[key] = df
+        self._cache[(this_run, key)] = df
         return df
 
     # ------------------------------------------------------------------ helpers
@@ -330,11 +380,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         """Keep ``obj`` for the consumers of this output that run in this process."""
         consumers = consumer_count(context)
         if consumers != 0:
-            self._cache[key] = obj
-            self._pending_loads[key] = consumers
+            self._cache[(context.run_id, key)] = obj
+            self._pending_loads[(context.run_id, key)] = consumers
 
-    def _recall(self, key: tuple[str, ...]) -> tuple[bool, Any]:
-        """(True, result) when this process still holds the result of ``key``."""
+    def _recall(self, key: tuple[str, tuple[str, ...]]) -> tuple[bool, Any]:
+        """(True, result) when this process still holds the result ``key`` (run id,
+        asset key)."""
         if key not in self._cache:
             return False, None
         obj = self._cache[key]

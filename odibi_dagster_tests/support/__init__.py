@@ -7,6 +7,7 @@ Test modules import from here (and from ``emulators``), never from one another o
   private copies of them
 - ``cli``: the venv's console scripts run as a user would run them
 - ``runs``: a job run in process, and every error message of a failed run
+- ``overlap``: CLI runs of one job at once, and a step where they wait for each other
 - ``lake``: two Azurite accounts and a Key Vault secret, ready for a project to use
 - ``webserver``: a private dagster-webserver and a small GraphQL client
 """
