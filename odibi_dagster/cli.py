@@ -16,6 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (a DAGSTER_HOME is rarely shared there)
+    fcntl = None  # type: ignore[assignment]
+
 from odibi_dagster.errors import OdibiConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -181,6 +186,33 @@ def pipeline_job(path: str, pipeline: str) -> Any:
     return load_definitions(path).resolve_job_def(pipeline)
 
 
+def open_instance(home: Path) -> Any:
+    """The Dagster instance at ``home`` (DAGSTER_HOME), its storage created by one process
+    at a time.
+
+    Dagster's sqlite storages create their tables (and stamp their schema version) the
+    first time they are used; two processes doing that at once on a fresh DAGSTER_HOME
+    can fail, or leave the schema version stamped twice. So the first use happens here,
+    under an exclusive lock on ``home/.odibi-instance.lock``."""
+    import dagster as dg
+
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".odibi-instance.lock", "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.get()
+            instance.get_runs(limit=1)  # run storage
+            instance.all_instigator_state()  # schedule and sensor storage
+            instance.get_event_records(  # the event log's index
+                dg.EventRecordsFilter(dg.DagsterEventType.RUN_SUCCESS), limit=1
+            )
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return instance
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -213,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     home = os.environ.get("DAGSTER_HOME")
     tmp_home = None
     if home:
-        instance = dg.DagsterInstance.get()
+        instance = open_instance(Path(home))
     else:
         tmp_home = tempfile.mkdtemp(prefix="odibi-dagster-home-")
         instance = dg.DagsterInstance.local_temp(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -196,3 +200,40 @@ def test_a_config_mistake_under_dagster_cli_prints_the_problem_not_a_traceback(
         "pipeline.yaml:28: pipelines[0].nodes[2].write.formt: unknown key 'formt' (did you mean 'format'?)"
         in result.stderr
     )
+
+
+OPEN_AT = """\
+import os, sys, time
+from pathlib import Path
+from odibi_dagster.cli import open_instance
+start = float(sys.argv[1])
+while time.time() < start:
+    time.sleep(0.001)
+instance = open_instance(Path(os.environ["DAGSTER_HOME"]))
+print(len(instance.get_runs(limit=1)))
+"""
+
+
+@pytest.mark.slow
+def test_runs_starting_at_once_on_a_fresh_dagster_home_create_its_storage_once(
+    tmp_path: Path,
+) -> None:
+    # Without the lock, 4 processes opening a fresh sqlite DAGSTER_HOME at the same instant
+    # failed in 4 of 5 trials (IntegrityError on alembic_version, "table ... already
+    # exists", "more than one head"), some leaving the schema stamped twice.
+    for trial in range(2):
+        home = tmp_path / f"home{trial}"
+        start = time.time() + 6  # after every process has imported Dagster
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPEN_AT, str(start)],
+                env={**os.environ, "DAGSTER_HOME": str(home)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-2000:] for _, err in outs]
+        assert [out.strip() for out, _ in outs] == ["0"] * 4
