@@ -466,3 +466,34 @@ pipelines:
     assert rows == [{"id": 1, "v": 2}]  # the first run's
     rows = [r for f in part_files(tmp_path / "once.csv", ".csv") for r in csv.DictReader(f.open())]
     assert rows == [{"id": "1", "v": "20"}]
+
+
+def test_appends_to_one_delta_table_at_once_all_land_once(spark, engine, tmp_path: Path):
+    # Delta's optimistic concurrency: blind appends never conflict, so none is lost or
+    # retried into a double (two writers in one session, as two runs of one code location)
+    import threading
+
+    storage = LocalStorage(base_path=str(tmp_path))
+    loc = storage.location("t")
+    engine.write(frame(spark, [(0, "seed", 0.0)]), loc, "delta", "append")
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(4):
+                rows = [(w * 100 + i * 10 + j, f"w{w}", float(j)) for j in range(3)]
+                engine.write(frame(spark, rows), loc, "delta", "append")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    ids = sorted(r[0] for r in read_back(tmp_path / "t", "delta"))
+    expected = sorted(
+        [0] + [w * 100 + i * 10 + j for w in (1, 2) for i in range(4) for j in range(3)]
+    )
+    assert ids == expected
