@@ -15,7 +15,7 @@ import yaml
 
 import odibi_dagster
 from odibi_dagster_tests.support.cli import run_cli
-from odibi_dagster_tests.support.runs import failure_text, run_job
+from odibi_dagster_tests.support.runs import run_job
 
 BRANCHES = 4
 
@@ -66,15 +66,17 @@ def test_a_multiprocess_run_with_parallel_nodes_has_every_node_in_its_story(tmp_
         (tmp_path / "fan" / "data" / "stories" / "fan" / run_id / "story.json").read_text()
     )
     assert story["status"] == "success"
-    by_node = {n["node"]: n for n in story["nodes"]}
-    assert set(by_node) == {f"branch{b}" for b in range(BRANCHES)}
+    nodes = {n["node"]: n for n in story["nodes"]}
+    assert set(nodes) == {"src", *(f"branch{b}" for b in range(BRANCHES))}
+    # every branch read the source in its own process; each says what it read
+    assert nodes["src"]["status"] == "success" and nodes["src"]["rows"] == 6
     for b in range(BRANCHES):
-        node = by_node[f"branch{b}"]
+        node = nodes[f"branch{b}"]
         assert node["status"] == "success"
         assert node["rows"] == 6 - b
         assert [row["amount"] for row in node["sample"]] == [i * 10 + b for i in range(b, 6)]
-    html = (tmp_path / "fan" / "data" / "stories" / "fan" / run_id / "story.html").read_text()
-    assert all(f"branch{b}" in html for b in range(BRANCHES))
+    page = (tmp_path / "fan" / "data" / "stories" / "fan" / run_id / "story.html").read_text()
+    assert all(f"branch{b}" in page for b in range(BRANCHES))
 
 
 # --------------------------------------------------------------------------- stories that tell
@@ -133,7 +135,10 @@ pipelines:
     )
     result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
     assert not result.success
-    load_error = failure_text(result).splitlines()[0]
+    # what Dagster reports for the consuming node's step
+    (failure,) = result.get_step_failure_events()
+    assert failure.step_key == "p__uses_src"
+    load_error = failure.event_specific_data.user_failure_data.description.splitlines()[0]
     assert name in load_error
     story, page = story_of(tmp_path, result.run_id)
     nodes = by_node(story)
@@ -150,7 +155,7 @@ pipelines:
     # only what did succeed says so
     assert {n for n, e in nodes.items() if e["status"] == "success"} == {"good_src", "uses_good"}
     assert nodes["good_src"]["rows"] == 2 and nodes["uses_good"]["rows"] == 2
-    assert "uses_src" in page and html.escape(load_error, quote=False) in page
+    assert "uses_src" in page and html.escape(load_error) in page
     assert "not run" in page and "<span class='failed'>failed</span></h1>" in page
 
 
