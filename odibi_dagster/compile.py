@@ -323,10 +323,10 @@ def _odibi_metadata(project: LoadedProject, node: OdibiNode) -> dict[str, Any]:
     the IO manager fills them in at run time, so they never reach the UI."""
     c = node.config
     path = c._key_path
-    meta: dict[str, Any] = {
-        NODE_KEY: c.where,
-        STORY_KEY: {"pipeline": node.pipeline, "node": c.name},
-    }
+    story = {"pipeline": node.pipeline, "node": c.name}
+    if c.description:
+        story["description"] = c.description
+    meta: dict[str, Any] = {NODE_KEY: c.where, STORY_KEY: story}
     if c.write is not None:
         meta[WRITE_KEY] = as_written(
             c.write.model_dump(mode="json"), (*path, "write"), project.env_refs

@@ -221,6 +221,7 @@ pipelines:
       - new_files: {connection: fs, path: landing, pattern: "*.csv"}
     nodes:
       - name: arrivals
+        description: Orders as they land
         read: {connection: fs, path: landing, format: csv}
       - name: total
         depends_on: [arrivals]
@@ -234,6 +235,7 @@ pipelines:
     story, page = story_of(tmp_path, result.run_id)
     src = by_node(story)["arrivals"]
     assert src["status"] == "success" and src["rows"] == 3
+    assert src["description"] == "Orders as they land"
     assert src["read"] == {"uri": str(landing), "format": "csv"}
     assert src["files"] == [] and src["sample"] == [{"id": 1, "v": 10}]
     assert src["columns"] == [["id", "int64"], ["v", "int64"]]

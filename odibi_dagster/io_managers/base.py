@@ -68,7 +68,8 @@ READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
 NODE_KEY = "odibi/node"
 STORED_KEY = "odibi/stored_at"
-# which node of which pipeline an asset is, for run stories: {"pipeline": ..., "node": ...}
+# which node of which pipeline an asset is, for run stories: {"pipeline", "node"} and the
+# node's "description" if it has one
 STORY_KEY = "odibi/story"
 
 
@@ -113,13 +114,18 @@ def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any
         return {}
 
 
-def story_node(meta: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(pipeline, node) of an Odibi asset, from its definition metadata (None: an asset
-    that is not a node of a pipeline)."""
+def story_node(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a story tells of an Odibi asset before it runs (pipeline, node, where,
+    description), from its definition metadata (None: an asset that is not a node)."""
     ref = meta.get(STORY_KEY)
     if not isinstance(ref, Mapping):
         return None
-    return str(ref["pipeline"]), str(ref["node"])
+    return {
+        "pipeline": str(ref["pipeline"]),
+        "node": str(ref["node"]),
+        "where": str(meta.get(NODE_KEY) or ""),
+        "description": ref.get("description"),
+    }
 
 
 def not_run_after(
@@ -146,19 +152,10 @@ def not_run_after(
         seen.add(k)
         node = graph.get(k)
         below.extend(node.child_keys)
-        meta = node.metadata or {}
-        ref = story_node(meta)
-        if ref is not None:
+        known = story_node(node.metadata or {})
+        if known is not None:
             stories.append(
-                NodeStory(
-                    pipeline=ref[0],
-                    node=ref[1],
-                    status=NOT_RUN,
-                    started=now(),
-                    duration_s=0.0,
-                    where=str(meta.get(NODE_KEY) or ""),
-                    error=why,
-                )
+                NodeStory(**known, status=NOT_RUN, started=now(), duration_s=0.0, error=why)
             )
     return sorted(stories, key=lambda st: (st.pipeline, st.node))
 
@@ -460,17 +457,12 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         tells (None: the input is not such a node)."""
         upstream = context.upstream_output
         meta = dict(upstream.definition_metadata or {}) if upstream is not None else {}
-        ref = story_node(meta)
-        if ref is None or not meta.get(READ_KEY) or not context.has_asset_key:
+        known = story_node(meta)
+        if known is None or not meta.get(READ_KEY):
             return None
-        where = self._where(meta, tuple(context.asset_key.path))
+        where = known["where"]
         story = NodeStory(
-            pipeline=ref[0],
-            node=ref[1],
-            status=FAILED,
-            started=started,
-            duration_s=round(time.perf_counter() - t0, 4),
-            where=where,
+            **known, status=FAILED, started=started, duration_s=round(time.perf_counter() - t0, 4)
         )
         try:  # the address needs no credentials: nothing is fetched to tell it
             read = resolve_env(meta[READ_KEY], where)
@@ -537,16 +529,14 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             assets = context.step_context.assets_def  # the consumer (None: not an asset)
             metadata = assets.metadata_by_key if assets is not None else {}
             for key, meta in metadata.items():
-                ref = story_node(meta)
-                if ref is None:
+                known = story_node(meta)
+                if known is None:
                     continue
                 story = NodeStory(
-                    pipeline=ref[0],
-                    node=ref[1],
+                    **known,
                     status=FAILED,
                     started=started,
                     duration_s=round(time.perf_counter() - t0, 4),
-                    where=str(meta.get(NODE_KEY) or ""),
                     error=f"input '{context.name}' could not be loaded: {first_line(message)}",
                 )
                 recorder.save(resources, run_id, story, not_run_after(_job_of(context), key, story))
