@@ -39,7 +39,13 @@ from odibi_dagster.errors import (
     first_line,
     install_config_excepthook,
 )
-from odibi_dagster.io_managers.base import NODE_KEY, READ_KEY, WRITE_KEY, OdibiIOManager
+from odibi_dagster.io_managers.base import (
+    NODE_KEY,
+    READ_KEY,
+    STORY_KEY,
+    WRITE_KEY,
+    OdibiIOManager,
+)
 from odibi_dagster.io_managers.pandas import PandasIOManager
 from odibi_dagster.io_managers.spark import SparkIOManager
 from odibi_dagster.lineage import lineage_edges
@@ -317,7 +323,10 @@ def _odibi_metadata(project: LoadedProject, node: OdibiNode) -> dict[str, Any]:
     the IO manager fills them in at run time, so they never reach the UI."""
     c = node.config
     path = c._key_path
-    meta: dict[str, Any] = {NODE_KEY: c.where}
+    story = {"pipeline": node.pipeline, "node": c.name}
+    if c.description:
+        story["description"] = c.description
+    meta: dict[str, Any] = {NODE_KEY: c.where, STORY_KEY: story}
     if c.write is not None:
         meta[WRITE_KEY] = as_written(
             c.write.model_dump(mode="json"), (*path, "write"), project.env_refs

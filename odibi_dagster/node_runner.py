@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -20,11 +19,11 @@ from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
-from odibi_dagster.io_managers.base import OdibiIOManager
+from odibi_dagster.io_managers.base import OdibiIOManager, not_run_after
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.new_files import files_for, files_metadata
-from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
+from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource, now
 from odibi_dagster.transforms import run_steps
 
 __all__ = ["NodeRunner", "check_results", "get_engine"]
@@ -78,7 +77,7 @@ class NodeRunner:
             pipeline=self.pipeline,
             node=node.name,
             status="failed",
-            started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            started=now(),
             duration_s=0.0,
             where=node.where,
             description=node.description,
@@ -212,6 +211,8 @@ class NodeRunner:
         if recorder is None:
             return
         try:
-            recorder.save(resources, context.run_id, story)
+            # the nodes that depend on this one will not run: the story says so
+            not_run = not_run_after(getattr(context, "job_def", None), self.key, story)
+            recorder.save(resources, context.run_id, story, not_run)
         except Exception as exc:  # a story must never hide the node's own error
             context.log.warning(f"{self.node.where}: the run story was not written: {exc}")

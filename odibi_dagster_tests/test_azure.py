@@ -457,6 +457,13 @@ pipelines:
       - name: again
         depends_on: [src]
         write: {{connection: cur, path: out.parquet, format: parquet, mode: error}}
+  - pipeline: missing
+    nodes:
+      - name: src
+        read: {{connection: raw, path: in/not_there.csv, format: csv}}
+      - name: uses
+        depends_on: [src]
+        write: {{connection: cur, path: other.parquet, format: parquet}}
 """
     )
     defs_file = lake.tmp / "definitions.py"
@@ -464,11 +471,19 @@ pipelines:
         f"import odibi_dagster\ndefs = odibi_dagster.load_definitions({str(project)!r})\n"
     )
     outputs = []
-    for job, ok in (("p", True), ("fails", False)):
+    for job, ok in (("p", True), ("fails", False), ("missing", False)):
         result = run_cli("dagster", "job", "execute", "-f", defs_file, "-j", job, timeout=600)
         outputs.append(result.stdout + result.stderr)
         assert (result.returncode == 0) is ok, result.stderr[-3000:]
     assert "exists" in outputs[1] and "out.parquet" in outputs[1]
+    assert "not_there.csv" in outputs[2]
+    # the source that could not be read, and the node that could not load it, are in
+    # their run's story (which the byte search below covers)
+    (missing,) = (story_dir / "missing").glob("*/story.json")
+    assert {n["node"]: n["status"] for n in json.loads(missing.read_text())["nodes"]} == {
+        "src": "failed",
+        "uses": "failed",
+    }
     # a wrong key (the other account's) fails the run; it must not be echoed either
     monkeypatch.setenv(lake.env_var, lake.key(RAW))
     result = run_cli("dagster", "job", "execute", "-f", defs_file, "-j", "p", timeout=600)
@@ -488,7 +503,7 @@ pipelines:
     # and the instance's own view: run config and every event's text
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     runs = instance.get_runs()
-    assert len(runs) == 3
+    assert len(runs) == 4
     for run in runs:
         assert not any(k in json.dumps(run.run_config) for k in keys)
         for record in instance.all_logs(run.run_id):
@@ -590,8 +605,11 @@ pipelines:
     assert got.to_dict("list") == {"customer": ["ann", "cy"], "total": [17.75, 12.0]}
     stories = [b for b in lake.blobs() if b.startswith("gold/stories/")]
     story = json.loads(lake.read_blob(next(b for b in stories if b.endswith("story.json"))))
-    assert sorted(n["node"] for n in story["nodes"]) == ["by_customer", "positive"]
+    assert sorted(n["node"] for n in story["nodes"]) == ["by_customer", "positive", "src"]
     assert {n["status"] for n in story["nodes"]} == {"success"}
+    src = next(n for n in story["nodes"] if n["node"] == "src")
+    assert src["rows"] == len(ORDERS) and src["read"]["uri"].startswith("abfss://")
+    assert src["read"]["uri"].endswith("/in/orders.csv")
     # two step processes, each fetching the raw secret once (the other key is an env var)
     assert lake.keyvault.secret_gets == 2
 

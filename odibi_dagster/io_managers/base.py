@@ -23,13 +23,21 @@ upstream asset outside the run, that of its latest materialization. When K succe
 R, the results of K that no one will read again are deleted (``run_store.prune``).
 Within one process, results are also kept in memory for their consumers in the same
 run, and dropped after the last one.
+
+Run stories: ``handle_output`` completes a node's story with how its write went and
+saves it. ``load_input`` saves the stories of what never reaches a node's computation: a
+read-only node it read (what it read) or failed to read (the error), and a consumer
+whose input failed to load (failed, with the first line of the load's error). After any
+failure, the nodes of the run below the failed one get a ``not run`` story
+(:func:`not_run_after`). Which node of which pipeline an asset is comes from its
+``odibi/story`` metadata.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -39,19 +47,30 @@ from odibi_dagster.engines.base import Engine
 from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
-from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
+from odibi_dagster.errors import OdibiRunError, as_failure, first_line, storage_errors
 from odibi_dagster.io_managers.run_store import prune_quietly, source_run
 from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.new_files import files_for, files_metadata
-from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource
+from odibi_dagster.story import (
+    FAILED,
+    NOT_RUN,
+    STORY_RESOURCE_KEY,
+    SUCCESS,
+    NodeStory,
+    RunStoryResource,
+    now,
+)
 
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
 NODE_KEY = "odibi/node"
 STORED_KEY = "odibi/stored_at"
+# which node of which pipeline an asset is, for run stories: {"pipeline", "node"} and the
+# node's "description" if it has one
+STORY_KEY = "odibi/story"
 
 
 def consumer_count(context: dg.OutputContext) -> int:
@@ -71,6 +90,14 @@ def _run_of(context: dg.InputContext) -> str:
         return ""
 
 
+def _job_of(context: dg.InputContext | dg.OutputContext) -> dg.JobDefinition | None:
+    """The job of the run being served (None for a direct call, outside a run)."""
+    try:
+        return context.step_context.job_def
+    except dg.DagsterInvariantViolationError:
+        return None
+
+
 def _instance_of(context: dg.OutputContext) -> dg.DagsterInstance | None:
     """The instance of the run being served (None for a direct call, outside a run)."""
     try:
@@ -85,6 +112,52 @@ def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any
         return resources_by_key(context.step_context.resources)
     except Exception:  # no step context (a direct call)
         return {}
+
+
+def story_node(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a story tells of an Odibi asset before it runs (pipeline, node, where,
+    description), from its definition metadata (None: an asset that is not a node)."""
+    ref = meta.get(STORY_KEY)
+    if not isinstance(ref, Mapping):
+        return None
+    return {
+        "pipeline": str(ref["pipeline"]),
+        "node": str(ref["node"]),
+        "where": str(meta.get(NODE_KEY) or ""),
+        "description": ref.get("description"),
+    }
+
+
+def not_run_after(
+    job_def: dg.JobDefinition | None, key: dg.AssetKey, failed: NodeStory
+) -> list[NodeStory]:
+    """The stories of the nodes of this run that depend on ``key``, directly or through
+    other assets of the run: ``failed`` failed, so none of them will run. Assets the run
+    was not asked to materialize are not followed (a node after one of those reads that
+    one's last result)."""
+    if job_def is None:  # a direct call, outside a run
+        return []
+    layer = job_def.asset_layer
+    graph, selected = layer.asset_graph, layer.selected_asset_keys
+    if not graph.has(key):
+        return []
+    below = list(graph.get(key).child_keys)
+    why = f"not run: it depends on {failed.where or repr(failed.node)}, which failed"
+    seen: set[dg.AssetKey] = set()
+    stories = []
+    while below:
+        k = below.pop()
+        if k in seen or k not in selected:
+            continue
+        seen.add(k)
+        node = graph.get(k)
+        below.extend(node.child_keys)
+        known = story_node(node.metadata or {})
+        if known is not None:
+            stories.append(
+                NodeStory(**known, status=NOT_RUN, started=now(), duration_s=0.0, error=why)
+            )
+    return sorted(stories, key=lambda st: (st.pipeline, st.node))
 
 
 class OdibiIOManager(dg.ConfigurableIOManager):
@@ -170,10 +243,14 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             self._finish_story(context, resources, story, t0, written=written)
 
     def load_input(self, context: dg.InputContext) -> Any:
+        started, t0 = now(), time.perf_counter()
         try:
             df = self._load_input(context)
-        except OdibiRunError as exc:
-            raise as_failure(exc) from None
+        except Exception as exc:
+            self._story_of_failed_load(context, exc, started, t0)
+            if isinstance(exc, OdibiRunError):
+                raise as_failure(exc) from None
+            raise
         return self._engine(step_resources(context)).handoff(df)
 
     # ------------------------------------------------------------------ output
@@ -316,10 +393,11 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         """Complete the node's story with how the write went, and save it."""
         story.duration_s = round(story.duration_s + time.perf_counter() - t0, 4)
         story.write = written
-        story.status = "failed" if error else "success"
+        story.status = FAILED if error else SUCCESS
         story.error = error
         try:
-            resources[STORY_RESOURCE_KEY].save(resources, context.run_id, story)
+            not_run = not_run_after(_job_of(context), context.asset_key, story) if error else []
+            resources[STORY_RESOURCE_KEY].save(resources, context.run_id, story, not_run)
         except Exception as exc:  # a story must never fail the node it describes
             context.log.warning(f"the run story was not written: {exc}")
 
@@ -344,6 +422,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         resources = step_resources(context)
         engine = self._engine(resources)
         files = files_for(resources, read)
+        started, t0 = now(), time.perf_counter()
         if files:  # a sensor started this run for these files of the source
             conn = self._connection(resources, read, where)
             locs = [conn.location(f) for f in files]
@@ -365,7 +444,104 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 where=f"{where}, the result of run {source.run_id} ({source.why})",
             )
         self._cache[(this_run, key)] = df
+        if read:  # a read-only node: this read is its part of the run
+            self._story_of_source_read(context, resources, engine, df, started, t0)
         return df
+
+    # ------------------------------------------------------------------ stories of inputs
+
+    def _source_story(
+        self, context: dg.InputContext, resources: dict[str, Any], started: str, t0: float
+    ) -> NodeStory | None:
+        """The story of the read-only node this input reads, as far as its definition
+        tells (None: the input is not such a node)."""
+        upstream = context.upstream_output
+        meta = dict(upstream.definition_metadata or {}) if upstream is not None else {}
+        known = story_node(meta)
+        if known is None or not meta.get(READ_KEY):
+            return None
+        where = known["where"]
+        story = NodeStory(
+            **known, status=FAILED, started=started, duration_s=round(time.perf_counter() - t0, 4)
+        )
+        try:  # the address needs no credentials: nothing is fetched to tell it
+            read = resolve_env(meta[READ_KEY], where)
+            uri = self._connection(resources, read, where).uri(read["path"])
+            story.read = {"uri": uri, "format": read["format"]}
+            story.files = files_for(resources, read)
+        except Exception:  # the read's own error tells what is wrong with it
+            pass
+        return story
+
+    def _story_of_source_read(
+        self,
+        context: dg.InputContext,
+        resources: dict[str, Any],
+        engine: Engine,
+        df: Any,
+        started: str,
+        t0: float,
+    ) -> None:
+        """Save the story of a read-only node read for this input: what it read."""
+        recorder = resources.get(STORY_RESOURCE_KEY)
+        if not isinstance(recorder, RunStoryResource):
+            return
+        try:
+            story = self._source_story(context, resources, started, t0)
+            if story is None:
+                return
+            story.status = SUCCESS
+            story.rows = engine.cheap_row_count(df)
+            story.columns = engine.column_schema(df)
+            if story.rows is not None and recorder.max_sample_rows:  # in memory: free
+                story.sample = engine.head(df, recorder.max_sample_rows)
+            recorder.save(resources, _run_of(context), story)
+        except Exception as exc:  # a story must never fail the node it describes
+            context.log.warning(f"the run story was not written: {exc}")
+
+    def _story_of_failed_load(
+        self, context: dg.InputContext, exc: Exception, started: str, t0: float
+    ) -> None:
+        """Save the stories an input that failed to load leaves: the consumer's (failed:
+        it never computed), the source's when the input is a read-only node (failed), and
+        those of the nodes that will not run."""
+        resources = step_resources(context)
+        recorder = resources.get(STORY_RESOURCE_KEY)
+        if not isinstance(recorder, RunStoryResource):
+            return
+        try:
+            run_id = _run_of(context)
+            upstream = context.upstream_output
+            where = self._where(
+                dict(upstream.definition_metadata or {}) if upstream is not None else {},
+                tuple(context.asset_key.path) if context.has_asset_key else (context.name,),
+            )
+            # Odibi errors are written for users, storage option values redacted
+            message = (
+                str(exc)
+                if isinstance(exc, OdibiRunError)
+                else f"{where}: {type(exc).__name__}: {first_line(exc)}"
+            )
+            source = self._source_story(context, resources, started, t0)
+            if source is not None:
+                source.error = message
+                recorder.save(resources, run_id, source)
+            assets = context.step_context.assets_def  # the consumer (None: not an asset)
+            metadata = assets.metadata_by_key if assets is not None else {}
+            for key, meta in metadata.items():
+                known = story_node(meta)
+                if known is None:
+                    continue
+                story = NodeStory(
+                    **known,
+                    status=FAILED,
+                    started=started,
+                    duration_s=round(time.perf_counter() - t0, 4),
+                    error=f"input '{context.name}' could not be loaded: {first_line(message)}",
+                )
+                recorder.save(resources, run_id, story, not_run_after(_job_of(context), key, story))
+        except Exception as err:  # a story must never hide the load's own error
+            context.log.warning(f"the run story was not written: {err}")
 
     # ------------------------------------------------------------------ helpers
 

@@ -6,11 +6,15 @@ A compiled project with a ``story:`` block gets one ``RunStoryResource`` (key
 computes; the IO manager of the same step completes it with how the write went and
 saves it. Under any executor, the computation and its write run in one step, which
 shares one instance of the resource, so nothing passes through a process-wide global.
+Stories of nodes that never computed are saved by the step that knows why: the IO
+manager, when an input fails to load, saves the consumer's (failed) and, for a read-only
+source, the source's (failed, or success when the read worked); a failed node's step
+saves the ``not run`` stories of the nodes of the run that depend on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -65,9 +69,16 @@ class RunStoryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """The story :meth:`hold` kept for this output (None: none)."""
         return self._pending.pop((run_id, key), None)
 
-    def save(self, connections: Mapping[str, Any], run_id: str, story: NodeStory) -> Location:
-        """Save one node's story and re-render the run's story; the HTML's location."""
-        return record(self.target(connections), run_id, story)
+    def save(
+        self,
+        connections: Mapping[str, Any],
+        run_id: str,
+        story: NodeStory,
+        not_run: Sequence[NodeStory] = (),
+    ) -> Location:
+        """Save one node's story (and, for a failed node, the stories of the nodes that
+        will not run because of it) and re-render the run's story; the HTML's location."""
+        return record(self.target(connections), run_id, story, not_run)
 
     def html(self, connections: Mapping[str, Any], pipeline: str, run_id: str) -> Location:
         """Where the story HTML of one run of ``pipeline`` is written."""

@@ -5,6 +5,11 @@ A story lives at ``<story path>/<pipeline>/<run id>/`` on the story connection:
 multiprocess executor needs no coordination), and ``story.json`` + ``story.html``,
 re-rendered from all node files after each node. Stories hold data samples and
 paths, never credentials.
+
+A node's status is ``success``, ``failed`` (its computation, its write or the loading of
+an input failed; a read-only source whose read failed) or ``not run`` (a node it depends
+on failed, so it never started; its ``error`` says which). The run's status is
+``success`` only while every node listed succeeded.
 """
 
 from __future__ import annotations
@@ -13,23 +18,38 @@ import html
 import json
 import math
 import posixpath
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import IO, Any
 
 from odibi_dagster.engines.replace import write_file_atomically
 from odibi_dagster.resources.base import Location
 
 
+def now() -> str:
+    """The time a node started, as stories show it (UTC, to the millisecond, so the
+    order of entries is the order things happened)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+SUCCESS = "success"
+FAILED = "failed"
+NOT_RUN = "not run"
+
+
 @dataclass
 class NodeStory:
     pipeline: str
     node: str
-    status: str  # "success" | "failed"
+    status: str  # SUCCESS | FAILED | NOT_RUN
     started: str
     duration_s: float
     where: str = ""
     description: str | None = None
     inputs: dict[str, int | None] = field(default_factory=dict)  # None: not counted
+    read: dict[str, Any] | None = None  # a read-only source: what it read (uri, format)
     files: list[str] = field(default_factory=list)  # the files a sensor's run read
     steps: list[str] = field(default_factory=list)
     rows: int | None = None
@@ -58,17 +78,38 @@ class StoryTarget:
         return loc
 
 
-def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
+def record(
+    target: StoryTarget, run_id: str, story: NodeStory, not_run: Sequence[NodeStory] = ()
+) -> Location:
     """Save one node's story and re-render the run's story; return the HTML's location.
+
+    ``not_run``: the nodes that will not run because this one failed; each is saved unless
+    its node already has a story (a node that ran, say, before a retry of this one).
 
     Steps of one run may record at the same time (the multiprocess executor): each writes
     its own node file, renders from every node file it finds, and renders again until the
     node files it finds no longer change. Whichever step renders last has then seen every
     node file written before it, so the run's story lists every node."""
-    base = target.run_dir(story.pipeline, run_id)
-    node_loc = target.locate(posixpath.join(base, "nodes", f"{story.node}.json"))
-    _put(node_loc, _json(asdict(story)))
+    _put(_node_file(target, run_id, story), _json(asdict(story)))
+    for other in not_run:
+        loc = _node_file(target, run_id, other)
+        if not loc.fs.exists(loc.fs_path):
+            _put(loc, _json(asdict(other)))
+    for pipeline in dict.fromkeys([story.pipeline, *(o.pipeline for o in not_run)]):
+        _render(target, pipeline, run_id)
+    return target.html(story.pipeline, run_id)
 
+
+def _node_file(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
+    loc: Location = target.locate(
+        posixpath.join(target.run_dir(story.pipeline, run_id), "nodes", f"{story.node}.json")
+    )
+    return loc
+
+
+def _render(target: StoryTarget, pipeline: str, run_id: str) -> None:
+    """Write story.json and story.html of one pipeline's run from its node files."""
+    base = target.run_dir(pipeline, run_id)
     nodes_dir = target.locate(posixpath.join(base, "nodes"))
     seen: list[str] = []
     while True:
@@ -80,17 +121,17 @@ def record(target: StoryTarget, run_id: str, story: NodeStory) -> Location:
         for path in paths:
             with nodes_dir.fs.open(path, "rb") as f:
                 entries.append(json.loads(f.read()))
-        entries.sort(key=lambda e: e.get("started", ""))
+        # in the order things happened; a source read by a node in the same instant first
+        entries.sort(key=lambda e: (e.get("started", ""), not e.get("read")))
         doc = {
             "project": target.project,
-            "pipeline": story.pipeline,
+            "pipeline": pipeline,
             "run_id": run_id,
-            "status": "failed" if any(e["status"] != "success" for e in entries) else "success",
+            "status": FAILED if any(e["status"] != SUCCESS for e in entries) else SUCCESS,
             "nodes": entries,
         }
         _put(target.locate(posixpath.join(base, "story.json")), _json(doc))
-        _put(target.html(story.pipeline, run_id), render_html(doc).encode())
-    return target.html(story.pipeline, run_id)
+        _put(target.html(pipeline, run_id), render_html(doc).encode())
 
 
 def _json(obj: Any) -> bytes:
@@ -120,37 +161,51 @@ def _put(loc: Location, data: bytes) -> None:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#1d2433}
 h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
-.ok{color:#12773b}.failed{color:#b3261e}
+.ok{color:#12773b}.failed{color:#b3261e}.not-run{color:#6b7280}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
 td,th{border:1px solid #d5d9e0;padding:.2rem .5rem;text-align:left}
 th{background:#f3f5f8} code{background:#f3f5f8;padding:0 .2rem}
 .err{white-space:pre-wrap;background:#fdecea;padding:.5rem}
+.why{background:#f3f5f8;padding:.5rem}
 """
+
+_CLASS = {SUCCESS: "ok", NOT_RUN: "not-run"}  # anything else: "failed"
 
 
 def render_html(doc: dict[str, Any]) -> str:
     e = html.escape
+    counts = Counter(n["status"] for n in doc["nodes"])
+    tally = ", ".join(f"{counts[k]} {k}" for k in (SUCCESS, FAILED, NOT_RUN) if counts[k])
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{e(doc['pipeline'])} run {e(doc['run_id'][:8])}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{e(str(doc['project']))} / {e(doc['pipeline'])}: "
-        f"<span class='{'ok' if doc['status'] == 'success' else 'failed'}'>"
-        f"{e(doc['status'])}</span></h1>",
-        f"<p>Run <code>{e(doc['run_id'])}</code>, {len(doc['nodes'])} node(s).</p>",
+        f"<span class='{_CLASS.get(doc['status'], 'failed')}'>{e(doc['status'])}</span></h1>",
+        f"<p>Run <code>{e(doc['run_id'])}</code>, {len(doc['nodes'])} node(s)"
+        f"{': ' + e(tally) if tally else ''}.</p>",
     ]
     for n in doc["nodes"]:
-        cls = "ok" if n["status"] == "success" else "failed"
         parts.append(
             f"<h2 id='{e(n['node'])}'>{e(n['node'])} "
-            f"<span class='{cls}'>{e(n['status'])}</span></h2>"
+            f"<span class='{_CLASS.get(n['status'], 'failed')}'>{e(n['status'])}</span></h2>"
         )
         if n.get("description"):
             parts.append(f"<p>{e(n['description'])}</p>")
+        if n["status"] == NOT_RUN:  # it never started: no time, rows or data to show
+            parts.append(f"<p><code>{e(n.get('where') or '')}</code></p>")
+            if n.get("error"):
+                parts.append(f"<div class='why'>{e(n['error'])}</div>")
+            continue
         facts = [f"started {e(n['started'])}", f"{n['duration_s']:.3f} s"]
         if n.get("rows") is not None:
             facts.append(f"{n['rows']} rows")
         parts.append(f"<p>{', '.join(facts)} &middot; <code>{e(n.get('where') or '')}</code></p>")
+        if n.get("read"):
+            r = n["read"]
+            parts.append(
+                f"<p>Read {e(str(r.get('format')))} from <code>{e(str(r.get('uri')))}</code></p>"
+            )
         if n.get("inputs"):
             ins = ", ".join(
                 f"{e(k)} ({v} rows)" if v is not None else e(k) for k, v in n["inputs"].items()
