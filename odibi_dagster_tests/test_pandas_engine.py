@@ -10,6 +10,9 @@ import csv
 import io
 import json
 import math
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +431,20 @@ def test_delta_write_into_an_existing_empty_directory_creates_the_table(engine, 
     (tmp_path / "t").mkdir()
     assert engine.write(OLD, loc_for(tmp_path, "t"), "delta", "overwrite") is True
     assert read_back(tmp_path / "t", "delta") == OLD_ROWS
+
+
+def test_a_delta_write_deletes_what_delta_rs_left_half_written_an_hour_ago(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "t"), "delta", "overwrite")
+    stale = tmp_path / "t" / f"part-00001-{uuid.uuid4()}-c000.snappy.parquet#1"
+    fresh = tmp_path / "t" / f"part-00002-{uuid.uuid4()}-c000.snappy.parquet#1"
+    stale.write_bytes(b"PAR1 half written")
+    fresh.write_bytes(b"PAR1 being written")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    engine.write(NEW, loc_for(tmp_path, "t"), "delta", "append")
+    assert not stale.exists()
+    assert fresh.exists()  # delta-rs may be writing it right now
+    assert read_back(tmp_path / "t", "delta") == OLD_ROWS + NEW_ROWS
 
 
 # ------------------------------------------------- replacing a directory target
