@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -70,6 +71,31 @@ def _pause(delay: float, cap: float) -> float:
     return min(delay * 2, cap)
 
 
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        """Lock the open file ``fd`` without waiting; whether it is now held (released
+        when it is closed or the process ends)."""
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        """Lock the open file ``fd`` without waiting; whether it is now held (released
+        when it is closed or the process ends)."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
 class FileLock:
     """``flock`` on a lock file on local disk (or a mount whose locks work across the
     machines that write it). The holder deletes the file when it lets go; a waiter that
@@ -80,8 +106,6 @@ class FileLock:
         self._fd = -1
 
     def acquire(self, deadline: float) -> bool:
-        import fcntl
-
         parent = _parent(self.lock_path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -89,16 +113,16 @@ class FileLock:
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                locked = _try_lock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if not locked:
                 os.close(fd)
                 if time.monotonic() >= deadline:
                     return False
                 delay = _pause(delay, 0.05)
                 continue
-            except BaseException:
-                os.close(fd)
-                raise
             try:
                 current = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
             except FileNotFoundError:
