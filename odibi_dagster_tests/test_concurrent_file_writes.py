@@ -372,7 +372,7 @@ def test_spark_appends_from_several_threads_to_one_folder_all_land(
 
     def append(df: Any) -> None:
         barrier.wait()
-        for _ in range(2):
+        for _ in range(APPENDS):
             try:
                 engine.write(df, loc, fmt, "append", where=WHERE)
             except OdibiRunError as exc:
@@ -390,7 +390,7 @@ def test_spark_appends_from_several_threads_to_one_folder_all_land(
             for p in sorted((tmp_path / NAMES[fmt]).glob("part-*"))
         ]
     )
-    assert len(found) == 1 + WRITERS * 2 * rows
+    assert len(found) == 1 + WRITERS * APPENDS * rows
     assert sorted(p.name for p in tmp_path.iterdir()) == [NAMES[fmt]]
 
 
