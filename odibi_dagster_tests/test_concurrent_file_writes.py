@@ -182,6 +182,34 @@ def test_an_append_to_a_blob_that_cannot_get_the_lease_in_time_fails_saying_so(
     assert lake.blobs() == ["t/out.csv"]
 
 
+def test_a_blob_write_whose_lease_was_taken_meanwhile_writes_nothing(lake: Lake):
+    from azure.storage.blob import BlobClient, BlobLeaseClient
+
+    loc = lake.resource(CUR).location("t/out.csv")
+    PandasEngine().write(frame(-1, 0, 3), loc, "csv", "overwrite")
+    before = lake.read_blob("t/out.csv")
+    with replace.target_lock(loc.fs, loc.fs_path, uri=loc.uri, where=WHERE) as held:
+        # as if this write had stalled past its lease: another one broke it and took it
+        other = BlobClient.from_connection_string(
+            lake.azurite.connection_string(CUR), lake.cur_container, "t/.out.csv.lock"
+        )
+        BlobLeaseClient(other).break_lease(lease_break_period=0)
+        other.acquire_lease(lease_duration=15)
+        with pytest.raises(OdibiRunError) as err:
+            replace.write_file_atomically(
+                loc.fs,
+                loc.fs_path,
+                lambda h: h.write(b"new\n"),
+                uri=loc.uri,
+                where=WHERE,
+                lock=held,
+            )
+    assert str(err.value).startswith(f"{WHERE}: lost the lock of '{loc.uri}' while writing it")
+    assert "nothing was written" in str(err.value)
+    assert lake.read_blob("t/out.csv") == before
+    assert lake.blobs() == ["t/.out.csv.lock", "t/out.csv"]  # the other write's lock
+
+
 # --------------------------------------------------------------------------- killed mid-write
 
 KILLED_WRITER = """

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from odibi_dagster.errors import first_line
+
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
@@ -209,9 +211,11 @@ class BlobLease:
             try:
                 self._lease = self._call(self._client.acquire_lease, lease_duration=LEASE_SECONDS)
                 break
-            except ResourceNotFoundError:
+            except ResourceNotFoundError:  # no lock blob: no write holds it
                 self._create()
-                continue
+                if time.monotonic() < deadline:
+                    continue
+                return False
             except HttpResponseError as exc:
                 if exc.status_code != 409:  # 409: leased by another write
                     raise
@@ -236,7 +240,7 @@ class BlobLease:
             try:
                 self._call(self._lease.renew)
             except Exception as exc:
-                self._lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self._lost = f"{type(exc).__name__}: {first_line(exc)}"
                 return
 
     def lost(self) -> str | None:
@@ -244,7 +248,7 @@ class BlobLease:
             try:
                 self._call(self._lease.renew)
             except Exception as exc:
-                self._lost = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                self._lost = f"{type(exc).__name__}: {first_line(exc)}"
         return self._lost
 
     def release(self) -> None:
