@@ -12,6 +12,7 @@ import pytest
 from odibi_dagster.config.models import CONNECTION_MODELS
 from odibi_dagster.errors import OdibiConnectionError
 from odibi_dagster.resources.azure_adls import AzureADLS
+from odibi_dagster.resources.connection import listed
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster_tests.support.lake import RAW, Lake
@@ -49,6 +50,25 @@ def test_local_listing_shows_data_files_under_a_folder_by_pattern(tmp_path: Path
     os.utime(tmp_path / "landing/orders/a.csv")
     (after,) = [f for f in conn.list_files("landing/orders", "a.csv")]
     assert after.version != before
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("in/a.csv", True),
+        ("in/.a.csv.tmp-0123", False),
+        ("in/a.csv.tmp-0123", False),
+        ("in/a.csv.staged-0123abcd", False),
+        ("in/part-0.parquet#1", False),
+        ("in/part-0.parquet#12", False),
+        ("in/_SUCCESS", False),
+        ("in/.a.csv.lock", False),
+        ("in/week#1.csv", True),
+        ("in/x.tmp-0123/a.csv", False),
+    ],
+)
+def test_listings_leave_out_hidden_and_temporary_names(name: str, shown: bool):
+    assert listed(name, "*") is shown
 
 
 def test_azure_listing_is_the_same_as_local(lake: Lake):

@@ -22,6 +22,7 @@ from deltalake import DeltaTable
 
 from odibi_dagster import checks, transform
 from odibi_dagster.config.models import Step, ValidationConfig
+from odibi_dagster.engines import replace
 from odibi_dagster.engines.base import Engine
 from odibi_dagster.engines.messages import markdown_table
 from odibi_dagster.engines.registry import ENGINE_NAMES, get_engine
@@ -468,6 +469,28 @@ def test_the_results_stored_under_a_key_are_listed_by_name_and_deleted_whole(
     ) == as_tuples(ROWS)
     with pytest.raises(OdibiRunError, match=r"no stored result yet .*run1"):
         engine.load_intermediate(base, (*asset, "run1"), where=WHERE)
+
+
+def test_what_a_killed_write_left_of_a_stored_result_is_listed_and_deleted_with_it(
+    local_lake: Lake,
+):
+    """A process killed while writing a run's result leaves a hidden temporary (and on
+    local disk the file of the lock it held), named after the result: pruning finds
+    and deletes them with it."""
+    engine, base, asset = local_lake.engine, str(local_lake.root / "store"), ("pipe", "node")
+    staged, frame = engine.store_intermediate(local_lake.frame(ROWS), base, (*asset, "run5"))
+    engine.keep_intermediate(frame, staged, base, (*asset, "run5"))
+    kept = engine.intermediate(base, (*asset, "run5")).fs_path
+    left = Path(replace.sibling(kept, "tmp"))
+    if engine.name == "spark":  # a result is a folder of part files
+        left.mkdir()
+        (left / "part-00000.parquet").write_bytes(b"PAR1 half written")
+    else:
+        left.write_bytes(b"PAR1 half written")
+        Path(replace.lock_name(kept)).write_bytes(b"")
+    assert sorted(engine.stored_intermediates(base, asset)) == ["run5"]
+    engine.delete_intermediate(base, (*asset, "run5"))
+    assert list((local_lake.root / "store" / "pipe" / "node").iterdir()) == []
 
 
 def test_each_consumer_gets_a_frame_of_its_own(local_lake: Lake):

@@ -10,6 +10,9 @@ import csv
 import io
 import json
 import math
+import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +223,48 @@ def test_csv_directory_of_part_files_is_read_as_one_table(engine, tmp_path):
     assert df.to_dict("records") == OLD_ROWS + NEW_ROWS
 
 
+# whole, readable files beside the data: a read that took them for data would count them
+LEFTOVERS = (
+    ".a.{fmt}.tmp-0123abcd",  # a temporary being written (or left by a writer that died)
+    "b.{fmt}.tmp-0123abcd",  # the same, as earlier versions named it
+    "c.{fmt}.staged-0123abcd",  # a staged result
+    "part-00000.{fmt}#1",  # delta-rs' temporary on local disk
+    "_d.{fmt}",
+    ".e.{fmt}",
+)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_a_folder_read_skips_hidden_and_temporary_files(engine, tmp_path, fmt):
+    (tmp_path / "data").mkdir()
+    engine.write(OLD, loc_for(tmp_path, f"data/a.{fmt}"), fmt, "overwrite")
+    data = (tmp_path / "data" / f"a.{fmt}").read_bytes()
+    for name in LEFTOVERS:
+        (tmp_path / "data" / name.format(fmt=fmt)).write_bytes(data)
+    (tmp_path / "data" / f"f.{fmt}.tmp-0123abcd").mkdir()  # a folder being written
+    (tmp_path / "data" / f"f.{fmt}.tmp-0123abcd" / f"part-0.{fmt}").write_bytes(data)
+    assert engine.read(loc_for(tmp_path, "data"), fmt).to_dict("records") == OLD_ROWS
+
+
+def test_a_partitioned_parquet_folder_read_skips_leftovers_and_keeps_its_partitions(
+    engine, tmp_path
+):
+    root = tmp_path / "run=1" / "sales"  # a folder name with '=' above the dataset
+    for g in ("a", "b"):
+        (root / f"g={g}").mkdir(parents=True)
+        pq.write_table(pa.table({"id": [1, 2]}), root / f"g={g}" / "part-0.parquet")
+    pq.write_table(pa.table({"id": [9]}), root / "g=a" / "part-1.parquet.tmp-0123abcd")
+    (root / "g=b" / "part-2.parquet#1").write_bytes(b"PAR1 half written")
+    df = engine.read(loc_for(tmp_path, "run=1/sales"), "parquet")
+    assert list(df.columns) == ["id", "g"]  # no column 'run' from above the folder read
+    assert sorted(zip(df["g"].astype(str), df["id"], strict=True)) == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("b", 2),
+    ]
+
+
 def test_parquet_compression_write_option_is_applied(engine, tmp_path):
     engine.write(OLD, loc_for(tmp_path, "out.parquet"), "parquet", options={"compression": "gzip"})
     meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
@@ -386,6 +431,20 @@ def test_delta_write_into_an_existing_empty_directory_creates_the_table(engine, 
     (tmp_path / "t").mkdir()
     assert engine.write(OLD, loc_for(tmp_path, "t"), "delta", "overwrite") is True
     assert read_back(tmp_path / "t", "delta") == OLD_ROWS
+
+
+def test_a_delta_write_deletes_what_delta_rs_left_half_written_an_hour_ago(engine, tmp_path):
+    engine.write(OLD, loc_for(tmp_path, "t"), "delta", "overwrite")
+    stale = tmp_path / "t" / f"part-00001-{uuid.uuid4()}-c000.snappy.parquet#1"
+    fresh = tmp_path / "t" / f"part-00002-{uuid.uuid4()}-c000.snappy.parquet#1"
+    stale.write_bytes(b"PAR1 half written")
+    fresh.write_bytes(b"PAR1 being written")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    engine.write(NEW, loc_for(tmp_path, "t"), "delta", "append")
+    assert not stale.exists()
+    assert fresh.exists()  # delta-rs may be writing it right now
+    assert read_back(tmp_path / "t", "delta") == OLD_ROWS + NEW_ROWS
 
 
 # ------------------------------------------------- replacing a directory target

@@ -6,11 +6,12 @@ disk and remote filesystems (adlfs). The work is split by job: one class per fil
 (``pandas_files``), Delta through delta-rs (``pandas_delta``), SQL on DuckDB
 (``duckdb_sql``), and swapping the new bytes in without losing the old (``replace``).
 
-File writes are all-or-nothing: the complete result is serialized to a temporary sibling
-(``<name>.tmp-<hex>``) and then moved over the target, so a failed write never leaves a
-half-written file where the old one was. On local disk the move is an atomic rename; on
-blob storage (adlfs) it is a server-side copy and a delete, which is not atomic: a reader
-may see the old file until the copy completes.
+File writes are all-or-nothing: the complete result is serialized to a hidden temporary
+sibling (``.<name>.tmp-<hex>``) and then moved over the target, so a failed write never
+leaves a half-written file where the old one was. On local disk the move is an atomic
+rename; on blob storage (adlfs) it is a server-side copy and a delete, which is not
+atomic: a reader may see the old file until the copy completes. Writes of one file take
+turns (the target's lock, see ``replace``), so concurrent appends all land.
 
 The write modes mean the same for every format: ``error`` fails and ``ignore`` skips when
 anything (file or directory) is at the path, which is also what :meth:`PandasEngine.exists`
@@ -41,7 +42,7 @@ from odibi_dagster.engines.messages import (
 from odibi_dagster.engines.pandas_delta import read_delta, write_delta
 from odibi_dagster.engines.pandas_errors import serialization_error
 from odibi_dagster.engines.pandas_files import FILE_FORMATS
-from odibi_dagster.engines.replace import write_file_atomically
+from odibi_dagster.engines.replace import target_lock, write_file_atomically
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
@@ -119,17 +120,26 @@ class PandasEngine:
                         f"write option '{key}' is supported only for format delta on the "
                         f"pandas engine, not for {fmt}. Remove it or write format delta",
                     )
-        # error/ignore mean the same for every format: anything at the path counts
-        exists = self.exists(loc, fmt)
-        if not write_wanted(exists, mode, where, loc.uri):
-            return False
         if fmt == "delta":
+            # error/ignore mean the same for every format: anything at the path counts
+            exists = self.exists(loc, fmt)
+            if not write_wanted(exists, mode, where, loc.uri):
+                return False
             return write_delta(df, loc, mode, opts, where, exists)
-        writer = FILE_FORMATS[fmt].writer(df, loc, opts, where, exists and mode == "append")
-        try:
-            write_file_atomically(loc.fs, loc.fs_path, writer, uri=loc.uri, fmt=fmt, where=where)
-        except (pa.ArrowException, ValueError, TypeError) as exc:
-            serialization_error(where, loc.uri, fmt, exc)
+        # one write of a file at a time, from looking at what is there to the swap: an
+        # append then adds to what the previous write left, never to a version being
+        # replaced meanwhile
+        with target_lock(loc.fs, loc.fs_path, uri=loc.uri, where=where) as lock:
+            exists = self.exists(loc, fmt)
+            if not write_wanted(exists, mode, where, loc.uri):
+                return False
+            writer = FILE_FORMATS[fmt].writer(df, loc, opts, where, exists and mode == "append")
+            try:
+                write_file_atomically(
+                    loc.fs, loc.fs_path, writer, uri=loc.uri, fmt=fmt, where=where, lock=lock
+                )
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                serialization_error(where, loc.uri, fmt, exc)
         return True
 
     def exists(self, loc: Location, fmt: str) -> bool:
@@ -282,9 +292,8 @@ class PandasEngine:
         except (FileNotFoundError, NotADirectoryError):
             return found
         for entry in entries:
-            match = _STORED_FILE.match(entry.name)
-            if match and entry.is_file(follow_symlinks=False):
-                name = match["name"]
+            name = _stored_name(entry.name)
+            if name is not None and entry.is_file(follow_symlinks=False):
                 found[name] = max(found.get(name, 0.0), entry.stat().st_mtime)
         return found
 
@@ -295,17 +304,24 @@ class PandasEngine:
         except FileNotFoundError:
             return
         for entry in entries:
-            match = _STORED_FILE.match(entry.name)
-            if match and match["name"] == key[-1] and entry.is_file(follow_symlinks=False):
+            if _stored_name(entry.name) == key[-1] and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):  # deleted meanwhile: fine
                     os.remove(entry.path)
 
 
-# <name>.parquet or <name>.pickle, kept, staged (<name>.parquet.staged-<hex>) or half
-# written by a process that died (<...>.tmp-<hex>)
+# <name>.parquet or <name>.pickle, kept, staged (<name>.parquet.staged-<hex>), or half
+# written by a process that died (.<...>.tmp-<hex>, <...>.tmp-<hex> from earlier
+# versions) and the lock it held (.<...>.lock)
 _STORED_FILE = re.compile(
-    r"^(?P<name>.+)\.(?:parquet|pickle)(?:\.staged-[0-9a-f]+)?(?:\.tmp-[0-9a-f]+)?$"
+    r"^(?P<name>[^.].*)\.(?:parquet|pickle)(?:\.staged-[0-9a-f]+)?(?:\.tmp-[0-9a-f]+)?$"
+    r"|^\.(?P<hidden>.+)\.(?:parquet|pickle)(?:\.staged-[0-9a-f]+)?(?:\.tmp-[0-9a-f]+|\.lock)$"
 )
+
+
+def _stored_name(filename: str) -> str | None:
+    """The ``<name>`` a stored result's file (or a leftover of one) belongs to."""
+    match = _STORED_FILE.match(filename)
+    return None if match is None else match["name"] or match["hidden"]
 
 
 def _intermediate_paths(base: str, key: tuple[str, ...]) -> tuple[str, str]:

@@ -6,10 +6,16 @@ on a newer version when another write got there first. Any other write that conf
 with one committed meanwhile (two overwrites of a table, two writes creating it) fails
 whole, saying so and naming the table: nothing of it is committed, and it is not tried
 again, so no rows are lost silently nor written twice. Mode error fails, and mode
-ignore skips, when another write created the table first."""
+ignore skips, when another write created the table first. A file delta-rs left half
+written in a local table (``<file>#<n>``, by a writer killed mid-write) is deleted by
+the next write of the table once an hour old."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
+from fsspec.implementations.local import LocalFileSystem
 
 from odibi_dagster.engines.delta_options import (
     DELTA_WRITE_OPTION_NAMES,
@@ -32,6 +39,7 @@ from odibi_dagster.engines.messages import (
     require_same_columns,
 )
 from odibi_dagster.engines.pandas_errors import to_arrow
+from odibi_dagster.engines.replace import STALE_AFTER
 from odibi_dagster.errors import first_line, redact
 from odibi_dagster.resources.base import Location
 
@@ -57,6 +65,30 @@ def is_delta_table(loc: Location, where: str) -> bool:
             f"could not open Delta table '{loc.uri}' ({delta_detail(loc, exc)}). "
             "Check the connection's storage options and the path",
         )
+
+
+# delta-rs writes a file on local disk as <file>#<n> and renames it when complete
+_DELTA_RS_TEMPORARY = re.compile(r"#\d+$")
+
+
+def remove_stale_delta_rs_files(loc: Location) -> list[str]:
+    """Delete the files delta-rs left half written in the local table at ``loc`` (a
+    writer killed mid-write): ``<file>#<n>`` once ``STALE_AFTER`` old, so that a
+    write going on now (delta-rs takes no lock of ours) keeps its own. Returns them."""
+    if not isinstance(loc.fs, LocalFileSystem):
+        return []  # delta-rs writes blobs in one request: nothing is left half written
+    deadline = time.time() - STALE_AFTER
+    deleted = []
+    for folder, dirs, files in os.walk(loc.fs_path):
+        dirs[:] = [d for d in dirs if d != "_delta_log"]
+        for name in files:
+            path = os.path.join(folder, name)
+            if _DELTA_RS_TEMPORARY.search(name):
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_mtime < deadline:
+                        os.remove(path)
+                        deleted.append(path)
+    return deleted
 
 
 def _is_empty_dir(loc: Location) -> bool:
@@ -169,6 +201,8 @@ def write_delta(
             )
         require_same_columns(where, loc.uri, old_cols, [str(c) for c in df.columns])
     table = to_arrow(df, where, loc.uri, "delta")
+    if is_table:
+        remove_stale_delta_rs_files(loc)
     extra: dict[str, Any] = dict(delta.delta_rs)
     if delta.predicate is not None:
         extra["predicate"] = delta.predicate

@@ -12,6 +12,7 @@ from typing import IO, Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FSSpecHandler, PyFileSystem, SubTreeFileSystem
 
 from odibi_dagster.engines.messages import (
     column_mismatch,
@@ -22,6 +23,7 @@ from odibi_dagster.engines.messages import (
 from odibi_dagster.engines.pandas_errors import kwarg_error, serialize, to_arrow
 from odibi_dagster.errors import first_line
 from odibi_dagster.resources.base import Location
+from odibi_dagster.resources.connection import hidden_or_temporary
 
 _COMPRESSED_SUFFIXES = {
     ".gz": "gzip",
@@ -90,19 +92,24 @@ def _refuse_appending_to_a_directory(loc: Location, fmt: str, where: str) -> Non
         )
 
 
+def files_under(loc: Location) -> list[str]:
+    """The data files under the directory at ``loc``, sorted: like Spark and pyarrow it
+    skips hidden names (_delta_log, _SUCCESS, .crc, locks), and also temporaries being
+    written or left by a writer that died (``*.tmp-*``, delta-rs' ``*#<n>``, ...)."""
+    files: list[str] = []
+    for dirpath, dirnames, filenames in loc.fs.walk(loc.fs_path, topdown=True):
+        dirnames[:] = [d for d in dirnames if not hidden_or_temporary(d)]
+        for filename in filenames:
+            if not hidden_or_temporary(filename) and not filename.endswith(".crc"):
+                files.append(f"{str(dirpath).rstrip('/')}/{filename}")
+    return sorted(files)
+
+
 def data_files(loc: Location, where: str) -> list[str]:
     """The file itself, or the data files of a directory written by Spark."""
-    fs = loc.fs
-    if not fs.isdir(loc.fs_path):
+    if not loc.fs.isdir(loc.fs_path):
         return [loc.fs_path]
-    files: list[str] = []
-    for dirpath, dirnames, filenames in fs.walk(loc.fs_path, topdown=True):
-        # Like Spark and pyarrow: skip _delta_log, _SUCCESS, .crc and other hidden names.
-        dirnames[:] = [d for d in dirnames if not d.startswith(("_", "."))]
-        for filename in filenames:
-            if not filename.startswith(("_", ".")) and not filename.endswith(".crc"):
-                files.append(f"{str(dirpath).rstrip('/')}/{filename}")
-    files.sort()
+    files = files_under(loc)
     if not files:
         fail(
             where,
@@ -275,8 +282,18 @@ class Parquet(FileFormat):
     name = "parquet"
 
     def read(self, loc: Location, opts: dict[str, Any], where: str) -> pd.DataFrame:
+        source: str | list[str] = loc.fs_path
+        filesystem: Any = loc.fs
+        if loc.fs.isdir(loc.fs_path):
+            files = files_under(loc)
+            root = loc.fs_path.rstrip("/") + "/"
+            if files and all(f.startswith(root) for f in files):
+                # the data files only (no temporaries), named from the directory so that
+                # partition columns come from the folders under it alone
+                source = [f[len(root) :] for f in files]
+                filesystem = SubTreeFileSystem(root, PyFileSystem(FSSpecHandler(loc.fs)))
         try:
-            table = pq.read_table(loc.fs_path, filesystem=loc.fs, **opts)
+            table = pq.read_table(source, filesystem=filesystem, **opts)
         except TypeError as exc:
             kwarg_error(where, exc, "read", "pyarrow.parquet.read_table", loc.uri, opts)
         except (pa.ArrowException, ValueError, OSError) as exc:

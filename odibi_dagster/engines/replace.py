@@ -1,24 +1,38 @@
-"""Replacing data at a path without losing it: what both engines do for an overwrite.
+"""Writing data at a path without losing any: what both engines do for a file write.
 
-The new data is written completely beside the target first (``<name>.tmp-<hex>``), then
-swapped in: a file over a file is one move (an atomic rename on local disk); a directory
-target is moved aside to ``<name>.old-<hex>``, the new data moved in, and only then the
-old one deleted (or moved back if the move failed). A target that is a Delta table, or a
+The new data is written completely beside the target first, under a hidden name
+(``.<name>.tmp-<hex>``, which folder reads and listings skip), then swapped in: a file
+over a file is one move (an atomic rename on local disk); a directory target is moved
+aside to ``.<name>.old-<hex>``, the new data moved in, and only then the old one
+deleted (or moved back if the move failed). A target that is a Delta table, or a
 directory holding other folders (not partitions), is never replaced by a file format:
 that would delete them, so the write is refused before any work.
 
+A write holds the target's lock (:func:`target_lock`) from the moment it looks at what
+is there until its data is swapped in, so writes of one target take turns: an append
+reads the rows the previous write left, never a version another write is replacing.
+A write that cannot get the lock within :data:`LOCK_WAIT` seconds fails, writing
+nothing. Every writer holds the lock while its temporary exists, so a temporary of the
+target that the lock's holder finds belongs to a writer that died: the holder deletes
+it (those named as earlier versions named them, ``<name>.tmp-<hex>``, by writers that
+took no lock, once :data:`STALE_AFTER` old).
+
 The engines reach storage differently (fsspec for pandas, Hadoop's FileSystem for
-Spark); each gives this module a :class:`Mover` over its filesystem.
+Spark); each gives this module a :class:`Mover` over its filesystem. Locks are taken
+through the target's fsspec filesystem (:mod:`engines.locks`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from odibi_dagster.engines.locks import Lock, lock_for
 from odibi_dagster.engines.messages import (
     delta_table_in_the_way,
     fail,
@@ -51,9 +65,96 @@ class Mover(Protocol):
         ...
 
 
+# how long a write waits for the lock of its target before it fails (seconds)
+LOCK_WAIT = 600.0
+# a temporary named as earlier versions named them is deleted once this old (seconds)
+STALE_AFTER = 3600.0
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def _split(path: str) -> tuple[str, str]:
+    """(``<folder>/`` or "", name) of a path or URI."""
+    path = path.rstrip("/").rstrip(chr(92))
+    folder, _, name = path.rpartition("/")
+    return (folder + "/" if folder or path.startswith("/") else ""), name
+
+
 def sibling(path: str, kind: str) -> str:
-    """A unique name beside ``path``: ``<path>.<kind>-<hex>`` (kind: tmp, old)."""
-    return f"{path.rstrip('/').rstrip(chr(92))}.{kind}-{uuid.uuid4().hex}"
+    """A unique hidden name beside ``path``: ``.<name>.<kind>-<hex>`` (kind: tmp, old)."""
+    folder, name = _split(path)
+    return f"{folder}.{name}.{kind}-{uuid.uuid4().hex}"
+
+
+def lock_name(path: str) -> str:
+    """The file or blob that holds the lock of ``path``: ``.<name>.lock`` beside it."""
+    folder, name = _split(path)
+    return f"{folder}.{name}.lock"
+
+
+class TargetLock:
+    """The lock of one target, held by the write in progress."""
+
+    def __init__(self, lock: Lock, uri: str):
+        self._lock = lock
+        self.uri = uri
+
+    def confirm(self, where: str) -> None:
+        """Fail unless the lock is still held (called just before the swap)."""
+        why = self._lock.lost()
+        if why is not None:
+            fail(
+                where,
+                f"lost the lock of '{self.uri}' while writing it ({why}); another write "
+                "may have started, so nothing was written. Re-run the node",
+            )
+
+
+@contextlib.contextmanager
+def target_lock(
+    fs: AbstractFileSystem, path: str, *, uri: str = "", where: str = ""
+) -> Iterator[TargetLock]:
+    """Hold the lock of ``path`` (``uri`` in messages) on ``fs`` while the body runs.
+
+    Waits up to :data:`LOCK_WAIT` seconds for another write of the same target, then
+    fails saying so. Once held, forgets what ``fs`` may have cached about the target
+    (another process changed it) and deletes the temporaries of dead writers."""
+    uri = uri or path
+    lock = lock_for(fs, lock_name(path))
+    if not lock.acquire(time.monotonic() + LOCK_WAIT):
+        fail(
+            where,
+            f"another write of '{uri}' held its lock ({lock.lock_path}) for over "
+            f"{LOCK_WAIT:g} s, so this one gave up; nothing was written. Re-run the node "
+            "once that write is done",
+        )
+    try:
+        with contextlib.suppress(Exception):  # listings cached before are out of date
+            fs.invalidate_cache(path)
+            fs.invalidate_cache(fs._parent(path))
+        remove_leftovers(lock, path)
+        yield TargetLock(lock, uri)
+    finally:
+        lock.release()
+
+
+def remove_leftovers(lock: Lock, path: str) -> list[str]:
+    """Delete the temporaries of ``path`` left by writers that died (the caller holds
+    the lock): hidden ones at once, those of earlier versions once :data:`STALE_AFTER`
+    old. Returns the names deleted."""
+    _, name = _split(path)
+    ours, earlier = f".{name}.tmp-", f"{name}.tmp-"
+    now = time.time()
+    deleted = []
+    for entry in lock.siblings((ours, earlier)):
+        hidden = entry.name.startswith(ours)
+        suffix = entry.name[len(ours if hidden else earlier) :]
+        if not _HEX32.fullmatch(suffix):
+            continue  # not a name this package makes
+        if hidden or now - entry.modified > STALE_AFTER:
+            with contextlib.suppress(Exception):
+                lock.delete(entry.path)
+                deleted.append(entry.name)
+    return deleted
 
 
 def check_replaceable(mover: Mover, path: str, uri: str, fmt: str, where: str) -> bool:
@@ -155,8 +256,10 @@ def write_file_atomically(
     uri: str = "",
     fmt: str = "",
     where: str = "",
+    lock: TargetLock | None = None,
 ) -> None:
-    """Serialize with ``write`` into a temporary sibling of ``path``, then swap it in.
+    """Serialize with ``write`` into a temporary sibling of ``path``, then swap it in
+    (once ``lock``, if given, is confirmed still held).
 
     A directory at ``path`` is replaced only when :func:`check_replaceable` allows it; a
     failure anywhere leaves the old data and no temporary file.
@@ -174,6 +277,8 @@ def write_file_atomically(
         exists = mover.exists(path)
         if exists:
             check_replaceable(mover, path, uri, fmt, where)  # it may have appeared meanwhile
+        if lock is not None:
+            lock.confirm(where)
         swap_in(mover, tmp, path, uri, where, exists=exists)
     except BaseException:
         delete_quietly(mover, tmp)

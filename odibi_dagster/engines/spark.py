@@ -41,11 +41,13 @@ from odibi_dagster.engines.messages import (
 )
 from odibi_dagster.engines.replace import (
     Mover,
+    TargetLock,
     check_replaceable,
     delete_quietly,
     hadoop_mover,
     sibling,
     swap_in,
+    target_lock,
 )
 from odibi_dagster.errors import OdibiRunError, first_line, redact
 from odibi_dagster.resources.base import Location
@@ -73,7 +75,14 @@ _PANDAS_TYPES = {
 _ERROR_CLASS = re.compile(r"^\[([A-Z_.]+)\]\s*")
 _MISSING_VIEW = re.compile(r"The table or view `?([^`\s]+?)`? cannot be found")
 # what a stored result's directory name may end with: staged, or left over by a swap
+# (whose names are hidden: .<name>.tmp-<hex>; <name>.tmp-<hex> from earlier versions)
 _STORED_DIR = re.compile(r"(?:\.(?:staged|tmp|old)-[0-9a-f]+)+$")
+
+
+def _stored_dir_name(dirname: str) -> str:
+    """The ``<name>`` of a stored result's directory, or of a leftover of one."""
+    name = _STORED_DIR.sub("", dirname)
+    return name[1:] if name != dirname and name.startswith(".") else name
 
 
 def first_message(exc: BaseException) -> str:
@@ -370,7 +379,25 @@ class SparkEngine:
         *,
         where: str = "",
     ) -> bool:
-        """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists)."""
+        """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists).
+
+        A csv, json or parquet write holds the target's lock (see ``engines.replace``)
+        from looking at what is there to its commit: two Spark jobs writing one folder
+        share its ``_temporary`` directory, and the first to commit deletes the other's
+        files, so appends at the same time would lose rows."""
+        return self._write(df, loc, fmt, mode, options, where=where, lock=True)
+
+    def _write(
+        self,
+        df: Any,
+        loc: Location,
+        fmt: str,
+        mode: str,
+        options: Mapping[str, Any] | None,
+        *,
+        where: str,
+        lock: bool,
+    ) -> bool:
         check_format(fmt, where)
         check_mode(mode, where)
         uri = self._uri(loc, where)
@@ -399,6 +426,31 @@ class SparkEngine:
         elif fmt == "json":
             opts.pop("lines", None)
             opts.pop("orient", None)
+        if fmt == "delta" or not lock or not self._can_lock(loc):
+            return self._save(df, loc, uri, fmt, mode, opts, partition_by, where, None)
+        with target_lock(loc.fs, loc.fs_path, uri=loc.uri, where=where) as held:
+            return self._save(df, loc, uri, fmt, mode, opts, partition_by, where, held)
+
+    def _can_lock(self, loc: Location) -> bool:
+        """Whether this process can lock ``loc``: on remote storage, or on a local path
+        where the driver runs here (not behind Spark Connect, where local paths are the
+        cluster's)."""
+        from fsspec.implementations.local import LocalFileSystem
+
+        return not isinstance(loc.fs, LocalFileSystem) or self._hadoop() is not None
+
+    def _save(
+        self,
+        df: Any,
+        loc: Location,
+        uri: str,
+        fmt: str,
+        mode: str,
+        opts: dict[str, Any],
+        partition_by: list[str],
+        where: str,
+        held: TargetLock | None,
+    ) -> bool:
         exists = self.exists(loc, fmt)
         if not write_wanted(exists, mode, where, loc.uri):
             return False
@@ -441,6 +493,12 @@ class SparkEngine:
                 )
             fail(where, f"writing {fmt} to '{loc.uri}' failed ({msg}). {hint}")
         if mover is not None:
+            if held is not None:
+                try:
+                    held.confirm(where)
+                except OdibiRunError:
+                    delete_quietly(mover, target)
+                    raise
             swap_in(mover, target, uri, loc.uri, where, exists=True)
         return True
 
@@ -627,7 +685,8 @@ class SparkEngine:
         kept = self.intermediate(base, key)
         # without a JVM (Spark Connect) nothing can be renamed: write in place
         staged = staged_beside(kept) if self._mover(kept.spark_uri) else kept
-        self.write(df, staged, "parquet", "overwrite", where=where)
+        # a fresh name of this run's: no other write of it to wait for
+        self._write(df, staged, "parquet", "overwrite", None, where=where, lock=False)
         return staged, self.after_write(df, staged, "parquet", where=where)
 
     def keep_intermediate(
@@ -669,7 +728,7 @@ class SparkEngine:
         for status in fs.listStatus(path):
             if not status.isDirectory():
                 continue
-            name = _STORED_DIR.sub("", status.getPath().getName())
+            name = _stored_dir_name(status.getPath().getName())
             found[name] = max(found.get(name, 0.0), status.getModificationTime() / 1000)
         return found
 
@@ -682,7 +741,7 @@ class SparkEngine:
         if not mover.exists(parent):
             return
         for name, is_dir in mover.children(parent):
-            if is_dir and _STORED_DIR.sub("", name) == key[-1]:
+            if is_dir and _stored_dir_name(name) == key[-1]:
                 mover.delete(f"{parent}/{name}")
 
     def intermediate(self, base: str, key: tuple[str, ...]) -> Location:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -171,12 +172,25 @@ class ConnectionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return []
 
 
+# a file being written, or left by a writer that died: odibi_dagster's temporaries
+# (<name>.tmp-<hex>; staged results <name>.staged-<hex>; a folder moved aside while it is
+# replaced, <name>.old-<hex>) and delta-rs' on local disk (<file>#<n>)
+_TEMPORARY = re.compile(r"\.tmp-|\.(?:staged|old)-[0-9a-f]+$|#\d+$")
+
+
+def hidden_or_temporary(name: str) -> bool:
+    """Whether a file or folder name is not data: hidden (``.x``, ``_x``: Spark/Delta
+    metadata, locks, temporaries) or a temporary being written (``*.tmp-*``,
+    ``*.staged-<hex>``, ``*.old-<hex>``, delta-rs' ``*#<n>``). Listings for sensors and
+    the engines' folder reads leave such names out."""
+    return name.startswith((".", "_")) or bool(_TEMPORARY.search(name))
+
+
 def listed(rel: str, pattern: str) -> bool:
     """Whether a listing shows the file at ``rel``: its name matches ``pattern`` and no
-    part of its path is hidden (``.x``, ``_x``: Spark/Delta metadata) or a temporary
-    file being written (``*.tmp-*``)."""
+    part of its path is hidden or temporary (:func:`hidden_or_temporary`)."""
     parts = [p for p in rel.split("/") if p]
-    if not parts or any(p.startswith((".", "_")) or ".tmp-" in p for p in parts):
+    if not parts or any(hidden_or_temporary(p) for p in parts):
         return False
     return fnmatch.fnmatchcase(parts[-1], pattern)
 
