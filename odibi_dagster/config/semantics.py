@@ -10,6 +10,7 @@ from collections.abc import Callable
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.errors import Problem
+from odibi_dagster.resources.new_files import same_path
 from odibi_dagster.transforms import check_params, get_function, registered_functions
 
 
@@ -65,19 +66,13 @@ def sensor_name(pipe: PipelineConfig, index: int) -> str:
     return pipe.sensors[index].name or f"{pipe.pipeline}_new_files_sensor"
 
 
-def _norm(path: str) -> str:
-    return path.strip().strip("/")
-
-
 def watching_nodes(pipe: PipelineConfig, connection: str, path: str) -> list[NodeConfig]:
     """The nodes of ``pipe`` that read what a new-files sensor on ``connection:path``
     watches: they read just the files a sensor run was started for."""
     return [
         n
         for n in pipe.nodes
-        if n.read is not None
-        and n.read.connection == connection
-        and _norm(n.read.path) == _norm(path)
+        if n.read is not None and n.read.connection == connection and same_path(n.read.path, path)
     ]
 
 

@@ -21,11 +21,12 @@ from pydantic import Field
 
 NEW_FILES_KEY = "odibi_new_files"
 
-__all__ = ["NEW_FILES_KEY", "NewFilesResource", "files_for", "files_metadata"]
+__all__ = ["NEW_FILES_KEY", "NewFilesResource", "files_for", "files_metadata", "same_path"]
 
 
-def _norm(path: str) -> str:
-    return path.strip().strip("/")
+def same_path(a: str, b: str) -> bool:
+    """Whether two paths on a connection name the same folder (``x/`` is ``/x``)."""
+    return a.strip().strip("/") == b.strip().strip("/")
 
 
 class NewFilesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -40,7 +41,7 @@ class NewFilesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def files_for(self, connection: str, path: str) -> list[str]:
         """The files a node reading ``connection:path`` reads instead of the whole path."""
-        if self.files and self.connection == connection and _norm(self.path) == _norm(path):
+        if self.files and self.connection == connection and same_path(self.path, path):
             return list(self.files)
         return []
 
