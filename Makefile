@@ -2,7 +2,7 @@
 #   make demo   run the retail example (pandas, local disk) and say where the outputs are
 #   make test   run the whole test suite (what CI runs, plus `make lint`)
 # And: make test-fast    the suite without Spark, Azurite, the Key Vault stand-in, a browser,
-#                        the daemon or the slow tests: about a minute; no Java, npm or Chromium
+#                        the daemon or the slow tests: about two minutes; no Java, npm or Chromium
 # And: make spark-demo   the retail example on a local Spark session instead of pandas
 # And: make azure-demo   the azure_pandas example on local Azure emulators (two storage
 #                        accounts in Azurite, one key from an HTTPS Key Vault stand-in)
