@@ -45,9 +45,7 @@ from dagster._core.definitions.run_request import DagsterRunReaction
 
 from odibi_dagster.config.loader import LoadedProject
 from odibi_dagster.config.models import AlertConfig
-from odibi_dagster.env_refs import WHOLE_ENV_REF
 from odibi_dagster.errors import first_line, redact
-from odibi_dagster.resources.kinds import CONNECTION_KINDS
 
 __all__ = ["Delivery", "alert_sensors"]
 
@@ -337,11 +335,8 @@ def _secrets(project: LoadedProject) -> list[str]:
         url = os.environ.get(alert.env_var)
         if url:
             out.extend(_url_parts(url))
-    for conn in project.config.connections.values():
-        for key in CONNECTION_KINDS[conn.type].secret_fields:
-            m = WHOLE_ENV_REF.match(str(getattr(conn, key, None) or ""))
-            if m and os.environ.get(m.group(1)):
-                out.append(os.environ[m.group(1)])
+    for conn in project.connection_resources().values():
+        out += conn.secrets_given()
     return out
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -206,19 +205,6 @@ def _innermost(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first_line(exc)}"
 
 
-def _secret_values(conn: ConnectionResource) -> list[str]:
-    """The values of the connection's secrets (from the environment), to keep them out of
-    messages."""
-    values = []
-    for key in conn.secret_fields:
-        value = getattr(conn, key, None)
-        if isinstance(value, dg.EnvVar):
-            value = os.environ.get(value.env_var_name)
-        if value:
-            values.append(str(value))
-    return values
-
-
 def new_files_sensor(
     pipe: PipelineConfig, index: int, conn: ConnectionResource
 ) -> dg.SensorDefinition:
@@ -252,7 +238,7 @@ def new_files_sensor(
                 resource: ConnectionResource = getattr(built, watch.connection)
                 listing = list(resource.list_files(watch.path, watch.pattern))
         except Exception as exc:
-            reason = redact(_innermost(exc), _secret_values(conn))
+            reason = redact(_innermost(exc), conn.secrets_given())
             context.log.warning(f"{name}: listing {where} failed: {reason}")
             return dg.SkipReason(
                 f"could not list {conn.describe()} at '{watch.path}': {reason}. Nothing "

@@ -12,6 +12,7 @@ its JSON Schema and the resource built from YAML all follow from that one class
 from __future__ import annotations
 
 import fnmatch
+import os
 import posixpath
 import re
 from collections.abc import Iterator, Mapping
@@ -170,6 +171,18 @@ class ConnectionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def secrets(self) -> list[str]:
         return []
+
+    def secrets_given(self) -> list[str]:
+        """The values of its secret fields as given (from the environment for a
+        ``${VAR}``): what messages must not show, found without any request."""
+        values = []
+        for key in sorted(self.secret_fields):
+            value = getattr(self, key, None)
+            if isinstance(value, dg.EnvVar):
+                value = os.environ.get(value.env_var_name)
+            if value:
+                values.append(str(value))
+        return values
 
 
 # a file being written, or left by a writer that died: odibi_dagster's temporaries
