@@ -54,7 +54,7 @@ def test_validate_prints_one_located_line_per_problem_and_exits_1(tmp_path: Path
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "bad.yaml:7: pipelines[0].nodes[0].read.format: unsupported format 'excel'; "
+        "bad.yaml:7: pipelines[0].nodes[0].read.format: node 'a': unsupported format 'excel'; "
         "use one of: 'csv', 'parquet', 'json', 'delta'",
     ]
     bad.write_text(bad.read_text().replace("excel", "csv"))
@@ -197,8 +197,8 @@ def test_a_config_mistake_under_dagster_cli_prints_the_problem_not_a_traceback(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert (
-        "pipeline.yaml:28: pipelines[0].nodes[2].write.formt: unknown key 'formt' (did you mean 'format'?)"
-        in result.stderr
+        "pipeline.yaml:28: pipelines[0].nodes[2].write.formt: node 'save_silver': unknown key "
+        "'formt' (did you mean 'format'?)" in result.stderr
     )
 
 

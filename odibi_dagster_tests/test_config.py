@@ -497,3 +497,34 @@ def test_find_cycle_returns_none_for_a_2000_node_chain() -> None:
     names, graph = _chain(2000)
     graph[names[-1]] = []
     assert find_cycle(graph) is None
+
+
+def test_a_problem_inside_a_node_names_the_node_as_well_as_its_index(tmp_path: Path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text(
+        "connections:\n"
+        "  lake: {type: local, base_path: .}\n"
+        "pipelines:\n"
+        "  - pipeline: p\n"
+        "    nodes:\n"
+        "      - name: first\n"
+        "        read: {connection: lake, path: a.csv, format: csv}\n"
+        "      - name: second\n"
+        "      - name: third\n"
+        "        read: {connection: lake, path: a.csv, formt: csv}\n"
+    )
+    with pytest.raises(OdibiConfigError) as info:
+        load_project(bad)
+    found = {(p.line, p.key_path, p.message) for p in info.value.problems}
+    assert found == {
+        (
+            8,
+            "pipelines[0].nodes[1]",
+            "node 'second': a node needs at least one of `read:`, `transform:` or `write:`",
+        ),
+        (
+            10,
+            "pipelines[0].nodes[2].read.formt",
+            "node 'third': unknown key 'formt' (did you mean 'format'?)",
+        ),
+    }

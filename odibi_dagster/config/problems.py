@@ -23,7 +23,7 @@ def problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) -
         path = _data_path(err["loc"], data, err["type"])
         if err["type"] == "unknown_connection_type":
             path = (*path, "type")
-        message = _message(err, path, data)
+        message = _named(path, data) + _message(err, path, data)
         key = (path, message)
         if key in seen:
             continue
@@ -32,19 +32,28 @@ def problems_from_validation(exc: ValidationError, data: Any, smap: SourceMap) -
     return _fold_misspellings(out)
 
 
+def _named(path: KeyPath, data: Any) -> str:
+    """``node 'x': `` for a problem inside a node that has a name (the index alone is
+    hard to find in a long file), else nothing."""
+    for i in range(len(path) - 1, 0, -1):
+        if path[i - 1] == "nodes" and isinstance(path[i], int):
+            node = _value_at(data, path[: i + 1])
+            name = node.get("name") if isinstance(node, dict) else None
+            return f"node '{name}': " if isinstance(name, str) and name else ""
+    return ""
+
+
 def _fold_misspellings(problems: list[Problem]) -> list[Problem]:
     """A misspelt required key is one mistake: keep "unknown key 'formt' (did you mean
     'format'?)" and drop the "missing required key 'format'" it causes."""
     suggested = set()
     for p in problems:
-        m = re.match(r"unknown key '[^']*' \(did you mean '([^']*)'\?\)", p.message)
+        m = re.search(r"unknown key '[^']*' \(did you mean '([^']*)'\?\)", p.message)
         if m:
             parent = p.key_path.rsplit(".", 1)[0] if "." in p.key_path else ""
             suggested.add(f"{parent}.{m.group(1)}" if parent else m.group(1))
     return [
-        p
-        for p in problems
-        if not (p.message.startswith("missing required key") and p.key_path in suggested)
+        p for p in problems if not ("missing required key" in p.message and p.key_path in suggested)
     ]
 
 
