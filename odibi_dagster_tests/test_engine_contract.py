@@ -234,9 +234,9 @@ def test_data_that_is_not_a_delta_table_is_named_so(local_lake: Lake):
 def test_format_and_mode_are_checked_with_the_valid_choices(local_lake: Lake):
     with pytest.raises(OdibiRunError, match=r"format 'xml' is not supported. Use one of: csv"):
         local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "xml", where=WHERE)
-    with pytest.raises(OdibiRunError, match=r"write mode 'upsert' is not supported. Use one of"):
+    with pytest.raises(OdibiRunError, match=r"write mode 'replace' is not supported. Use one of"):
         local_lake.engine.write(
-            local_lake.frame(ROWS), local_lake.loc("t"), "parquet", "upsert", where=WHERE
+            local_lake.frame(ROWS), local_lake.loc("t"), "parquet", "replace", where=WHERE
         )
 
 

@@ -49,7 +49,11 @@ from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, first_line, storage_errors
 from odibi_dagster.io_managers.run_store import prune_quietly, source_run
-from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
+from odibi_dagster.io_managers.write_rules import (
+    faithful_copy,
+    merge_metadata,
+    not_retried_after_append,
+)
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
@@ -63,6 +67,7 @@ from odibi_dagster.story import (
     RunStoryResource,
     now,
 )
+from odibi_dagster.vocabulary import KEYED_MODES
 
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
@@ -320,9 +325,26 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             if write and loc is not None:
                 source = counted if result is None else result
                 with storage_errors(where, "writing", loc.uri, loc.storage_options):
-                    written = engine.write(
-                        source, loc, write["format"], mode, write.get("options") or {}, where=where
-                    )
+                    if mode in KEYED_MODES:
+                        merged = engine.merge(
+                            source,
+                            loc,
+                            write["format"],
+                            mode,
+                            write.get("options") or {},
+                            where=where,
+                        )
+                        written = True
+                        out_meta.update(merge_metadata(merged))
+                    else:
+                        written = engine.write(
+                            source,
+                            loc,
+                            write["format"],
+                            mode,
+                            write.get("options") or {},
+                            where=where,
+                        )
                 outcome = {
                     "uri": loc.uri,
                     "format": write["format"],
