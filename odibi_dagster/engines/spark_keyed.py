@@ -9,6 +9,7 @@ job that fails leaves the old data.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from odibi_dagster.engines.base import MergeOutcome
@@ -150,13 +151,18 @@ def merge_delta(
 
 
 def _is_conflict(exc: BaseException) -> bool:
-    """Whether ``exc`` is Delta's word that another commit got there first."""
+    """Whether ``exc`` is Delta's word that another commit got there first
+    (``ConcurrentAppendException`` and its kin, ``[DELTA_CONCURRENT_...]``)."""
     from odibi_dagster.engines.spark import _error_class, first_message
 
-    cls = _error_class(exc)
-    return cls.startswith(("DELTA_CONCURRENT", "DELTA_METADATA_CHANGED")) or (
-        "Concurrent" in first_message(exc) and "Exception" in first_message(exc)
-    )
+    text = f"{_error_class(exc)} {first_message(exc)}"
+    return bool(_CONFLICT.search(text))
+
+
+_CONFLICT = re.compile(
+    r"DELTA_CONCURRENT|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+    r"|Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException"
+)
 
 
 def merge_files(
