@@ -44,6 +44,10 @@ def check_incoming(df: pd.DataFrame, kw: KeyedWrite, where: str) -> None:
     """Keys (and update columns) present, not null, not repeated in the rows to write."""
     require_columns(where, kw, [str(c) for c in df.columns], "the result")
     keys = df[kw.keys]
+    if len(kw.keys) == 1:  # one hash pass, the common case
+        one = keys.iloc[:, 0]
+        if one.is_unique and not one.hasnans:
+            return
     bad = keys.isna().any(axis=1) | keys.duplicated(keep=False)
     if bad.any():
         found = keys[bad].drop_duplicates()

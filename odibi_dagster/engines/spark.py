@@ -413,13 +413,19 @@ class SparkEngine:
         spark_keyed.check_incoming(df, kw, where)
         df = spark_keyed.with_delete_flag(df, kw, where)
         if fmt == "delta":
+            # the one Delta option that applies, when the table is created
+            partition_by: list[str] = []
+            for key in ("partition_by", "partitionBy"):
+                if key in opts:
+                    partition_by = column_list(opts.pop(key))
             if opts:
                 fail(
                     where,
                     f"write option '{sorted(opts)[0]}' is not accepted with write mode {mode} "
-                    "on delta for spark. Remove it",
+                    "on delta for spark. Remove it (accepted besides the keyed options: "
+                    "partition_by)",
                 )
-            return spark_keyed.merge_delta(self, df, loc, uri, kw, where)
+            return spark_keyed.merge_delta(self, df, loc, uri, kw, partition_by, where)
         if "partition_by" in opts or "partitionBy" in opts:
             fail(where, f"write option 'partition_by' is not accepted with write mode {mode}")
         read_opts: dict[str, Any] = {

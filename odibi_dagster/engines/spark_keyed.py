@@ -73,9 +73,16 @@ def with_delete_flag(df: Any, kw: KeyedWrite, where: str) -> Any:
 
 
 def merge_delta(
-    engine: SparkEngine, df: Any, loc: Location, uri: str, kw: KeyedWrite, where: str
+    engine: SparkEngine,
+    df: Any,
+    loc: Location,
+    uri: str,
+    kw: KeyedWrite,
+    partition_by: list[str],
+    where: str,
 ) -> MergeOutcome:
-    """Merge ``df`` into the Delta table at ``uri`` (created from ``df`` if not there)."""
+    """Merge ``df`` into the Delta table at ``uri`` (created from ``df``, partitioned by
+    ``partition_by``, if not there)."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -96,7 +103,10 @@ def merge_delta(
                 "unchanged. Choose another path, or remove what is there first",
             )
         try:
-            rows.write.format("delta").mode("errorifexists").save(uri)
+            writer = rows.write.format("delta").mode("errorifexists")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer.save(uri)
             return MergeOutcome(inserted=int(spark.read.format("delta").load(uri).count()))
         except _spark_errors():
             if not DeltaTable.isDeltaTable(spark, uri):

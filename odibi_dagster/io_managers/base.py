@@ -5,11 +5,13 @@ consumer the upstream result. What to read and write comes from the asset's defi
 metadata (``odibi/read``, ``odibi/write``), so the IO manager knows nothing about YAML
 and serves any asset that carries that metadata. The engine does the data work; the
 rules about targets (what is a faithful copy, appends are not retried) are in
-``write_rules``.
+``write_rules``. A write in a keyed mode (upsert, append_once, merge) goes through
+:meth:`Engine.merge`, and its materialization carries the rows it inserted, updated and
+deleted (``odibi/rows_inserted``, ``odibi/rows_updated``, ``odibi/rows_deleted``).
 
 Each output costs one pass over the data, and its row count rides along (the engine
 counts while writing). A result with no faithful copy on storage (no ``write:``,
-CSV/JSON, append/ignore, partitioned or merged writes) is kept in the intermediate store
+CSV/JSON, append/ignore, the keyed modes, partitioned or merged writes) is kept in the intermediate store
 (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says otherwise),
 so consumers in other step processes (the multiprocess executor), re-executions and
 later runs of a subset of assets find it. The store is keyed by run (``run_store``):
