@@ -334,7 +334,7 @@ def test_all_problems_are_reported_at_once_sorted_by_line(tmp_path: Path) -> Non
                   connection: raw
                   path: out.csv
                   format: csv
-                  mode: upsert
+                  mode: replace
         """,
     )
     problems = _problems(project)

@@ -234,9 +234,9 @@ def test_data_that_is_not_a_delta_table_is_named_so(local_lake: Lake):
 def test_format_and_mode_are_checked_with_the_valid_choices(local_lake: Lake):
     with pytest.raises(OdibiRunError, match=r"format 'xml' is not supported. Use one of: csv"):
         local_lake.engine.write(local_lake.frame(ROWS), local_lake.loc("t"), "xml", where=WHERE)
-    with pytest.raises(OdibiRunError, match=r"write mode 'upsert' is not supported. Use one of"):
+    with pytest.raises(OdibiRunError, match=r"write mode 'replace' is not supported. Use one of"):
         local_lake.engine.write(
-            local_lake.frame(ROWS), local_lake.loc("t"), "parquet", "upsert", where=WHERE
+            local_lake.frame(ROWS), local_lake.loc("t"), "parquet", "replace", where=WHERE
         )
 
 
@@ -519,3 +519,107 @@ def test_the_first_rows_of_what_was_written_are_the_rows_written(
     assert as_tuples(first) == as_tuples(ROWS)
     # partition columns may come last, as Spark reads them from the folder names
     assert [sorted(row) for row in first] == [["g", "id", "x"]] * 3
+
+
+# --------------------------------------------------------------------------- keyed modes
+
+CHANGES = [  # id 2 changed, id 4 new
+    {"id": 2, "g": "B", "x": 20.0},
+    {"id": 4, "g": "d", "x": 4.0},
+]
+KEYS = {"keys": ["id"]}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_upsert_twice_leaves_the_same_table(local_lake: Lake, fmt: str):
+    loc, target = local_lake.loc(f"t.{fmt}"), local_lake.root / f"t.{fmt}"
+    first = local_lake.engine.merge(local_lake.frame(ROWS), loc, fmt, "upsert", KEYS)
+    assert (first.inserted, first.updated, first.deleted) == (3, 0, 0)  # created
+    expected = [(1, "a", 1.5), (2, "B", 20.0), (3, "a", 3.5), (4, "d", 4.0)]
+    for _ in range(2):
+        local_lake.engine.merge(local_lake.frame(CHANGES), loc, fmt, "upsert", KEYS)
+        assert read_back(target, fmt) == expected  # each key once, latest values
+    again = local_lake.engine.merge(local_lake.frame(CHANGES), loc, fmt, "upsert", KEYS)
+    assert (again.inserted, again.updated, again.deleted) == (0, 2, 0)
+    assert not [p.name for p in local_lake.root.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_append_once_adds_only_new_keys_and_a_rerun_adds_nothing(local_lake: Lake, fmt: str):
+    loc, target = local_lake.loc(f"t.{fmt}"), local_lake.root / f"t.{fmt}"
+    local_lake.engine.merge(local_lake.frame(ROWS), loc, fmt, "append_once", KEYS)
+    expected = [*as_tuples(ROWS)[:3], (4, "d", 4.0)]
+    outcome = local_lake.engine.merge(local_lake.frame(CHANGES), loc, fmt, "append_once", KEYS)
+    assert (outcome.inserted, outcome.updated) == (1, 0)
+    assert read_back(target, fmt) == sorted(expected, key=lambda r: r[0])  # id 2 kept as was
+    rerun = local_lake.engine.merge(local_lake.frame(CHANGES), loc, fmt, "append_once", KEYS)
+    assert (rerun.inserted, rerun.updated, rerun.deleted) == (0, 0, 0)
+    assert read_back(target, fmt) == sorted(expected, key=lambda r: r[0])
+
+
+def test_merge_updates_some_columns_deletes_and_inserts(local_lake: Lake):
+    loc, target = local_lake.loc("t"), local_lake.root / "t"
+    engine = local_lake.engine
+    engine.write(local_lake.frame(ROWS), loc, "delta", "overwrite")
+    # g = 'D' marks a deletion; only x is updated on a match
+    incoming = [
+        {"id": 1, "g": "D", "x": None},
+        {"id": 2, "g": "changed", "x": 2.5},
+        {"id": 5, "g": "new", "x": 5.0},
+        {"id": 6, "g": "D", "x": 6.0},  # a deletion of a row that is not there: nothing
+    ]
+    options = {"keys": ["id"], "update_columns": ["x"], "delete_condition": "g = 'D'"}
+    expected = [(2, "b", 2.5), (3, "a", 3.5), (5, "new", 5.0)]
+    outcome = engine.merge(local_lake.frame(incoming), loc, "delta", "merge", options)
+    assert (outcome.inserted, outcome.updated, outcome.deleted) == (1, 1, 1)
+    assert read_back(target, "delta") == expected
+    rerun = engine.merge(local_lake.frame(incoming), loc, "delta", "merge", options)
+    assert (rerun.inserted, rerun.updated, rerun.deleted) == (0, 2, 0)
+    assert read_back(target, "delta") == expected
+
+    no_insert = {**options, "insert": False}
+    engine.merge(
+        local_lake.frame([{"id": 7, "g": "x", "x": 7.0}]), loc, "delta", "merge", no_insert
+    )
+    assert read_back(target, "delta") == expected
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "delta"])
+def test_repeated_or_null_keys_fail_naming_them_and_write_nothing(local_lake: Lake, fmt: str):
+    loc, target = local_lake.loc(f"t.{fmt}"), local_lake.root / f"t.{fmt}"
+    local_lake.engine.merge(local_lake.frame(ROWS), loc, fmt, "upsert", KEYS)
+    twice = [*CHANGES, {"id": 2, "g": "again", "x": 0.0}]
+    with pytest.raises(
+        OdibiRunError,
+        match=r"^node 'n' \(p.yaml:3\): .*keys \[id\] that are null or occur more than once, e.g. \(id=2\); nothing was written",
+    ):
+        local_lake.engine.merge(local_lake.frame(twice), loc, fmt, "upsert", KEYS, where=WHERE)
+    two_keys = {"keys": ["id", "g"]}
+    with pytest.raises(OdibiRunError, match=r"\(id=None, g='z'\)"):
+        local_lake.engine.merge(
+            local_lake.frame([{"id": None, "g": "z", "x": 1.0}]), loc, fmt, "upsert", two_keys
+        )
+    assert read_back(target, fmt) == as_tuples(ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "delta"])
+def test_a_key_missing_from_the_result_or_the_target_is_named(local_lake: Lake, fmt: str):
+    loc = local_lake.loc(f"t.{fmt}")
+    with pytest.raises(OdibiRunError, match=r"key column 'order_id' .* not a column of the result"):
+        local_lake.engine.merge(
+            local_lake.frame(ROWS), loc, fmt, "upsert", {"keys": ["order_id"]}, where=WHERE
+        )
+    local_lake.engine.write(local_lake.frame(ROWS), loc, fmt, "overwrite")
+    with_k = local_lake.engine.sql("SELECT id AS k, g, x FROM t", {"t": local_lake.frame(ROWS)})
+    with pytest.raises(OdibiRunError, match=r"key column 'k' .* not a column of the target"):
+        local_lake.engine.merge(with_k, loc, fmt, "append_once", {"keys": ["k"]}, where=WHERE)
+    assert read_back(local_lake.root / f"t.{fmt}", fmt) == as_tuples(ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_merge_into_a_file_fails_saying_to_write_delta(local_lake: Lake, fmt: str):
+    with pytest.raises(OdibiRunError, match=r"^node 'n' .*write mode merge needs format delta"):
+        local_lake.engine.write(
+            local_lake.frame(ROWS), local_lake.loc(f"t.{fmt}"), fmt, "merge", KEYS, where=WHERE
+        )
+    assert not (local_lake.root / f"t.{fmt}").exists()

@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
+from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
 from odibi_dagster.resources.new_files import same_path
 from odibi_dagster.transforms import check_params, get_function, registered_functions
+from odibi_dagster.vocabulary import KEYED_MODES
 
 
 def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
@@ -235,6 +237,7 @@ def _check_pipeline(
             unknown_conn((*npath, "read", "connection"), node.read.connection)
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
+            problems.extend(_check_keyed_write(node, npath, smap))
         write_only = node.write is not None and node.read is None and node.transform is None
         if write_only and len(node.depends_on) != 1:
             problems.append(
@@ -266,6 +269,45 @@ def _check_pipeline(
                 "remove one of these depends_on entries",
             )
         )
+    return problems
+
+
+def _check_keyed_write(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[Problem]:
+    """The keyed write modes (upsert, append_once, merge) name their keys; merge writes
+    Delta; the merge options go with mode merge."""
+    write = node.write
+    assert write is not None
+    wpath: KeyPath = (*npath, "write")
+    problems: list[Problem] = []
+    if write.mode in KEYED_MODES:
+        keys = write.options.get(KEY_OPTION)
+        if not keys or (isinstance(keys, list) and not all(isinstance(k, str) for k in keys)):
+            given = KEY_OPTION in write.options
+            problems.append(
+                smap.problem(
+                    (*wpath, "options", KEY_OPTION) if given else (*wpath, "mode"),
+                    f"write mode {write.mode} needs options.keys: the column names that "
+                    "identify a row, e.g. `options: {keys: [id]}`",
+                )
+            )
+    if write.mode == "merge" and write.format != "delta":
+        problems.append(
+            smap.problem(
+                (*wpath, "format"),
+                f"write mode merge needs format delta, not {write.format}; write delta, or "
+                "use mode upsert to update and insert rows of a file by keys",
+            )
+        )
+    if write.mode != "merge":
+        for option in MERGE_ONLY:
+            if option in write.options:
+                problems.append(
+                    smap.problem(
+                        (*wpath, "options", option),
+                        f"write option {option} applies to mode merge only (this write's "
+                        f"mode is {write.mode}); remove it or use mode merge",
+                    )
+                )
     return problems
 
 

@@ -30,6 +30,18 @@ class Profile:
     nulls: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What a write in a keyed mode (upsert, append_once, merge) did to its target: rows
+    of the target inserted, updated and deleted. ``written`` is False when the target
+    was left as it was (nothing to insert for append_once on a file)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    written: bool = True
+
+
 def staged_beside(loc: Location) -> Location:
     """A fresh place beside ``loc`` (``<name>.staged-<hex>``) on the same storage."""
     suffix = f".staged-{uuid.uuid4().hex}"
@@ -87,7 +99,31 @@ class Engine(Protocol):
         """Write ``df`` in ``mode``; False when skipped (mode ignore and something is there).
 
         Modes mean the same on every engine: ``error`` fails and ``ignore`` skips when
-        anything is at the path; an overwrite never loses the old data if it fails."""
+        anything is at the path; an overwrite never loses the old data if it fails. The
+        keyed modes (upsert, append_once, merge) are written by :meth:`merge` (True)."""
+        ...
+
+    def merge(
+        self,
+        df: Frame,
+        loc: Location,
+        fmt: str,
+        mode: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> MergeOutcome:
+        """Write ``df`` in a keyed mode, matching its rows to the target's by
+        ``options["keys"]`` (see :mod:`odibi_dagster.engines.keyed`): ``upsert`` updates
+        the rows whose keys are there and inserts the others; ``append_once`` inserts only
+        rows whose keys are not there; ``merge`` (Delta only) updates ``update_columns``,
+        deletes the target rows matched by rows meeting ``delete_condition`` and inserts
+        the rest (unless ``insert: false``). A target not there yet is created from
+        ``df``. Keys missing from ``df`` or the target, null or repeated in ``df``, fail
+        before anything is written. Each mode is idempotent: the same ``df`` written again
+        leaves the same table. The target is replaced whole or not at all (files: swapped
+        in under the target's lock; Delta: one commit, tried again on a newer version
+        when another write committed first)."""
         ...
 
     def exists(self, loc: Location, fmt: str) -> bool:

@@ -30,8 +30,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from odibi_dagster.engines.base import Profile, staged_beside
+from odibi_dagster.engines.base import MergeOutcome, Profile, staged_beside
 from odibi_dagster.engines.duckdb_sql import run_sql
+from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
@@ -42,10 +43,17 @@ from odibi_dagster.engines.messages import (
 from odibi_dagster.engines.pandas_delta import read_delta, write_delta
 from odibi_dagster.engines.pandas_errors import serialization_error
 from odibi_dagster.engines.pandas_files import FILE_FORMATS
+from odibi_dagster.engines.pandas_keyed import (
+    check_incoming,
+    merge_delta,
+    merge_file,
+    with_delete_flag,
+)
 from odibi_dagster.engines.replace import target_lock, write_file_atomically
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.vocabulary import KEYED_MODES
 
 __all__ = ["PandasEngine", "engine_for"]
 
@@ -111,6 +119,9 @@ class PandasEngine:
         """Write ``df`` to ``loc``; return False when skipped (mode ignore, target exists)."""
         check_format(fmt, where)
         check_mode(mode, where)
+        if mode in KEYED_MODES:
+            self.merge(df, loc, fmt, mode, options, where=where)
+            return True
         opts = dict(options or {})
         if fmt != "delta":
             for key in ("partition_by", "partitionBy"):
@@ -141,6 +152,41 @@ class PandasEngine:
             except (pa.ArrowException, ValueError, TypeError) as exc:
                 serialization_error(where, loc.uri, fmt, exc)
         return True
+
+    def merge(
+        self,
+        df: pd.DataFrame,
+        loc: Location,
+        fmt: str,
+        mode: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> MergeOutcome:
+        """Write ``df`` in a keyed mode (see :meth:`Engine.merge`): a delta-rs merge for
+        Delta; for a file, the target read, merged and swapped in under its lock."""
+        check_format(fmt, where)
+        kw, opts = keyed_write(mode, fmt, options or {}, where)
+        check_incoming(df, kw, where)
+        df = with_delete_flag(df, kw, where)
+        if fmt == "delta":
+            return merge_delta(df, loc, kw, opts, where)
+        if "partition_by" in opts or "partitionBy" in opts:
+            fail(where, f"write option 'partition_by' is not accepted with write mode {mode}")
+        read_opts: dict[str, Any] = {k: opts[k] for k in ("sep", "delimiter", "lines") if k in opts}
+        with target_lock(loc.fs, loc.fs_path, uri=loc.uri, where=where) as lock:
+            exists = self.exists(loc, fmt)
+            read = (lambda: self.read(loc, fmt, read_opts, where=where)) if exists else None
+            out, outcome = merge_file(read, df, kw, where, loc.uri)
+            if out is not None:
+                writer = FILE_FORMATS[fmt].writer(out, loc, opts, where, False)
+                try:
+                    write_file_atomically(
+                        loc.fs, loc.fs_path, writer, uri=loc.uri, fmt=fmt, where=where, lock=lock
+                    )
+                except (pa.ArrowException, ValueError, TypeError) as exc:
+                    serialization_error(where, loc.uri, fmt, exc)
+        return outcome
 
     def exists(self, loc: Location, fmt: str) -> bool:
         """Whether anything (a file or a directory) is at ``loc``, for every format ``fmt``.

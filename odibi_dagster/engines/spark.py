@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
-from odibi_dagster.engines.base import Profile, staged_beside
+from odibi_dagster.engines.base import MergeOutcome, Profile, staged_beside
 from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
+from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
     check_format,
     check_mode,
@@ -52,6 +53,7 @@ from odibi_dagster.engines.replace import (
 from odibi_dagster.errors import OdibiRunError, first_line, redact
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.spark import SPARK_RESOURCE_KEY
+from odibi_dagster.vocabulary import KEYED_MODES
 
 __all__ = ["SparkEngine", "engine_for", "session_for"]
 
@@ -385,7 +387,71 @@ class SparkEngine:
         from looking at what is there to its commit: two Spark jobs writing one folder
         share its ``_temporary`` directory, and the first to commit deletes the other's
         files, so appends at the same time would lose rows."""
+        if mode in KEYED_MODES:
+            self.merge(df, loc, fmt, mode, options, where=where)
+            return True
         return self._write(df, loc, fmt, mode, options, where=where, lock=True)
+
+    def merge(
+        self,
+        df: Any,
+        loc: Location,
+        fmt: str,
+        mode: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        where: str = "",
+    ) -> MergeOutcome:
+        """Write ``df`` in a keyed mode (see :meth:`Engine.merge`): a Delta merge for
+        Delta; for a file, the target read, joined with ``df`` and the result swapped in
+        under the target's lock."""
+        from odibi_dagster.engines import spark_keyed
+
+        check_format(fmt, where)
+        kw, opts = keyed_write(mode, fmt, options or {}, where)
+        uri = self._uri(loc, where)
+        spark_keyed.check_incoming(df, kw, where)
+        df = spark_keyed.with_delete_flag(df, kw, where)
+        if fmt == "delta":
+            # the one Delta option that applies, when the table is created
+            partition_by: list[str] = []
+            for key in ("partition_by", "partitionBy"):
+                if key in opts:
+                    partition_by = column_list(opts.pop(key))
+            if opts:
+                fail(
+                    where,
+                    f"write option '{sorted(opts)[0]}' is not accepted with write mode {mode} "
+                    "on delta for spark. Remove it (accepted besides the keyed options: "
+                    "partition_by)",
+                )
+            return spark_keyed.merge_delta(self, df, loc, uri, kw, partition_by, where)
+        if "partition_by" in opts or "partitionBy" in opts:
+            fail(where, f"write option 'partition_by' is not accepted with write mode {mode}")
+        read_opts: dict[str, Any] = {
+            k: opts[k] for k in ("sep", "delimiter", "header") if k in opts
+        }
+        if fmt == "csv":
+            opts = {"header": True, **opts}
+        elif fmt == "json":
+            opts.pop("lines", None)
+            opts.pop("orient", None)
+
+        def run(held: TargetLock | None) -> MergeOutcome:
+            if not self.exists(loc, fmt):
+                rows = int(df.count())
+                self._save(df, loc, uri, fmt, "overwrite", opts, [], where, held)
+                return MergeOutcome(inserted=rows)
+            old = self.read(loc, fmt, read_opts, where=where)
+            out, outcome = spark_keyed.merge_files(self, old, df, kw, where, loc.uri)
+            if out is not None:
+                self._save(out, loc, uri, fmt, "overwrite", opts, [], where, held)
+            return outcome
+
+        if not self._can_lock(loc):
+            return run(None)
+        with target_lock(loc.fs, loc.fs_path, uri=loc.uri, where=where) as held:
+            return run(held)
 
     def _write(
         self,
@@ -506,7 +572,9 @@ class SparkEngine:
         self, loc: Location, fmt: str, opts: Mapping[str, Any], where: str
     ) -> list[str]:
         """The columns of the data at ``loc`` (read with the write's own separator)."""
-        read_opts = {k: opts[k] for k in ("sep", "delimiter", "header") if k in opts}
+        read_opts: dict[str, Any] = {
+            k: opts[k] for k in ("sep", "delimiter", "header") if k in opts
+        }
         if fmt == "csv":
             read_opts["inferSchema"] = False
         return [str(c) for c in self.read(loc, fmt, read_opts, where=where).columns]

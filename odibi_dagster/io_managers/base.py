@@ -5,11 +5,13 @@ consumer the upstream result. What to read and write comes from the asset's defi
 metadata (``odibi/read``, ``odibi/write``), so the IO manager knows nothing about YAML
 and serves any asset that carries that metadata. The engine does the data work; the
 rules about targets (what is a faithful copy, appends are not retried) are in
-``write_rules``.
+``write_rules``. A write in a keyed mode (upsert, append_once, merge) goes through
+:meth:`Engine.merge`, and its materialization carries the rows it inserted, updated and
+deleted (``odibi/rows_inserted``, ``odibi/rows_updated``, ``odibi/rows_deleted``).
 
 Each output costs one pass over the data, and its row count rides along (the engine
 counts while writing). A result with no faithful copy on storage (no ``write:``,
-CSV/JSON, append/ignore, partitioned or merged writes) is kept in the intermediate store
+CSV/JSON, append/ignore, the keyed modes, partitioned or merged writes) is kept in the intermediate store
 (``$DAGSTER_HOME/storage/<engine's dir>`` unless ``intermediate_dir`` says otherwise),
 so consumers in other step processes (the multiprocess executor), re-executions and
 later runs of a subset of assets find it. The store is keyed by run (``run_store``):
@@ -49,7 +51,11 @@ from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, first_line, storage_errors
 from odibi_dagster.io_managers.run_store import prune_quietly, source_run
-from odibi_dagster.io_managers.write_rules import faithful_copy, not_retried_after_append
+from odibi_dagster.io_managers.write_rules import (
+    faithful_copy,
+    merge_metadata,
+    not_retried_after_append,
+)
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
@@ -63,6 +69,7 @@ from odibi_dagster.story import (
     RunStoryResource,
     now,
 )
+from odibi_dagster.vocabulary import KEYED_MODES
 
 READ_KEY = "odibi/read"
 WRITE_KEY = "odibi/write"
@@ -320,9 +327,26 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             if write and loc is not None:
                 source = counted if result is None else result
                 with storage_errors(where, "writing", loc.uri, loc.storage_options):
-                    written = engine.write(
-                        source, loc, write["format"], mode, write.get("options") or {}, where=where
-                    )
+                    if mode in KEYED_MODES:
+                        merged = engine.merge(
+                            source,
+                            loc,
+                            write["format"],
+                            mode,
+                            write.get("options") or {},
+                            where=where,
+                        )
+                        written = True
+                        out_meta.update(merge_metadata(merged))
+                    else:
+                        written = engine.write(
+                            source,
+                            loc,
+                            write["format"],
+                            mode,
+                            write.get("options") or {},
+                            where=where,
+                        )
                 outcome = {
                     "uri": loc.uri,
                     "format": write["format"],

@@ -5,6 +5,12 @@
   Any other result is kept once in the intermediate store, and consumers read that.
 - Rows appended to a target must not be appended twice: once an append has landed, a
   later failure of the same output is not retried.
+- The keyed modes (upsert, append_once, merge) are not faithful copies either: the
+  target holds what was there merged with the result, so consumers read the result from
+  the intermediate store. A failure after one landed may be retried: each is idempotent
+  (keys are unique and not null in the rows, so the same rows written again match the
+  rows the first write left and leave the same table; a merge's deletes find nothing
+  more to delete). Only the retry's row counts then tell what the retry did.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from odibi_dagster.engines.base import MergeOutcome
 from odibi_dagster.engines.delta_options import reshapes
 from odibi_dagster.errors import OdibiRunError, first_line
 
 FAITHFUL_FORMATS = ("parquet", "delta")
 FAITHFUL_MODES = ("overwrite", "error")
+# what a keyed write did to its target, as materialization metadata
+ROWS_INSERTED, ROWS_UPDATED, ROWS_DELETED = (
+    "odibi/rows_inserted",
+    "odibi/rows_updated",
+    "odibi/rows_deleted",
+)
 
 
 def faithful_copy(write: Mapping[str, Any] | None) -> bool:
@@ -30,6 +43,15 @@ def faithful_copy(write: Mapping[str, Any] | None) -> bool:
         and fmt in FAITHFUL_FORMATS
         and not reshapes(fmt, write.get("options") or {})
     )
+
+
+def merge_metadata(outcome: MergeOutcome) -> dict[str, int]:
+    """The rows a keyed write inserted, updated and deleted, as metadata."""
+    return {
+        ROWS_INSERTED: outcome.inserted,
+        ROWS_UPDATED: outcome.updated,
+        ROWS_DELETED: outcome.deleted,
+    }
 
 
 @contextmanager

@@ -1,0 +1,196 @@
+"""The keyed write modes on Spark (see :mod:`odibi_dagster.engines.keyed`).
+
+Delta: one ``DeltaTable.forPath(...).merge(...)`` commit, tried again on the newer
+version when another write committed first; its counts are what the merge reports.
+CSV, JSON and Parquet: the target is read, joined with the rows and the result written
+beside it and swapped in under the target's lock (the engine's safe overwrite), so a
+job that fails leaves the old data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from odibi_dagster.engines.base import MergeOutcome
+from odibi_dagster.engines.keyed import (
+    DELETE_FLAG,
+    KeyedWrite,
+    bad_keys,
+    merge_conditions,
+    require_columns,
+    retry_on_conflict,
+)
+from odibi_dagster.engines.messages import fail, require_same_columns
+from odibi_dagster.errors import redact
+from odibi_dagster.resources.base import Location
+
+if TYPE_CHECKING:
+    from odibi_dagster.engines.spark import SparkEngine
+
+
+def _q(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
+
+
+def check_incoming(df: Any, kw: KeyedWrite, where: str) -> None:
+    """Keys (and update columns) present, not null, not repeated in the rows to write:
+    one aggregation, of which at most five keys reach the driver."""
+    from pyspark.sql import functions as F
+
+    require_columns(where, kw, list(df.columns), "the result")
+    null = " OR ".join(f"{_q(k)} IS NULL" for k in kw.keys)
+    bad = (
+        df.groupBy(*[F.col(_q(k)) for k in kw.keys])
+        .count()
+        .where(f"count > 1 OR {null}")
+        .select(*[F.col(_q(k)) for k in kw.keys])
+        .limit(6)
+        .collect()
+    )
+    if bad:
+        bad_keys(where, kw, [r.asDict() for r in bad[:5]], len(bad) if len(bad) < 6 else 6)
+
+
+def with_delete_flag(df: Any, kw: KeyedWrite, where: str) -> Any:
+    """``df`` with :data:`DELETE_FLAG`: whether each row meets ``delete_condition``."""
+    if kw.delete_condition is None:
+        return df
+    from pyspark.sql import functions as F
+
+    from odibi_dagster.engines.spark import _spark_errors, first_message
+
+    try:
+        return df.withColumn(
+            DELETE_FLAG, F.coalesce(F.expr(kw.delete_condition).cast("boolean"), F.lit(False))
+        )
+    except _spark_errors() as exc:
+        fail(
+            where,
+            f"write option delete_condition {kw.delete_condition!r} is not a condition over "
+            f"the result's columns ({first_message(exc)}). Fix it, e.g. op = 'D'",
+        )
+
+
+def merge_delta(
+    engine: SparkEngine,
+    df: Any,
+    loc: Location,
+    uri: str,
+    kw: KeyedWrite,
+    partition_by: list[str],
+    where: str,
+) -> MergeOutcome:
+    """Merge ``df`` into the Delta table at ``uri`` (created from ``df``, partitioned by
+    ``partition_by``, if not there)."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from odibi_dagster.engines.spark import _spark_errors, first_message
+
+    spark = engine.spark
+    if not DeltaTable.isDeltaTable(spark, uri):
+        rows = df
+        if kw.delete_condition is not None:
+            rows = rows.where(~F.col(DELETE_FLAG)).drop(DELETE_FLAG)
+        if not kw.insert:
+            rows = rows.limit(0)
+        if engine.exists(loc, "delta"):
+            fail(
+                where,
+                f"output path '{loc.uri}' exists but is not a Delta table (no _delta_log); "
+                f"mode {kw.mode} would mix a Delta table into other data. It was left "
+                "unchanged. Choose another path, or remove what is there first",
+            )
+        try:
+            writer = rows.write.format("delta").mode("errorifexists")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            writer.save(uri)
+            return MergeOutcome(inserted=int(spark.read.format("delta").load(uri).count()))
+        except _spark_errors():
+            if not DeltaTable.isDeltaTable(spark, uri):
+                raise
+            # another write created the table first: merge into it
+
+    def attempt() -> MergeOutcome:
+        table = DeltaTable.forPath(spark, uri)
+        target_cols = list(table.toDF().columns)
+        require_columns(where, kw, target_cols, f"the target '{loc.uri}'")
+        incoming = [c for c in df.columns if c != DELETE_FLAG]
+        if kw.mode != "merge":
+            require_same_columns(where, loc.uri, target_cols, incoming)
+        elif extra := [c for c in incoming if c not in target_cols]:
+            fail(where, f"the result's column(s) {extra} are not in the target '{loc.uri}'")
+        on, sets, values, delete_when, keep_when = merge_conditions(kw, df.columns, _q)
+        builder = table.alias("t").merge(df.alias("s"), on)
+        if kw.mode == "upsert":
+            builder = builder.whenMatchedUpdateAll().whenNotMatchedInsertAll()
+        elif kw.mode == "append_once":
+            builder = builder.whenNotMatchedInsertAll()
+        else:
+            if delete_when is not None:
+                builder = builder.whenMatchedDelete(condition=delete_when)
+            if sets:
+                builder = builder.whenMatchedUpdate(condition=keep_when, set=sets)
+            if kw.insert:
+                builder = builder.whenNotMatchedInsert(condition=keep_when, values=values)
+        row = builder.execute().collect()[0].asDict()
+        return MergeOutcome(
+            inserted=int(row.get("num_inserted_rows") or 0),
+            updated=int(row.get("num_updated_rows") or 0),
+            deleted=int(row.get("num_deleted_rows") or 0),
+        )
+
+    def give_up() -> MergeOutcome:
+        fail(
+            where,
+            f"other writes to Delta table '{loc.uri}' kept committing while this {kw.mode} "
+            "was being committed; nothing of it was committed. Re-run the node",
+        )
+
+    try:
+        return retry_on_conflict(attempt, _is_conflict, give_up)
+    except _spark_errors() as exc:
+        msg = redact(first_message(exc), loc.storage_options, loc.uri)
+        fail(
+            where,
+            f"could not {kw.mode} into Delta table '{loc.uri}' ({msg}); nothing was written. "
+            "Check the keys, the options and the data's types",
+        )
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is Delta's word that another commit got there first
+    (``ConcurrentAppendException`` and its kin, ``[DELTA_CONCURRENT_...]``)."""
+    from odibi_dagster.engines.spark import _error_class, first_message
+
+    text = f"{_error_class(exc)} {first_message(exc)}"
+    return bool(_CONFLICT.search(text))
+
+
+_CONFLICT = re.compile(
+    r"DELTA_CONCURRENT|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+    r"|Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException"
+)
+
+
+def merge_files(
+    engine: SparkEngine, old: Any, df: Any, kw: KeyedWrite, where: str, uri: str
+) -> tuple[Any, MergeOutcome]:
+    """``old`` (the target) after writing ``df`` in ``kw``'s mode (upsert or
+    append_once), with the outcome: (frame to write or None to leave it, outcome)."""
+    old_cols = list(old.columns)
+    require_columns(where, kw, old_cols, f"the target '{uri}'")
+    require_same_columns(where, uri, old_cols, list(df.columns))
+    df = df.select(*[_q(c) for c in old_cols])
+    keys = [_q(k) for k in kw.keys]
+    new_rows = df.join(old.select(*keys), kw.keys, "left_anti")
+    inserted = int(new_rows.count())
+    if kw.mode == "append_once":
+        if not inserted:
+            return None, MergeOutcome(written=False)
+        return old.unionByName(new_rows), MergeOutcome(inserted=inserted)
+    total = int(df.count())
+    kept = old.join(df.select(*keys), kw.keys, "left_anti")
+    return kept.unionByName(df), MergeOutcome(inserted=inserted, updated=total - inserted)
