@@ -8,9 +8,11 @@ passes on to editors.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -195,7 +197,7 @@ class IncrementalConfig(StrictModel):
         "`watermark_lag`); the first run reads everything.",
     )
     column: str = Field(
-        alias="key_column",
+        validation_alias=AliasChoices("column", "key_column"),
         min_length=1,
         description="The column to filter on (e.g. updated_at, or an increasing id). "
         "`key_column` is accepted too (Odibi v3 alias).",
@@ -222,10 +224,19 @@ class IncrementalConfig(StrictModel):
     )
     watermark_lag: str | None = Field(
         default=None,
-        pattern=WATERMARK_LAG_PATTERN,
         description="stateful: read again what is this much older than the mark (late "
         "rows), e.g. 30m, 2h, 1d (s, m, h or d). For a date or timestamp column.",
     )
+
+    @field_validator("watermark_lag")
+    @classmethod
+    def _lag(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(WATERMARK_LAG_PATTERN, v):
+            raise ValueError(
+                f"watermark_lag {v!r} is not a duration: write a number and s, m, h or d, "
+                "e.g. 30m, 2h or 1d"
+            )
+        return v
 
     @model_validator(mode="after")
     def _mode_keys(self) -> IncrementalConfig:
