@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from odibi_dagster import checks
+from odibi_dagster import checks, incremental
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
@@ -83,8 +83,9 @@ class NodeRunner:
             description=node.description,
             steps=list(self.step_labels),
         )
+        meta: dict[str, Any] = {}  # what incremental reads add to the materialization
         try:
-            current = yield from self._compute(context, resources, recorder, inputs, story)
+            current = yield from self._compute(context, resources, recorder, inputs, story, meta)
         except OdibiRunError as exc:
             story.error = str(exc)
             self._save_failed(context, recorder, resources, story, t0)
@@ -100,7 +101,9 @@ class NodeRunner:
         story.duration_s = round(time.perf_counter() - t0, 4)
         if recorder is not None:
             recorder.hold(context.run_id, tuple(self.key.path), story)
-        yield dg.Output(current, metadata=files_metadata(story.files))
+        # recorded with the materialization, once the write succeeded: a stateful read's new
+        # mark takes effect only then (see odibi_dagster.incremental)
+        yield dg.Output(current, metadata={**files_metadata(story.files), **meta})
 
     def _compute(
         self,
@@ -109,12 +112,22 @@ class NodeRunner:
         recorder: RunStoryResource | None,
         inputs: dict[str, Any],
         story: NodeStory,
+        meta: dict[str, Any],
     ) -> Generator[Any, None, Any]:
-        """Read, transform and validate; yields check results, returns the result."""
+        """Read, transform and validate; yields check results, returns the result. What
+        incremental reads did goes into ``meta``."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
         story.inputs = {name: eng.cheap_row_count(df) for name, df in frames.items()}
+        io_manager = resources.get(ENGINES[self.engine].io_manager_key)
+        for name, _ in self.source_reads:  # read-only sources the IO manager read
+            if not isinstance(io_manager, OdibiIOManager):
+                continue
+            took = io_manager.take_incremental(context.run_id, tuple(self.key.path), name)
+            if took is not None:
+                meta.update(took.metadata(name))
+                story.inputs[f"{name} ({took.label()})"] = story.inputs.pop(name, None)
         for _, read in self.source_reads:
             story.files += files_for(resources, read)
         current = None
@@ -123,6 +136,7 @@ class NodeRunner:
             assert isinstance(conn, ConnectionResource)
             loc = conn.location(node.read.path)
             files = files_for(resources, node.read)
+            done: incremental.IncrementalRead | None = None
             with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
                 if files:  # a sensor started this run for these files
                     current = eng.read_files(
@@ -131,9 +145,27 @@ class NodeRunner:
                         node.read.options,
                         where=node.where,
                     )
+                elif node.read.incremental is not None:
+                    spec = node.read.incremental.model_dump()
+                    before = None
+                    if spec["mode"] == "stateful":
+                        before = incremental.previous_mark(context.instance, self.key)
+                    current, done = incremental.read(
+                        eng,
+                        loc,
+                        node.read.format,
+                        node.read.options,
+                        spec,
+                        before,
+                        where=node.where,
+                    )
                 else:
                     current = eng.read(loc, node.read.format, node.read.options, where=node.where)
-            story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
+            label = f"read {node.read.path}"
+            if done is not None:
+                meta.update(done.metadata())
+                label += f" ({done.label()})"
+            story.inputs[label] = eng.cheap_row_count(current)
             story.files += files
         if node.transform is not None:
             current = run_steps(

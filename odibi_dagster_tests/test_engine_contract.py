@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from odibi_dagster import checks, transform
 from odibi_dagster.config.models import Step, ValidationConfig
 from odibi_dagster.engines import replace
-from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.base import Engine, RowFilter
 from odibi_dagster.engines.messages import markdown_table
 from odibi_dagster.engines.registry import ENGINE_NAMES, get_engine
 from odibi_dagster.errors import OdibiRunError
@@ -623,3 +624,82 @@ def test_merge_into_a_file_fails_saying_to_write_delta(local_lake: Lake, fmt: st
             local_lake.frame(ROWS), local_lake.loc(f"t.{fmt}"), fmt, "merge", KEYS, where=WHERE
         )
     assert not (local_lake.root / f"t.{fmt}").exists()
+
+
+# --------------------------------------------------------------------------- incremental reads
+
+EVENTS = [
+    {"id": 1, "at": "2024-01-01 10:00:00", "fb": None},
+    {"id": 2, "at": "2024-01-02 10:00:00", "fb": None},
+    {"id": 3, "at": None, "fb": "2024-01-03 10:00:00"},
+]
+
+
+def write_events(root: Path, fmt: str) -> Path:
+    """EVENTS at ``root/events.<fmt>``, written without the engines: a timestamp column in
+    parquet and Delta, text in csv and json (as csv keeps times)."""
+    path = root / f"events.{fmt}"
+    if fmt in ("csv", "json"):
+        if fmt == "csv":
+            with path.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "at", "fb"])
+                for r in EVENTS:
+                    w.writerow([r["id"], r["at"] or "", r["fb"] or ""])
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in EVENTS))
+        return path
+    ts = pa.timestamp("us")
+    table = pa.table(
+        {
+            "id": pa.array([r["id"] for r in EVENTS], pa.int64()),
+            "at": pa.array([r["at"] and datetime.fromisoformat(r["at"]) for r in EVENTS], ts),
+            "fb": pa.array([r["fb"] and datetime.fromisoformat(r["fb"]) for r in EVENTS], ts),
+        }
+    )
+    if fmt == "delta":
+        write_deltalake(str(path), table)
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_incremental_read_keeps_the_rows_past_its_bound_in_every_format(
+    local_lake: Lake, fmt: str
+):
+    write_events(local_lake.root, fmt)
+    eng, loc = local_lake.engine, local_lake.loc(f"events.{fmt}")
+
+    def ids(rows: RowFilter) -> list[int]:
+        return sorted(int(r["id"]) for r in eng.head(eng.read_rows(loc, fmt, {}, rows), 100))
+
+    assert ids(RowFilter("id", 1)) == [2, 3]
+    assert ids(RowFilter("id", 2, inclusive=True)) == [2, 3]
+    # a time: compared as a timestamp, whether the column is one or text
+    assert ids(RowFilter("at", datetime(2024, 1, 2, 10), inclusive=True)) == [2]
+    assert ids(RowFilter("at", datetime(2024, 1, 2, 10))) == []
+    assert ids(RowFilter("at", datetime(2024, 1, 1, 12), fallback="fb")) == [2, 3]
+    # a zone-aware bound is the same instant as its UTC reading
+    aware = datetime(2024, 1, 2, 11, tzinfo=timezone(timedelta(hours=1)))
+    assert ids(RowFilter("at", aware, inclusive=True)) == [2]
+
+    df = eng.read_rows(loc, fmt, {}, RowFilter("id", 1))
+    assert eng.key_summary(df, RowFilter("id", None)) == (2, 3)
+    n, top = eng.key_summary(df, RowFilter("at", None, fallback="fb"))
+    assert n == 2 and str(top).replace("T", " ").startswith("2024-01-03 10:00:00")
+    empty = eng.read_rows(loc, fmt, {}, RowFilter("id", 3))
+    assert eng.key_summary(empty, RowFilter("id", None)) == (0, None)
+
+
+def test_an_incremental_read_names_a_missing_column_and_a_number_compared_with_a_time(
+    local_lake: Lake,
+):
+    write_events(local_lake.root, "parquet")
+    eng, loc = local_lake.engine, local_lake.loc("events.parquet")
+    with pytest.raises(OdibiRunError, match=r"^node 'n' .*column 'nope'.*columns: id, at, fb"):
+        eng.read_rows(loc, "parquet", {}, RowFilter("nope", 1), where=WHERE)
+    with pytest.raises(OdibiRunError, match=r"column 'id', which holds numbers, with a time"):
+        eng.head(
+            eng.read_rows(loc, "parquet", {}, RowFilter("id", datetime(2024, 1, 1)), where=WHERE), 1
+        )

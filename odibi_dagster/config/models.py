@@ -8,9 +8,11 @@ passes on to editors.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -180,6 +182,87 @@ Connection: Any = Annotated[
 # --------------------------------------------------------------------------- nodes
 
 
+# `read.incremental.watermark_lag` (Odibi v3): a number and s, m, h or d, e.g. "2h"
+WATERMARK_LAG_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$"
+
+
+class IncrementalConfig(StrictModel):
+    """Read only part of the source (Odibi v3 `read.incremental`): rows of a recent time
+    window (`rolling_window`), or rows past the last run's high-water mark (`stateful`)."""
+
+    mode: Literal["rolling_window", "stateful"] = Field(
+        default="rolling_window",
+        description="rolling_window: rows with `column` >= now - lookback. stateful: rows "
+        "with `column` > the high-water mark of the node's last successful run (minus "
+        "`watermark_lag`); the first run reads everything.",
+    )
+    column: str = Field(
+        validation_alias=AliasChoices("column", "key_column"),
+        min_length=1,
+        description="The column to filter on (e.g. updated_at, or an increasing id). "
+        "`key_column` is accepted too (Odibi v3 alias).",
+    )
+    fallback_column: str | None = Field(
+        default=None,
+        description="Used where `column` is null: rows are filtered on "
+        "COALESCE(column, fallback_column).",
+    )
+    lookback: int | None = Field(
+        default=None,
+        gt=0,
+        description="rolling_window: how many `unit`s back from now to read (with `unit`; "
+        "neither given: 1 day, as in Odibi).",
+    )
+    unit: Literal["hour", "day", "month", "year"] | None = Field(
+        default=None,
+        description="rolling_window: hour, day, month (30 days) or year (365 days).",
+    )
+    state_key: str | None = Field(
+        default=None,
+        description="Accepted for Odibi compatibility and shown in the metadata; the mark "
+        "belongs to the node's asset whatever it says.",
+    )
+    watermark_lag: str | None = Field(
+        default=None,
+        description="stateful: read again what is this much older than the mark (late "
+        "rows), e.g. 30m, 2h, 1d (s, m, h or d). For a date or timestamp column.",
+    )
+
+    @field_validator("watermark_lag")
+    @classmethod
+    def _lag(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(WATERMARK_LAG_PATTERN, v):
+            raise ValueError(
+                f"watermark_lag {v!r} is not a duration: write a number and s, m, h or d, "
+                "e.g. 30m, 2h or 1d"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> IncrementalConfig:
+        if self.mode == "rolling_window":
+            if (self.lookback is None) != (self.unit is None):
+                given, missing = ("lookback", "unit") if self.unit is None else ("unit", "lookback")
+                raise ValueError(
+                    f"rolling_window needs `lookback` and `unit` together; `{given}` is given "
+                    f"without `{missing}` (e.g. lookback: 3, unit: day)"
+                )
+            if self.watermark_lag is not None:
+                raise ValueError(
+                    "`watermark_lag` applies to mode stateful; a rolling_window reads again "
+                    "what its `lookback` covers"
+                )
+        else:
+            for key in ("lookback", "unit"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"`{key}` applies to mode rolling_window; mode stateful reads the "
+                        "rows past the last high-water mark (use `watermark_lag` to read "
+                        "late rows again)"
+                    )
+        return self
+
+
 class ReadConfig(StrictModel):
     """Where a node reads its data from."""
 
@@ -188,6 +271,10 @@ class ReadConfig(StrictModel):
     format: Format = Field(description="Data format: csv, parquet, json or delta.")
     options: dict[str, Any] = Field(
         default_factory=dict, description="Format options passed to the reader."
+    )
+    incremental: IncrementalConfig | None = Field(
+        default=None,
+        description="Read only new or recent rows (Odibi v3): see docs/configuration.md.",
     )
 
 

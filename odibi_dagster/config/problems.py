@@ -158,6 +158,8 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
             "engine": "engine",
             "type": "alert type",
         }.get(str(key), str(key) or "value")
+        if "incremental" in path[:-1]:
+            what = f"incremental {key}"
         return f"unsupported {what} '{inp}'; use one of: {expected.replace(' or ', ', ')}"
     if typ == "string_pattern_mismatch":
         return (

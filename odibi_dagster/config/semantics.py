@@ -133,6 +133,16 @@ def _check_automation(
                             "json files, or run this pipeline on a schedule or `run_after:`",
                         )
                     )
+                if n.read is not None and n.read.incremental is not None:
+                    ni = pipe.nodes.index(n)
+                    problems.append(
+                        smap.problem(
+                            (*ppath, "nodes", ni, "read", "incremental"),
+                            f"node '{n.name}' is read by the runs of a new-files sensor, which "
+                            "read just the files that arrived; `incremental:` cannot apply "
+                            "to them. Remove `incremental:`, or the sensor",
+                        )
+                    )
         if pipe.run_after:
             claim(f"{pipe.pipeline}_run_after_sensor", (*ppath, "run_after"))
         for ri, up in enumerate(pipe.run_after):

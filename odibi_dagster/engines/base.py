@@ -42,6 +42,33 @@ class MergeOutcome:
     written: bool = True
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows an incremental read keeps: those whose ``column`` (``COALESCE(column,
+    fallback)`` when ``fallback`` is given) is above ``lower``, or at or above it when
+    ``inclusive``. ``lower`` is an int, float, str, date or datetime (a naive datetime is
+    UTC); the engine compares it as the column's type: a number with a number, a date or
+    timestamp column with the time, a text column with text, or, when ``lower`` is a
+    time, with its text read as a timestamp (csv keeps times as text)."""
+
+    column: str
+    lower: Any
+    inclusive: bool = False
+    fallback: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The filtered expression, as SQL."""
+        if self.fallback:
+            return f"COALESCE({self.column}, {self.fallback})"
+        return self.column
+
+    def describe(self) -> str:
+        """``updated_at > 2024-01-31T00:00:00``: the filter for metadata and stories."""
+        value = self.lower.isoformat() if hasattr(self.lower, "isoformat") else self.lower
+        return f"{self.key} {'>=' if self.inclusive else '>'} {value!r}"
+
+
 def staged_beside(loc: Location) -> Location:
     """A fresh place beside ``loc`` (``<name>.staged-<hex>``) on the same storage."""
     suffix = f".staged-{uuid.uuid4().hex}"
@@ -71,6 +98,28 @@ class Engine(Protocol):
         self, loc: Location, fmt: str, options: Mapping[str, Any] | None = None, *, where: str = ""
     ) -> Frame:
         """The data at ``loc`` in format ``fmt``."""
+        ...
+
+    def read_rows(
+        self,
+        loc: Location,
+        fmt: str,
+        options: Mapping[str, Any] | None,
+        rows: RowFilter,
+        *,
+        where: str = "",
+    ) -> Frame:
+        """What :meth:`read` reads, keeping only the rows ``rows`` selects (an incremental
+        read). Parquet and Delta apply it where the data is read: a predicate of the scan,
+        so files and row groups whose min/max statistics rule the rows out are not read
+        (pandas: a pyarrow / delta-rs filter; Spark: a filter before any action). Csv and
+        json are filtered once read. A column the data lacks fails naming it."""
+        ...
+
+    def key_summary(self, df: Frame, rows: RowFilter) -> tuple[int, Any]:
+        """The row count of ``df`` and the largest value of ``rows.key`` in it (None when
+        there are no rows), in one pass: what a stateful read records as its new mark. The
+        value is a Python int, float, str, date or datetime."""
         ...
 
     def read_files(

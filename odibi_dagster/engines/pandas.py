@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from odibi_dagster.engines.base import MergeOutcome, Profile, staged_beside
+from odibi_dagster.engines.base import MergeOutcome, Profile, RowFilter, staged_beside
 from odibi_dagster.engines.duckdb_sql import run_sql
 from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
@@ -42,13 +42,14 @@ from odibi_dagster.engines.messages import (
 )
 from odibi_dagster.engines.pandas_delta import read_delta, write_delta
 from odibi_dagster.engines.pandas_errors import serialization_error
-from odibi_dagster.engines.pandas_files import FILE_FORMATS
+from odibi_dagster.engines.pandas_files import FILE_FORMATS, Parquet
 from odibi_dagster.engines.pandas_keyed import (
     check_incoming,
     merge_delta,
     merge_file,
     with_delete_flag,
 )
+from odibi_dagster.engines.pandas_rows import filter_frame, key_summary
 from odibi_dagster.engines.replace import target_lock, write_file_atomically
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.base import Location
@@ -89,6 +90,30 @@ class PandasEngine:
         if "partition_by" in opts or "partitionBy" in opts:
             fail(where, "read option 'partition_by' is not a read option. Remove it")
         return FILE_FORMATS[fmt].read(loc, opts, where)
+
+    def read_rows(
+        self,
+        loc: Location,
+        fmt: str,
+        options: Mapping[str, Any] | None,
+        rows: RowFilter,
+        *,
+        where: str = "",
+    ) -> pd.DataFrame:
+        """What :meth:`read` reads, only the rows ``rows`` selects: a pyarrow / delta-rs
+        predicate for parquet and Delta, a filter once read for csv and json."""
+        check_format(fmt, where)
+        opts = dict(options or {})
+        if fmt == "delta":
+            return read_delta(loc, opts, where, rows)
+        if fmt == "parquet":
+            if not loc.fs.exists(loc.fs_path):
+                missing_input(where, loc.uri)
+            return Parquet().read(loc, opts, where, rows)
+        return filter_frame(self.read(loc, fmt, opts, where=where), rows, where, loc.uri)
+
+    def key_summary(self, df: pd.DataFrame, rows: RowFilter) -> tuple[int, Any]:
+        return key_summary(df, rows)
 
     def read_files(
         self,

@@ -22,10 +22,12 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError
 from fsspec.implementations.local import LocalFileSystem
 
+from odibi_dagster.engines.base import RowFilter
 from odibi_dagster.engines.delta_options import (
     DELTA_WRITE_OPTION_NAMES,
     check_delta_read_options,
@@ -39,6 +41,7 @@ from odibi_dagster.engines.messages import (
     require_same_columns,
 )
 from odibi_dagster.engines.pandas_errors import to_arrow
+from odibi_dagster.engines.pandas_rows import arrow_predicate, filter_frame, missing_columns
 from odibi_dagster.engines.replace import STALE_AFTER
 from odibi_dagster.errors import first_line, redact
 from odibi_dagster.resources.base import Location
@@ -96,8 +99,12 @@ def _is_empty_dir(loc: Location) -> bool:
     return bool(fs.isdir(loc.fs_path)) and not fs.ls(loc.fs_path, detail=False)
 
 
-def read_delta(loc: Location, opts: dict[str, Any], where: str) -> pd.DataFrame:
-    """The Delta table at ``loc`` (at ``versionAsOf`` / ``timestampAsOf`` if given)."""
+def read_delta(
+    loc: Location, opts: dict[str, Any], where: str, rows: RowFilter | None = None
+) -> pd.DataFrame:
+    """The Delta table at ``loc`` (at ``versionAsOf`` / ``timestampAsOf`` if given); only
+    the rows ``rows`` selects when given, as a predicate of the scan: delta-rs skips the
+    files whose min/max statistics in the log rule them out."""
     check_delta_read_options(opts, "pandas", where)
     storage_options = loc.storage_options or None
     if not is_delta_table(loc, where):
@@ -118,7 +125,17 @@ def read_delta(loc: Location, opts: dict[str, Any], where: str) -> pd.DataFrame:
         table = DeltaTable(loc.delta_uri, version=version, storage_options=storage_options)
         if "timestampAsOf" in opts:
             table.load_as_version(_timestamp(opts["timestampAsOf"], where))
-        return table.to_pandas(columns=opts.get("columns"), filters=opts.get("filters"))
+        if rows is None:
+            return table.to_pandas(columns=opts.get("columns"), filters=opts.get("filters"))
+        dataset = table.to_pyarrow_dataset()
+        missing_columns(list(dataset.schema.names), rows, where, loc.uri)
+        pushed = arrow_predicate(dataset.schema, rows, where)
+        predicate = pushed
+        if opts.get("filters") is not None:
+            given = pq.filters_to_expression(opts["filters"])
+            predicate = given if pushed is None else given & pushed
+        df = dataset.to_table(columns=opts.get("columns"), filter=predicate).to_pandas()
+        return filter_frame(df, rows, where, loc.uri) if pushed is None else df
     except DeltaError as exc:
         travel = ""
         if "versionAsOf" in opts:

@@ -11,9 +11,11 @@ from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, PyFileSystem, SubTreeFileSystem
 
+from odibi_dagster.engines.base import RowFilter
 from odibi_dagster.engines.messages import (
     column_mismatch,
     fail,
@@ -21,6 +23,7 @@ from odibi_dagster.engines.messages import (
     truthy,
 )
 from odibi_dagster.engines.pandas_errors import kwarg_error, serialize, to_arrow
+from odibi_dagster.engines.pandas_rows import arrow_predicate, filter_frame, missing_columns
 from odibi_dagster.errors import first_line
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import hidden_or_temporary
@@ -281,7 +284,9 @@ class Json(FileFormat):
 class Parquet(FileFormat):
     name = "parquet"
 
-    def read(self, loc: Location, opts: dict[str, Any], where: str) -> pd.DataFrame:
+    def read(
+        self, loc: Location, opts: dict[str, Any], where: str, rows: RowFilter | None = None
+    ) -> pd.DataFrame:
         source: str | list[str] = loc.fs_path
         filesystem: Any = loc.fs
         if loc.fs.isdir(loc.fs_path):
@@ -292,6 +297,29 @@ class Parquet(FileFormat):
                 # partition columns come from the folders under it alone
                 source = [f[len(root) :] for f in files]
                 filesystem = SubTreeFileSystem(root, PyFileSystem(FSSpecHandler(loc.fs)))
+        after: RowFilter | None = None  # a filter the scan cannot apply: once read
+        if rows is not None:
+            # an incremental read: a predicate of the scan, so row groups whose min/max
+            # statistics rule the rows out are skipped
+            try:
+                schema = pads.dataset(
+                    source, filesystem=filesystem, format="parquet", partitioning="hive"
+                ).schema
+            except (pa.ArrowException, ValueError, OSError) as exc:
+                fail(
+                    where,
+                    f"could not read parquet from '{loc.uri}' ({type(exc).__name__}: "
+                    f"{first_line(exc)}). Check that the path holds parquet files",
+                )
+            missing_columns(list(schema.names), rows, where, loc.uri)
+            predicate = arrow_predicate(schema, rows, where)
+            if predicate is None:
+                after = rows
+            else:
+                given = opts.get("filters")
+                if given is not None:
+                    predicate = pq.filters_to_expression(given) & predicate
+                opts = {**opts, "filters": predicate}
         try:
             table = pq.read_table(source, filesystem=filesystem, **opts)
         except TypeError as exc:
@@ -302,7 +330,8 @@ class Parquet(FileFormat):
                 f"could not read parquet from '{loc.uri}' ({type(exc).__name__}: "
                 f"{first_line(exc)}). Check that the path holds parquet files",
             )
-        return table.to_pandas()
+        df = table.to_pandas()
+        return df if after is None else filter_frame(df, after, where, loc.uri)
 
     def writer(
         self,

@@ -18,6 +18,7 @@ path.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import logging
 import os
 import posixpath
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
-from odibi_dagster.engines.base import MergeOutcome, Profile, staged_beside
+from odibi_dagster.engines.base import MergeOutcome, Profile, RowFilter, staged_beside
 from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
 from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
@@ -40,6 +41,7 @@ from odibi_dagster.engines.messages import (
     truthy,
     write_wanted,
 )
+from odibi_dagster.engines.pandas_rows import is_time, missing_columns, pd_date, utc_naive
 from odibi_dagster.engines.replace import (
     Mover,
     TargetLock,
@@ -248,6 +250,69 @@ class SparkEngine:
     ) -> Any:
         """A DataFrame over the data at ``loc`` in format ``fmt`` (lazy where Spark is)."""
         return self._read([loc], fmt, options, where)
+
+    def read_rows(
+        self,
+        loc: Location,
+        fmt: str,
+        options: Mapping[str, Any] | None,
+        rows: RowFilter,
+        *,
+        where: str = "",
+    ) -> Any:
+        """What :meth:`read` reads, with a filter on ``rows`` before any action: a predicate
+        of the parquet / Delta scan, so files whose min/max statistics rule the rows out
+        are skipped (Delta data skipping, parquet row-group filters)."""
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        df = self._read([loc], fmt, options, where)
+        missing_columns(list(df.columns), rows, where, loc.uri)
+        typ = df.schema[rows.column].dataType
+        key = F.col(f"`{rows.column}`")
+        if rows.fallback:
+            key = F.coalesce(key, F.col(f"`{rows.fallback}`"))
+        lower = rows.lower
+        if isinstance(typ, T.TimestampNTZType):
+            bound = F.lit(utc_naive(lower).isoformat()).cast("timestamp_ntz")
+        elif isinstance(typ, T.TimestampType):
+            bound = F.lit(utc_naive(lower).isoformat() + "Z").cast("timestamp")
+        elif isinstance(typ, T.DateType):
+            bound = F.lit(pd_date(lower).isoformat()).cast("date")
+        elif isinstance(typ, T.NumericType):
+            if is_time(lower):
+                fail(
+                    where,
+                    f"read.incremental compares column '{rows.column}', which holds numbers, "
+                    f"with a time ({rows.describe()}). Use a date or timestamp column for a "
+                    "rolling_window or a watermark_lag",
+                )
+            bound = F.lit(lower)
+        elif is_time(lower):  # times kept as text (csv): compared as timestamps
+            key = F.to_timestamp(key)
+            bound = F.lit(utc_naive(lower).isoformat() + "Z").cast("timestamp")
+        else:
+            bound = F.lit(str(lower))
+        return df.filter(key >= bound if rows.inclusive else key > bound)
+
+    def key_summary(self, df: Any, rows: RowFilter) -> tuple[int, Any]:
+        """Row count and largest key in one Spark job; a timestamp comes back as UTC."""
+        from pyspark.sql import functions as F
+        from pyspark.sql import types as T
+
+        key = F.col(f"`{rows.column}`")
+        if rows.fallback:
+            key = F.coalesce(key, F.col(f"`{rows.fallback}`"))
+        top = F.max(key)
+        aware = isinstance(df.schema[rows.column].dataType, T.TimestampType)
+        if aware:  # the instant with its offset, whatever the driver's time zone
+            top = F.date_format(top, "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
+        n, value = df.agg(F.count(F.lit(1)), top).collect()[0]
+        if aware and value is not None:
+            value = utc_naive(value).to_pydatetime()
+        elif isinstance(value, decimal.Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        return int(n), value
 
     def read_files(
         self,

@@ -45,11 +45,13 @@ from typing import Any, ClassVar
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from odibi_dagster import incremental
 from odibi_dagster.engines.base import Engine
 from odibi_dagster.engines.messages import exists_error, markdown_table
 from odibi_dagster.engines.registry import get_engine, resources_by_key
 from odibi_dagster.env_refs import resolve_env
 from odibi_dagster.errors import OdibiRunError, as_failure, first_line, storage_errors
+from odibi_dagster.incremental import IncrementalRead
 from odibi_dagster.io_managers.run_store import prune_quietly, source_run
 from odibi_dagster.io_managers.write_rules import (
     faithful_copy,
@@ -111,6 +113,16 @@ def _instance_of(context: dg.OutputContext) -> dg.DagsterInstance | None:
         return context.step_context.instance
     except dg.DagsterInvariantViolationError:
         return None
+
+
+def _consumer_key(context: dg.InputContext) -> dg.AssetKey | None:
+    """The asset whose step loads this input (None: a step of checks, not an asset)."""
+    try:
+        assets = context.step_context.assets_def
+    except Exception:  # a direct call, outside a run
+        return None
+    keys = list(assets.keys) if assets is not None else []
+    return keys[0] if len(keys) == 1 else None
 
 
 def step_resources(context: dg.InputContext | dg.OutputContext) -> dict[str, Any]:
@@ -217,6 +229,19 @@ class OdibiIOManager(dg.ConfigurableIOManager):
     _held: dict[tuple[str, tuple[str, ...]], tuple[Location, int]] = PrivateAttr(
         default_factory=dict
     )
+
+    # incremental reads of read-only sources for their consumer in this process, waiting
+    # for the consumer's computation: (run id, consumer key, input name) -> what was read
+    _incremental: dict[tuple[str, tuple[str, ...], str], IncrementalRead] = PrivateAttr(
+        default_factory=dict
+    )
+
+    def take_incremental(
+        self, run_id: str, consumer: tuple[str, ...], input_name: str
+    ) -> IncrementalRead | None:
+        """What the incremental read of input ``input_name`` of ``consumer`` read in this
+        run (the consumer records it, and its mark, with its materialization)."""
+        return self._incremental.pop((run_id, consumer, input_name), None)
 
     def hold_materialized(
         self, run_id: str, key: tuple[str, ...], staged: Location, rows: int
@@ -453,6 +478,11 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             with storage_errors(where, "reading", locs[0].uri, locs[0].storage_options):
                 df = engine.read_files(locs, read["format"], read.get("options") or {}, where=where)
             context.add_input_metadata(files_metadata(files))
+        elif read and read.get("incremental"):
+            df, stateful = self._read_incremental(context, resources, engine, read, where)
+            if stateful:  # each consumer reads from its own mark: nothing to share
+                self._story_of_source_read(context, resources, engine, df, started, t0)
+                return df
         elif read or (write and faithful_copy(write)):
             spec = read or write
             loc = self._location(resources, spec, where)
@@ -471,6 +501,38 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         if read:  # a read-only node: this read is its part of the run
             self._story_of_source_read(context, resources, engine, df, started, t0)
         return df
+
+    def _read_incremental(
+        self,
+        context: dg.InputContext,
+        resources: dict[str, Any],
+        engine: Engine,
+        read: dict[str, Any],
+        where: str,
+    ) -> tuple[Any, bool]:
+        """A read-only source with ``incremental:`` read for the consumer of this input
+        (see :mod:`odibi_dagster.incremental`); whether the read was stateful. A stateful
+        read starts from the mark the consumer's last materialization recorded for this
+        input; a consumer that is not an asset (the source's checks) reads everything."""
+        spec = dict(read["incremental"])
+        consumer = _consumer_key(context)
+        stateful = spec.get("mode") == "stateful"
+        loc = self._location(resources, read, where)
+        before = None
+        if stateful and consumer is not None:
+            before = incremental.previous_mark(context.instance, consumer, context.name)
+        with storage_errors(where, "reading", loc.uri, loc.storage_options):
+            if stateful and consumer is None:
+                df = engine.read(loc, read["format"], read.get("options") or {}, where=where)
+                return df, True
+            df, done = incremental.read(
+                engine, loc, read["format"], read.get("options") or {}, spec, before, where=where
+            )
+        if consumer is not None:
+            key = (_run_of(context), tuple(consumer.path), context.name)
+            self._incremental[key] = done
+        context.add_input_metadata({k: v for k, v in done.metadata().items()})
+        return df, stateful
 
     # ------------------------------------------------------------------ stories of inputs
 
