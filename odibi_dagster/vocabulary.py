@@ -10,9 +10,11 @@ from typing import Literal, get_args
 Format = Literal["csv", "parquet", "json", "delta"]
 WriteMode = Literal["overwrite", "append", "error", "ignore"]
 ExecutorName = Literal["in_process", "multiprocess"]
+PartitionType = Literal["hourly", "daily", "weekly", "monthly", "static"]
 
 FORMATS: tuple[str, ...] = get_args(Format)
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
+PARTITION_TYPES: tuple[str, ...] = get_args(PartitionType)
 
 AlertType = Literal["webhook", "slack", "teams"]
 # The events an alert is sent on: each is a Dagster run status (see odibi_dagster/alerts.py).

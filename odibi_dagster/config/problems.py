@@ -147,7 +147,7 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
             "format": "format",
             "mode": "write mode",
             "engine": "engine",
-            "type": "alert type",
+            "type": "partition type" if "partitions" in path[-2:-1] else "alert type",
         }.get(str(key), str(key) or "value")
         return f"unsupported {what} '{inp}'; use one of: {expected.replace(' or ', ', ')}"
     if typ == "string_pattern_mismatch":
