@@ -25,6 +25,14 @@ from odibi_dagster_tests.support.runs import failure_text
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
 
+@pytest.fixture(params=["pandas", pytest.param("spark", marks=pytest.mark.spark)])
+def engine_name(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn (Spark: the suite's one local session)."""
+    if request.param == "spark":
+        request.getfixturevalue("spark")
+    return str(request.param)
+
+
 def _project(tmp_path: Path, body: str, engine: str = "pandas") -> Path:
     text = textwrap.dedent(
         f"""\
@@ -90,6 +98,8 @@ def _three_days_then_rerun_the_middle(tmp_path: Path, project: Path) -> pd.DataF
 
 def _delta_rows(path: Path) -> list[tuple[Any, ...]]:
     df = deltalake.DeltaTable(str(path)).to_pandas()
+    df["day"] = df["day"].astype(str)  # Spark reads the CSV's days as dates
+    df["amount"] = df["amount"].astype(int)
     return sorted(df[["day", "amount", "w_start", "w_end"]].itertuples(index=False, name=None))
 
 
@@ -102,8 +112,10 @@ EXPECTED_DELTA = [
 ]
 
 
-def test_a_delta_partition_column_write_replaces_only_the_runs_day(tmp_path, dagster_home):
-    project = _project(tmp_path, DELTA_PIPELINE)
+def test_a_delta_partition_column_write_replaces_only_the_runs_day(
+    tmp_path, dagster_home, engine_name
+):
+    project = _project(tmp_path, DELTA_PIPELINE, engine_name)
     result = _three_days_then_rerun_the_middle(tmp_path, project)
     assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == EXPECTED_DELTA
     # the materialization names the partition and the rows it replaced
@@ -144,8 +156,10 @@ pipelines:
 """
 
 
-def test_a_parquet_path_with_the_partition_holds_one_file_per_day(tmp_path, dagster_home):
-    project = _project(tmp_path, PARQUET_PIPELINE)
+def test_a_parquet_path_with_the_partition_holds_one_file_per_day(
+    tmp_path, dagster_home, engine_name
+):
+    project = _project(tmp_path, PARQUET_PIPELINE, engine_name)
     _three_days_then_rerun_the_middle(tmp_path, project)
     gold = tmp_path / "lake" / "gold" / "totals"
     assert sorted(p.name for p in gold.iterdir()) == [f"day={d}" for d in DAYS]
