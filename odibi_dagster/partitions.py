@@ -157,18 +157,49 @@ def _definition_of(context: Any) -> dg.PartitionsDefinition | None:
 
 def io_partition(context: dg.InputContext | dg.OutputContext) -> Partition | None:
     """The partition of the asset an IO manager call serves (an input: the upstream
-    asset's partition this run reads; None: not partitioned, or more than one)."""
+    asset's partition this run reads; None: not partitioned). An input of a step without
+    partitions of its own (the checks on a partitioned source), which Dagster gives every
+    partition, reads the run's partition."""
+    key: str | None
+    definition: dg.PartitionsDefinition | None
     try:
-        if not context.has_asset_partitions:
-            return None
-        key = context.asset_partition_key
-    except Exception:  # several partitions (a downstream over a range), or none
+        if context.has_asset_partitions and _one_partition(context):
+            key = context.asset_partition_key
+            definition = context.asset_partitions_def
+        else:
+            key, definition = _run_partition(context)
+    except Exception:  # no run around the call (a direct call)
         return None
-    definition = context.asset_partitions_def
+    if key is None or definition is None:
+        return None
     window = None
     if isinstance(definition, dg.TimeWindowPartitionsDefinition):
         window = definition.time_window_for_partition_key(key)
     return partition_of(key, window, definition)
+
+
+def _one_partition(context: dg.InputContext | dg.OutputContext) -> bool:
+    try:
+        return len(context.asset_partition_keys) == 1
+    except Exception:
+        return False
+
+
+def _run_partition(
+    context: dg.InputContext | dg.OutputContext,
+) -> tuple[str | None, dg.PartitionsDefinition | None]:
+    """The run's partition, when the asset served has partitions that hold it."""
+    step = context.step_context
+    if not context.has_asset_key or not step.has_partition_key:
+        return None, None
+    key = step.partition_key
+    graph = step.job_def.asset_layer.asset_graph
+    if not graph.has(context.asset_key):
+        return None, None
+    definition = graph.get(context.asset_key).partitions_def
+    if definition is None or not definition.has_partition_key(key):
+        return None, None
+    return key, definition
 
 
 def uses_partition(value: Any) -> bool:

@@ -69,8 +69,10 @@ pipelines:
     nodes:
       - name: sales
         read: {connection: lake, path: "raw/sales_${partition}.csv", format: csv}
+        validation: {not_empty: true}
       - name: totals
         depends_on: [sales]
+        validation: {no_nulls: [day]}
         transform:
           steps:
             - "SELECT day, amount * 10 AS amount, '${partition.start}' AS w_start,
@@ -192,11 +194,16 @@ def test_a_downstream_alone_reads_the_result_of_its_own_partition(tmp_path, dags
         assert result.asset_value(report)["total"].tolist() == [total]
 
 
-def test_a_run_for_no_partition_is_refused_with_the_node(tmp_path, dagster_home):
+def test_a_run_for_no_partition_fails_naming_the_node(tmp_path, dagster_home):
     project = _project(tmp_path, DELTA_PIPELINE)
     defs = odibi_dagster.load_definitions(project)
-    with pytest.raises(dg.DagsterInvariantViolationError):
-        defs.resolve_job_def("p").execute_in_process(instance=dg.DagsterInstance.get())
+    result = defs.resolve_job_def("p").execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False
+    )
+    assert not result.success
+    assert "node 'sales' (" in failure_text(result)
+    assert "names the partition, but this run computes none" in failure_text(result)
+    assert not (tmp_path / "lake" / "gold").exists()
 
 
 # --------------------------------------------------------------------------- placeholders
