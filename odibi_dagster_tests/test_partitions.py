@@ -138,6 +138,21 @@ def test_a_delta_partition_column_write_replaces_only_the_runs_day(
     assert "partition <code>2024-01-02</code>" in (story_dir / "story.html").read_text()
 
 
+def test_rows_outside_the_partition_fail_the_write_and_keep_the_table(
+    tmp_path, dagster_home, engine_name
+):
+    project = _project(tmp_path, DELTA_PIPELINE, engine_name)
+    _raw_day(tmp_path, DAYS[0], [1])
+    defs = odibi_dagster.load_definitions(project)
+    assert _run(defs, DAYS[0]).success
+    raw = tmp_path / "lake" / "raw" / f"sales_{DAYS[1]}.csv"
+    raw.write_text(f"day,amount\n{DAYS[1]},5\n{DAYS[0]},7\n")  # a stray row of day 1
+    result = _run(defs, DAYS[1])
+    assert not result.success
+    assert "node 'totals' (" in failure_text(result)
+    assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [EXPECTED_DELTA[0]]
+
+
 PARQUET_PIPELINE = """\
 pipelines:
   - pipeline: p
