@@ -19,7 +19,7 @@ import pytest
 import odibi_dagster
 from odibi_dagster import load_project
 from odibi_dagster.automation import scheduled_partitions
-from odibi_dagster.partitions import Partition, fill, partitioned_write
+from odibi_dagster.partitions import Partition, fill, partition_of, partitioned_write
 from odibi_dagster_tests.support.runs import failure_text
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -239,6 +239,31 @@ def test_placeholders_fill_from_the_partition_and_leave_the_rest():
     }
 
 
+@pytest.mark.parametrize(
+    ("definition", "key", "start", "end"),
+    [
+        (
+            dg.HourlyPartitionsDefinition("2024-01-01-00:00"),
+            "2024-01-05-13:00",
+            "2024-01-05T13:00:00",
+            "2024-01-05T14:00:00",
+        ),
+        (
+            dg.DailyPartitionsDefinition("2024-01-01", timezone="Europe/Amsterdam"),
+            "2024-03-31",
+            "2024-03-31",
+            "2024-04-01",
+        ),
+        (dg.WeeklyPartitionsDefinition("2024-01-01"), "2024-01-07", "2024-01-07", "2024-01-14"),
+        (dg.MonthlyPartitionsDefinition("2024-01-01"), "2024-02-01", "2024-02-01", "2024-03-01"),
+    ],
+    ids=["hourly", "daily_in_a_zone", "weekly", "monthly"],
+)
+def test_window_placeholders_are_iso_dates_or_hourly_timestamps(definition, key, start, end):
+    window = definition.time_window_for_partition_key(key)
+    assert partition_of(key, window, definition) == Partition(key, start, end)
+
+
 def test_env_substitution_leaves_the_partition_placeholders(tmp_path, monkeypatch):
     monkeypatch.setenv("ZONE", "raw")
     monkeypatch.setenv("partition", "not me")
@@ -258,7 +283,7 @@ def test_env_substitution_leaves_the_partition_placeholders(tmp_path, monkeypatc
     assert read is not None and read.path == "raw/${partition}.csv"
 
 
-def test_compiled_assets_and_job_carry_the_partitions(tmp_path):
+def test_compiled_assets_and_job_carry_the_partitions(tmp_path, dagster_home):
     project = _project(
         tmp_path,
         """\
@@ -277,7 +302,7 @@ def test_compiled_assets_and_job_carry_the_partitions(tmp_path):
             nodes:
               - name: report
                 read: {connection: lake, path: gold/daily, format: delta}
-                transform: {steps: ["SELECT * FROM report WHERE day = '${partition}'"]}
+                transform: {steps: ["SELECT * FROM __result__ WHERE day = '${partition}'"]}
           - pipeline: regions
             partitions: {type: static, values: [eu, us]}
             nodes:
@@ -305,6 +330,15 @@ def test_compiled_assets_and_job_carry_the_partitions(tmp_path):
         dg.AssetKey(["regions", "by_region"]), dg.AssetKey(["up", "daily"])
     )
     assert isinstance(mapping, dg.AllPartitionMapping)
+    # and a day of the reader reads that day of what the writer wrote
+    for i, day in enumerate(DAYS[:2]):
+        raw = tmp_path / "lake" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / f"{day}.csv").write_text(f"day,amount\n{day},{i + 1}\n")
+        assert _run(defs, day, "up").success
+    result = _run(defs, DAYS[1], "down")
+    assert result.success, failure_text(result)
+    assert result.asset_value(report)["amount"].tolist() == [2]
 
 
 def test_a_schedule_on_a_partitioned_pipeline_requests_the_latest_day():
@@ -316,6 +350,28 @@ def test_a_schedule_on_a_partitioned_pipeline_requests_the_latest_day():
     assert req.partition_key == "2024-03-04"
     regions = scheduled_partitions(dg.StaticPartitionsDefinition(["eu", "us"]), at)
     assert [r.partition_key for r in regions] == ["eu", "us"]  # type: ignore[union-attr]
+
+
+def test_a_compiled_schedule_on_a_daily_pipeline_runs_yesterday(tmp_path, dagster_home):
+    project = _project(
+        tmp_path,
+        DELTA_PIPELINE.replace(
+            "    partitions: {type: daily, start: 2024-01-01}",
+            '    partitions: {type: daily, start: 2024-01-01}\n    schedule: "0 6 * * *"',
+        ),
+    )
+    defs = odibi_dagster.load_definitions(project)
+    schedule = defs.resolve_schedule_def("p_schedule")
+    import datetime as dt
+
+    at = dt.datetime(2024, 2, 10, 6, 0, tzinfo=dt.timezone.utc)
+    with dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(),
+        scheduled_execution_time=at,
+        repository_def=defs.get_repository_def(),
+    ) as context:
+        data = schedule.evaluate_tick(context)
+    assert [r.partition_key for r in data.run_requests or []] == ["2024-02-09"]
 
 
 # --------------------------------------------------------------------------- backfill
