@@ -82,14 +82,18 @@ def busy(instance: dg.DagsterInstance, pipe: PipelineConfig) -> str | None:
 # --------------------------------------------------------------------------- schedules
 
 
-def pipeline_schedule(pipe: PipelineConfig) -> dg.ScheduleDefinition:
-    """The pipeline's ``schedule:``, stopped unless ``enabled: true``."""
+def pipeline_schedule(
+    pipe: PipelineConfig, partitions_def: dg.PartitionsDefinition | None = None
+) -> dg.ScheduleDefinition:
+    """The pipeline's ``schedule:``, stopped unless ``enabled: true``. A tick of a
+    partitioned pipeline runs its latest partition (time windows: the last complete one
+    at the tick's time) or, for static partitions, each of its values."""
     s = pipe.schedule
     assert s is not None
     name = f"{pipe.pipeline}_schedule"
     description = f"Runs pipeline {pipe.pipeline} on '{s.cron}' ({s.timezone})."
     status = dg.DefaultScheduleStatus.RUNNING if s.enabled else dg.DefaultScheduleStatus.STOPPED
-    if pipe.max_concurrent_runs is None:
+    if pipe.max_concurrent_runs is None and partitions_def is None:
         return dg.ScheduleDefinition(
             name=name,
             cron_schedule=s.cron,
@@ -98,23 +102,47 @@ def pipeline_schedule(pipe: PipelineConfig) -> dg.ScheduleDefinition:
             description=description,
             default_status=status,
         )
+    if pipe.max_concurrent_runs is not None:
+        description += f" Skips a tick while {pipe.max_concurrent_runs} run(s) are in progress."
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        description += " Each tick runs the latest partition."
+    elif partitions_def is not None:
+        description += " Each tick runs every partition."
 
     @dg.schedule(
         name=name,
         cron_schedule=s.cron,
         execution_timezone=s.timezone,
         job_name=pipe.pipeline,
-        description=description + f" Skips a tick while {pipe.max_concurrent_runs} run(s) "
-        "are in progress.",
+        description=description,
         default_status=status,
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def _schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> dg.RunRequest | list[dg.RunRequest] | dg.SkipReason:
         why = busy(context.instance, pipe)
         if why:
             return dg.SkipReason(f"not started: {why}; the next tick starts it")
-        return dg.RunRequest()
+        if partitions_def is None:
+            return dg.RunRequest()
+        return scheduled_partitions(partitions_def, context.scheduled_execution_time)
 
     return _schedule
+
+
+def scheduled_partitions(
+    partitions_def: dg.PartitionsDefinition, at: datetime | None
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """The runs a schedule's tick at ``at`` starts on a partitioned pipeline."""
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        with dg.partition_loading_context(effective_dt=at):
+            key = partitions_def.get_last_partition_key()
+        if key is None:
+            return dg.SkipReason("no partition has ended yet (see the partitions' start)")
+        return [dg.RunRequest(run_key=key, partition_key=key)]
+    keys = partitions_def.get_partition_keys()
+    stamp = at.isoformat() if at is not None else ""
+    return [dg.RunRequest(run_key=f"{stamp}:{k}", partition_key=k) for k in keys]
 
 
 # --------------------------------------------------------------------------- new files

@@ -50,6 +50,7 @@ from odibi_dagster.io_managers.pandas import PandasIOManager
 from odibi_dagster.io_managers.spark import SparkIOManager
 from odibi_dagster.lineage import lineage_edges
 from odibi_dagster.node_runner import NodeRunner
+from odibi_dagster.partitions import dependency_mapping, effective, partitions_definition
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.new_files import NEW_FILES_KEY, NewFilesResource
@@ -180,10 +181,15 @@ def build_definitions(
             pipe,
             [keys[id(n)] for n in nodes if n.pipeline == pipe.pipeline and not n.is_source],
             source_checks.get(pipe.pipeline, []),
+            _job_partitions(pipe, nodes),
         )
         for pipe in cfg.pipelines
     ]
-    schedules = [pipeline_schedule(pipe) for pipe in cfg.pipelines if pipe.schedule is not None]
+    schedules = [
+        pipeline_schedule(pipe, _job_partitions(pipe, nodes))
+        for pipe in cfg.pipelines
+        if pipe.schedule is not None
+    ]
     sensors = [
         new_files_sensor(pipe, i, connections[s.new_files.connection])
         for pipe in cfg.pipelines
@@ -366,9 +372,16 @@ def _retry_policy(cfg: ProjectConfig) -> dg.RetryPolicy | None:
 
 def _source_asset(project: LoadedProject, node: OdibiNode, spec: dg.AssetSpec) -> dg.AssetSpec:
     """A source the project only reads: loaded by its consumers through the IO manager."""
-    return spec.merge_attributes(
+    spec = spec.merge_attributes(
         metadata={**_odibi_metadata(project, node), "dagster/uri": node.read_uri}
     ).with_io_manager_key(ENGINES[node.engine].io_manager_key)
+    parts = _partitions_def(node)
+    return spec if parts is None else spec.replace_attributes(partitions_def=parts)
+
+
+def _partitions_def(node: OdibiNode) -> dg.PartitionsDefinition | None:
+    """The node's partitions (its own ``partitions:``, else its pipeline's)."""
+    return partitions_definition(effective(node.pipeline_config, node.config))
 
 
 def _node_asset(
@@ -379,8 +392,16 @@ def _node_asset(
     required: set[str],
 ) -> dg.AssetsDefinition:
     c = node.config
-    ins = {up.name: dg.AssetIn(key=keys[id(up)]) for up in node.inputs}
+    parts = _partitions_def(node)
+    ins = {
+        up.name: dg.AssetIn(
+            key=keys[id(up)],
+            partition_mapping=dependency_mapping(parts, _partitions_def(up)),
+        )
+        for up in node.inputs
+    }
     input_keys = {a.key for a in ins.values()}
+    by_key = {keys[id(up)]: up for up in node.upstream}
     check_specs = [
         dg.AssetCheckSpec(name, asset=spec.key, description=desc, blocking=True)
         for name, desc in (checks.check_names(c.validation) if c.validation else [])
@@ -397,7 +418,12 @@ def _node_asset(
     return dg.asset(
         key=spec.key,
         ins=ins,
-        deps=[d.asset_key for d in spec.deps if d.asset_key not in input_keys],
+        deps=[
+            _dep(d.asset_key, parts, by_key.get(d.asset_key))
+            for d in spec.deps
+            if d.asset_key not in input_keys
+        ],
+        partitions_def=parts,
         description=spec.description,
         group_name=spec.group_name,
         metadata={**spec.metadata, **_odibi_metadata(project, node)},
@@ -410,6 +436,15 @@ def _node_asset(
         owners=spec.owners or None,
         automation_condition=spec.automation_condition,
     )(asset_function(runner))
+
+
+def _dep(
+    key: dg.AssetKey, parts: dg.PartitionsDefinition | None, up: OdibiNode | None
+) -> dg.AssetDep:
+    """A lineage edge to the writer of what a node reads, partition to partition when
+    both have like partitions (see partitions.dependency_mapping)."""
+    mapping = dependency_mapping(parts, _partitions_def(up)) if up is not None else None
+    return dg.AssetDep(key, partition_mapping=mapping)
 
 
 def _source_checks(
@@ -435,14 +470,27 @@ def _source_checks(
 # --------------------------------------------------------------------------- jobs
 
 
+def _job_partitions(pipe: PipelineConfig, nodes: list[OdibiNode]) -> dg.PartitionsDefinition | None:
+    """The partitions of the pipeline's job: those its nodes share (one at most: checked
+    at load), else none."""
+    for n in nodes:
+        if n.pipeline == pipe.pipeline and not n.is_source:
+            parts = _partitions_def(n)
+            if parts is not None:
+                return parts
+    return None
+
+
 def _pipeline_job(
     cfg: ProjectConfig,
     pipe: PipelineConfig,
     keys: list[dg.AssetKey],
     source_checks: list[dg.AssetChecksDefinition],
+    partitions_def: dg.PartitionsDefinition | None = None,
 ) -> dg.UnresolvedAssetJobDefinition:
     """The pipeline's job: the assets it computes (whatever groups the translator gave
-    them), and the checks on the sources it reads."""
+    them), and the checks on the sources it reads; one run computes one partition of a
+    partitioned pipeline."""
     executor_name = pipe.executor or cfg.executor or DEFAULT_EXECUTOR
     tags: dict[str, str] = {"odibi/executor": executor_name, "odibi/pipeline": pipe.pipeline}
     if cfg.logging is not None:
@@ -455,4 +503,5 @@ def _pipeline_job(
         executor_def=EXECUTORS[executor_name],
         description=description,
         tags=tags,
+        partitions_def=partitions_def,
     )

@@ -9,8 +9,9 @@ from typing import Any
 
 from odibi_dagster.errors import OdibiRunError
 
-# ${NAME} or ${NAME:-default}
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# ${NAME} or ${NAME:-default}; not ${partition}, which names the partition a run
+# computes and is filled in where it runs (odibi_dagster.partitions)
+ENV_REF = re.compile(r"\$\{(?!partition\})([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # a value that is exactly one reference, without a default: how a secret is written
 WHOLE_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 

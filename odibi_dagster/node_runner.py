@@ -20,6 +20,7 @@ from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
 from odibi_dagster.errors import OdibiRunError, as_failure, storage_errors
 from odibi_dagster.io_managers.base import OdibiIOManager, not_run_after
+from odibi_dagster.partitions import Partition, fill, step_partition
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.new_files import files_for, files_metadata
@@ -85,7 +86,11 @@ class NodeRunner:
         )
         meta: dict[str, Any] = {}  # what incremental reads add to the materialization
         try:
-            current = yield from self._compute(context, resources, recorder, inputs, story, meta)
+            partition = step_partition(context)
+            story.partition = partition.key if partition is not None else None
+            current = yield from self._compute(
+                context, resources, recorder, inputs, story, meta, partition
+            )
         except OdibiRunError as exc:
             story.error = str(exc)
             self._save_failed(context, recorder, resources, story, t0)
@@ -113,9 +118,11 @@ class NodeRunner:
         inputs: dict[str, Any],
         story: NodeStory,
         meta: dict[str, Any],
+        partition: Partition | None = None,
     ) -> Generator[Any, None, Any]:
         """Read, transform and validate; yields check results, returns the result. What
-        incremental reads did goes into ``meta``."""
+        incremental reads did goes into ``meta``; ``${partition...}`` in the read, the SQL
+        and the parameters name ``partition``."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -131,46 +138,60 @@ class NodeRunner:
         for _, read in self.source_reads:
             story.files += files_for(resources, read)
         current = None
-        if node.read is not None:
-            conn = resources[node.read.connection]
+        read = node.read
+        if read is not None:
+            read = read.model_copy(
+                update={
+                    "path": fill(read.path, partition, node.where),
+                    "options": fill(read.options, partition, node.where),
+                }
+            )
+            conn = resources[read.connection]
             assert isinstance(conn, ConnectionResource)
-            loc = conn.location(node.read.path)
-            files = files_for(resources, node.read)
+            loc = conn.location(read.path)
+            files = files_for(resources, read)
             done: incremental.IncrementalRead | None = None
             with storage_errors(node.where, "reading", loc.uri, loc.storage_options):
                 if files:  # a sensor started this run for these files
                     current = eng.read_files(
                         [conn.location(f) for f in files],
-                        node.read.format,
-                        node.read.options,
+                        read.format,
+                        read.options,
                         where=node.where,
                     )
-                elif node.read.incremental is not None:
-                    spec = node.read.incremental.model_dump()
+                elif read.incremental is not None:
+                    spec = read.incremental.model_dump()
                     before = None
                     if spec["mode"] == "stateful":
                         before = incremental.previous_mark(context.instance, self.key)
                     current, done = incremental.read(
                         eng,
                         loc,
-                        node.read.format,
-                        node.read.options,
+                        read.format,
+                        read.options,
                         spec,
                         before,
                         where=node.where,
                     )
                 else:
-                    current = eng.read(loc, node.read.format, node.read.options, where=node.where)
-            label = f"read {node.read.path}"
+                    current = eng.read(loc, read.format, read.options, where=node.where)
+            label = f"read {read.path}"
             if done is not None:
                 meta.update(done.metadata())
                 label += f" ({done.label()})"
             story.inputs[label] = eng.cheap_row_count(current)
             story.files += files
         if node.transform is not None:
-            current = run_steps(
-                eng, node.transform.steps, frames, current, node=node.name, where=node.where
-            )
+            steps = [
+                step.model_copy(
+                    update={
+                        "sql": fill(step.sql, partition, node.where),
+                        "params": fill(step.params, partition, node.where),
+                    }
+                )
+                for step in node.transform.steps
+            ]
+            current = run_steps(eng, steps, frames, current, node=node.name, where=node.where)
         elif current is None:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)

@@ -10,11 +10,13 @@ from typing import Literal, get_args
 Format = Literal["csv", "parquet", "json", "delta"]
 WriteMode = Literal["overwrite", "append", "error", "ignore", "upsert", "append_once", "merge"]
 ExecutorName = Literal["in_process", "multiprocess"]
+PartitionType = Literal["hourly", "daily", "weekly", "monthly", "static"]
 
 FORMATS: tuple[str, ...] = get_args(Format)
 WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
 # the modes that match incoming rows to the target's by `options.keys` (Odibi v3)
 KEYED_MODES: tuple[str, ...] = ("upsert", "append_once", "merge")
+PARTITION_TYPES: tuple[str, ...] = get_args(PartitionType)
 
 AlertType = Literal["webhook", "slack", "teams"]
 # The events an alert is sent on: each is a Dagster run status (see odibi_dagster/alerts.py).

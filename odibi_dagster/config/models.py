@@ -8,6 +8,7 @@ passes on to editors.
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -36,6 +37,7 @@ from odibi_dagster.vocabulary import (
     AlertType,
     ExecutorName,
     Format,
+    PartitionType,
     WriteMode,
 )
 
@@ -362,6 +364,61 @@ class ValidationConfig(StrictModel):
     )
 
 
+def _start_text(v: Any) -> Any:
+    """``start: 2024-01-01`` arrives from YAML as a date: keep it as the text written."""
+    if isinstance(v, _dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M") if (v.hour or v.minute) else v.date().isoformat()
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    return v
+
+
+class PartitionsConfig(StrictModel):
+    """How a pipeline's (or a node's) data is split: one run computes one partition
+    (odibi_dagster's own; see docs/configuration.md, "Partitions and backfills")."""
+
+    type: PartitionType = Field(
+        description="hourly, daily, weekly, monthly (time windows) or static (a fixed list)."
+    )
+    start: Annotated[str | None, BeforeValidator(_start_text)] = Field(
+        default=None,
+        description="Time windows: the first partition, e.g. 2024-01-01 (or '2024-01-01 06:00' "
+        "for hourly).",
+    )
+    timezone: str = Field(default="UTC", description="Time windows: IANA time zone.")
+    end_offset: int = Field(
+        default=0,
+        description="Time windows: extra partitions past the last complete one (1: include "
+        "the window in progress).",
+    )
+    fmt: str | None = Field(
+        default=None,
+        description="Time windows: strftime format of partition keys (default %Y-%m-%d; "
+        "hourly %Y-%m-%d-%H:%M).",
+    )
+    values: list[str] | None = Field(
+        default=None, min_length=1, description="Static: the partition keys, e.g. [eu, us]."
+    )
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values_text(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [
+                str(x) if isinstance(x, int | float) and not isinstance(x, bool) else x for x in v
+            ]
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, v: str) -> str:
+        return _check_timezone(v)
+
+    @property
+    def is_time(self) -> bool:
+        return self.type != "static"
+
+
 class NodeConfig(StrictModel):
     """One step of a pipeline: read, transform and/or write. Becomes one Dagster asset."""
 
@@ -379,6 +436,10 @@ class NodeConfig(StrictModel):
         "the IO manager.",
     )
     validation: ValidationConfig | None = None
+    partitions: PartitionsConfig | None = Field(
+        default=None,
+        description="Overrides the pipeline's `partitions:` for this node (odibi_dagster's own).",
+    )
 
     _file: str = PrivateAttr(default="")
     _line: int | None = PrivateAttr(default=None)
@@ -431,15 +492,19 @@ class ScheduleConfig(StrictModel):
     @field_validator("timezone")
     @classmethod
     def _valid_timezone(cls, v: str) -> str:
-        import zoneinfo
+        return _check_timezone(v)
 
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone '{v}'; use an IANA name such as UTC or Europe/Amsterdam"
-            ) from None
-        return v
+
+def _check_timezone(v: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(v)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone '{v}'; use an IANA name such as UTC or Europe/Amsterdam"
+        ) from None
+    return v
 
 
 class NewFilesConfig(StrictModel):
@@ -497,6 +562,11 @@ class PipelineConfig(StrictModel):
     run_after: list[str] = Field(
         default_factory=list,
         description="Pipelines after whose successful runs this pipeline runs (once per run).",
+    )
+    partitions: PartitionsConfig | None = Field(
+        default=None,
+        description="Split the pipeline's data into partitions (hourly, daily, weekly, "
+        "monthly or static): each run computes one (odibi_dagster's own).",
     )
     max_concurrent_runs: int | None = Field(
         default=None,

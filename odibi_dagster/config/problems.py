@@ -156,7 +156,7 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
             "format": "format",
             "mode": "write mode",
             "engine": "engine",
-            "type": "alert type",
+            "type": "partition type" if "partitions" in path[-2:-1] else "alert type",
         }.get(str(key), str(key) or "value")
         if "incremental" in path[:-1]:
             what = f"incremental {key}"

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
+from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
@@ -58,6 +59,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
         else:
             seen_pipes[pipe.pipeline] = pi
         problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+        problems.extend(check_partitions(pipe, ppath, smap))
     problems.extend(_check_automation(config, smap, unknown_conn))
     problems.extend(_check_alerts(config, smap))
     return problems

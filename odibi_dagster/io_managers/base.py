@@ -58,6 +58,7 @@ from odibi_dagster.io_managers.write_rules import (
     merge_metadata,
     not_retried_after_append,
 )
+from odibi_dagster.partitions import fill, io_partition, partitioned_write
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
@@ -319,7 +320,8 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         meta: dict[str, Any],
         story: NodeStory | None,
     ) -> dict[str, Any] | None:
-        write = resolve_env(meta.get(WRITE_KEY), where)
+        partition = io_partition(context)
+        write = partitioned_write(resolve_env(meta.get(WRITE_KEY), where), partition, where)
         loc = self._location(resources, write, where) if write else None
         mode = str(write.get("mode", "overwrite")) if write else ""
         run_id = context.run_id
@@ -380,6 +382,8 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 }
                 out_meta["dagster/uri"] = dg.MetadataValue.path(loc.uri)
                 out_meta["written"] = written
+                if partition is not None and (write.get("options") or {}).get("predicate"):
+                    out_meta["replaced_where"] = write["options"]["predicate"]
                 if not written:
                     context.log.info(f"{where}: {loc.uri} exists and mode is ignore; not written")
                 if faithful_copy(write):  # consumers read the target: nothing to keep
@@ -427,7 +431,16 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         instance = _instance_of(context)
         if kept_base is not None and instance is not None:
             # the node succeeded: results of other runs no one reads again may go
-            prune_quietly(engine, kept_base, key, run_id, instance, context.log, where)
+            prune_quietly(
+                engine,
+                kept_base,
+                key,
+                run_id,
+                instance,
+                context.log,
+                where,
+                partition=partition.key if partition is not None else None,
+            )
         return outcome
 
     def _finish_story(
@@ -466,8 +479,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             return df
         meta = dict(upstream.definition_metadata or {})
         where = self._where(meta, key)
-        read = resolve_env(meta.get(READ_KEY), where)
-        write = resolve_env(meta.get(WRITE_KEY), where)
+        partition = io_partition(context)  # the upstream's partition this run reads
+        read = fill(resolve_env(meta.get(READ_KEY), where), partition, where)
+        write = partitioned_write(resolve_env(meta.get(WRITE_KEY), where), partition, where)
         resources = step_resources(context)
         engine = self._engine(resources)
         files = files_for(resources, read)
@@ -485,6 +499,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 return df
         elif read or (write and faithful_copy(write)):
             spec = read or write
+            assert spec is not None
             loc = self._location(resources, spec, where)
             with storage_errors(where, "reading", loc.uri, loc.storage_options):
                 df = engine.read(
@@ -551,7 +566,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             **known, status=FAILED, started=started, duration_s=round(time.perf_counter() - t0, 4)
         )
         try:  # the address needs no credentials: nothing is fetched to tell it
-            read = resolve_env(meta[READ_KEY], where)
+            partition = io_partition(context)
+            story.partition = partition.key if partition is not None else None
+            read = fill(resolve_env(meta[READ_KEY], where), partition, where)
             uri = self._connection(resources, read, where).uri(read["path"])
             story.read = {"uri": uri, "format": read["format"]}
             story.files = files_for(resources, read)

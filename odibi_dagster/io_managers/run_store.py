@@ -26,6 +26,9 @@ from odibi_dagster.errors import OdibiRunError, first_line
 # call (``dagster._core.execution.context.output.RUN_ID_PLACEHOLDER``).
 NO_RUN = "__EPHEMERAL_RUN_ID"
 
+# the tag Dagster gives a run of one partition
+PARTITION_TAG = "dagster/partition"
+
 # How long the results of a run that failed or was canceled are kept after it ended:
 # long enough to re-execute it from failure.
 KEEP_FAILED_S = 7 * 24 * 3600
@@ -59,7 +62,8 @@ def source_run(context: dg.InputContext, this_run: str, where: str) -> SourceRun
     step ran in it; on a re-execution, the earlier run that produced it when the step
     was not run again. An upstream asset that is not part of the run at all (a subset
     materialized from the UI) comes with no run: its latest materialization's run is
-    read then."""
+    read then, for a partitioned one the latest materialization of the partition read
+    (a run computes one partition, so keying by run keys by partition too)."""
     upstream = context.upstream_output
     run_id: str | None = None
     if upstream is not None:
@@ -77,6 +81,19 @@ def source_run(context: dg.InputContext, this_run: str, where: str) -> SourceRun
         if run_id:
             return SourceRun(run_id, "a call outside a run")
         raise OdibiRunError(f"{where}: no run to load the stored result of") from None
+    partition = _partition_read(context)
+    if partition is not None:  # the latest result of that partition, not of another
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]),
+            limit=1,
+        ).records
+        if not records:
+            raise OdibiRunError(
+                f"{where}: no stored result of partition '{partition}' yet (it was never "
+                "materialized in this Dagster instance). Materialize that partition of this "
+                "upstream node first, or run the whole pipeline job for it."
+            )
+        return SourceRun(records[0].run_id, f"the latest materialization of '{partition}'")
     event = instance.get_latest_materialization_event(context.asset_key)
     if event is None:
         raise OdibiRunError(
@@ -86,6 +103,16 @@ def source_run(context: dg.InputContext, this_run: str, where: str) -> SourceRun
     return SourceRun(event.run_id, "its latest materialization")
 
 
+def _partition_read(context: dg.InputContext) -> str | None:
+    """The one partition of the upstream asset this input reads (None: not partitioned)."""
+    try:
+        if context.has_asset_partitions:
+            return context.asset_partition_key
+    except Exception:  # several partitions: not a single partition's result
+        return None
+    return None
+
+
 def prune(
     engine: Engine,
     base: str,
@@ -93,12 +120,14 @@ def prune(
     run_id: str,
     instance: dg.DagsterInstance,
     now: float | None = None,
+    partition: str | None = None,
 ) -> list[str]:
     """Delete the stored results of asset ``key`` that no one will read again, now that
     run ``run_id`` kept a result of it; return the runs whose results were deleted.
 
     A run's result goes when the run ended in SUCCESS (``run_id``'s result is the newer
-    one, the asset's latest materialization), ended in FAILURE or CANCELED more than
+    one, the asset's latest materialization; for a partitioned asset, ``partition``, only
+    a run of the same partition: the others hold their partitions' latest results), ended in FAILURE or CANCELED more than
     :data:`KEEP_FAILED_S` ago (until then it can be re-executed from failure), or is not
     in the instance and was written more than :data:`KEEP_UNKNOWN_S` ago. Results of
     runs not finished are kept, and so are those of every run in the group of a run not
@@ -134,7 +163,8 @@ def prune(
             continue
         status = record.dagster_run.status
         if status == dg.DagsterRunStatus.SUCCESS:
-            doomed.append(name)
+            if partition is None or record.dagster_run.tags.get(PARTITION_TAG) == partition:
+                doomed.append(name)
         elif status in _FINISHED:
             ended = record.end_time or _epoch(record.update_timestamp)
             if now - ended > KEEP_FAILED_S:
@@ -180,10 +210,11 @@ def prune_quietly(
     instance: dg.DagsterInstance,
     log: logging.Logger,
     where: str,
+    partition: str | None = None,
 ) -> list[str]:
     """:func:`prune`, what it deleted and its errors logged: pruning never fails a node."""
     try:
-        deleted = prune(engine, base, key, run_id, instance)
+        deleted = prune(engine, base, key, run_id, instance, partition=partition)
     except Exception as exc:
         log.warning(
             f"{where}: stored results of other runs were not pruned from {base} "

@@ -48,6 +48,7 @@ class NodeStory:
     duration_s: float
     where: str = ""
     description: str | None = None
+    partition: str | None = None  # the partition the run computed (partitioned nodes)
     inputs: dict[str, int | None] = field(default_factory=dict)  # None: not counted
     read: dict[str, Any] | None = None  # a read-only source: what it read (uri, format)
     files: list[str] = field(default_factory=list)  # the files a sensor's run read
@@ -198,6 +199,8 @@ def render_html(doc: dict[str, Any]) -> str:
                 parts.append(f"<div class='why'>{e(n['error'])}</div>")
             continue
         facts = [f"started {e(n['started'])}", f"{n['duration_s']:.3f} s"]
+        if n.get("partition") is not None:
+            facts.insert(0, f"partition <code>{e(str(n['partition']))}</code>")
         if n.get("rows") is not None:
             facts.append(f"{n['rows']} rows")
         parts.append(f"<p>{', '.join(facts)} &middot; <code>{e(n.get('where') or '')}</code></p>")
