@@ -229,7 +229,9 @@ def test_dg_check_defs_reports_an_odibi_mistake_with_file_line_and_key(cli):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, show(proc)
     assert "OdibiConfigError" in out, show(proc)
-    assert re.search(rf"sales_daily\.yaml:{line}: \S*formt: unknown key 'formt'", out), show(proc)
+    assert re.search(
+        rf"sales_daily\.yaml:{line}: \S*formt: node 'raw_sales': unknown key 'formt'", out
+    ), show(proc)
 
 
 def test_dg_check_yaml_rejects_an_unknown_attribute(cli):
