@@ -304,6 +304,7 @@ def story_resource(project: LoadedProject) -> RunStoryResource | None:
         connection=s.target_connection,
         output_dir=s.output_path,
         max_sample_rows=s.max_sample_rows,
+        retention_days=s.retention_days,
     )
 
 

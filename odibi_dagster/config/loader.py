@@ -137,6 +137,9 @@ def load_project(
     problems: list[Problem] = []
     imported: list[Path] = []
     data = merge_imports(data, smap, project_file, problems, imported)
+    # a pipelines/*.yaml the project file imports is read once
+    done = {f.resolve() for f in imported}
+    pipeline_files = [f for f in pipeline_files if f.resolve() not in done]
     data = _merge_pipeline_files(data, smap, pipeline_files, problems)
     data = apply_environment(data, smap, env, project_file, problems, imported)
     all_files = [project_file, *imported, *pipeline_files]
