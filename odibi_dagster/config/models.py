@@ -674,6 +674,16 @@ class SystemConfig(StrictModel):
 
     connection: str = Field(description="Connection Odibi keeps its system tables on.")
     path: str = Field(default="_odibi_system", description="Directory on that connection.")
+    environment: str | None = Field(default=None, description="Environment name it records.")
+    sync_to: dict[str, Any] | None = Field(
+        default=None, description="Where Odibi copies its system tables (e.g. a SQL schema)."
+    )
+    cost_per_compute_hour: float | None = Field(
+        default=None, description="Cost per compute hour, for Odibi's cost tracking."
+    )
+    retention_days: dict[str, int] | None = Field(
+        default=None, description="Days Odibi keeps each kind of system record."
+    )
 
 
 class ProjectConfig(StrictModel):

@@ -24,7 +24,6 @@ __all__ = ["ACCEPTED_NOT_APPLIED", "Note", "log_notes", "note_at", "take_accepte
 _log = logging.getLogger("odibi_dagster.config")
 
 _NODE = ("pipelines", "*", "nodes", "*")
-_STATE = "odibi_dagster keeps run state in Dagster's instance"
 
 # key path pattern -> why it has no effect here. Every entry is a key of Odibi v3.
 ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
@@ -33,6 +32,11 @@ ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
     ("lineage",): "OpenLineage export is not sent; Dagster records asset lineage itself",
     ("connections", "*", "validation_mode"): "connections are checked when a run uses them",
     ("story", "retention_count"): "stories are kept by age (retention_days) only",
+    ("story", "generate_lineage"): "Dagster shows asset lineage itself",
+    ("story", "async_generation"): "a node's story is written by the step that ran it",
+    ("pipelines", "*", "owner"): "asset owners come from the project's owner: (an e-mail)",
+    ("pipelines", "*", "freshness_sla"): "no freshness policy is set on the assets",
+    ("pipelines", "*", "freshness_anchor"): "no freshness policy is set on the assets",
     ("story", "failure_sample_size"): "stories hold no failed-row samples",
     ("story", "max_failure_samples"): "stories hold no failed-row samples",
     ("story", "max_sampled_validations"): "stories hold no failed-row samples",
