@@ -320,3 +320,30 @@ def test_story_retention_days_prunes_old_runs_only(tmp_path: Path) -> None:
     (runs / "starting").mkdir()  # no story.json yet
     assert prune_stories(target, "p", "current", retention_days=7) == ["old"]
     assert sorted(p.name for p in runs.iterdir()) == ["current", "recent", "starting"]
+
+
+def test_run_applies_the_environment_in_the_job_it_executes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.csv").write_text("id\n1\n2\n")
+    text = HEAD + textwrap.dedent("""\
+        vars:
+          out: dev_out
+        environments:
+          prod:
+            vars:
+              out: prod_out
+        pipelines:
+          - pipeline: p
+            nodes:
+              - name: raw
+                read: {connection: data, format: csv, path: in.csv}
+                write: {connection: data, format: parquet, path: "${vars.out}.parquet"}
+        """)
+    project_file = write(tmp_path, "project.yaml", text)
+    assert main(["run", str(project_file), "--env", "prod"]) == 0
+    assert "prod_out.parquet" in capsys.readouterr().out
+    assert (tmp_path / "data" / "prod_out.parquet").is_file()
+    assert not (tmp_path / "data" / "dev_out.parquet").exists()
