@@ -347,3 +347,25 @@ def test_run_applies_the_environment_in_the_job_it_executes(
     assert "prod_out.parquet" in capsys.readouterr().out
     assert (tmp_path / "data" / "prod_out.parquet").is_file()
     assert not (tmp_path / "data" / "dev_out.parquet").exists()
+
+
+def test_a_pipeline_file_may_hold_odibi_v3_pipeline_keys(tmp_path: Path) -> None:
+    write(tmp_path, "project.yaml", HEAD)
+    write(
+        tmp_path,
+        "pipelines/p.yaml",
+        """\
+        pipeline: p
+        owner: data-team
+        freshness_sla: 6h
+        nodes:
+          - name: raw
+            read: {connection: data, format: csv, path: in.csv}
+        """,
+    )
+    project = load_project(tmp_path)
+    assert [(Path(n.file).name, n.line, n.key) for n in project.notes] == [
+        ("project.yaml", 10, "system"),
+        ("p.yaml", 2, "pipelines[0].owner"),
+        ("p.yaml", 3, "pipelines[0].freshness_sla"),
+    ]

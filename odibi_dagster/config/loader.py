@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from odibi_dagster.config.env import interpolate_env
 from odibi_dagster.config.models import PipelineConfig, ProjectConfig
-from odibi_dagster.config.notes import Note, note_at, take_accepted
+from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
 from odibi_dagster.config.problems import problems_from_validation, type_name
 from odibi_dagster.config.semantics import check_semantics, find_cycle
 from odibi_dagster.config.v3 import (
@@ -228,7 +228,7 @@ def _merge_pipeline_files(
             )
             continue
         listed = "pipelines" in fdata and "pipeline" not in fdata
-        allowed = {"pipelines"} if listed else set(PipelineConfig.model_fields)
+        allowed = {"pipelines"} if listed else set(PipelineConfig.model_fields) | PIPELINE_KEYS
         fdata = dict(fdata)
         for extra in [k for k in fdata if k not in allowed and k in ProjectConfig.model_fields]:
             file, line = fmap.locate((extra,))

@@ -19,7 +19,14 @@ from typing import Any
 
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap, format_path
 
-__all__ = ["ACCEPTED_NOT_APPLIED", "Note", "log_notes", "note_at", "take_accepted"]
+__all__ = [
+    "ACCEPTED_NOT_APPLIED",
+    "PIPELINE_KEYS",
+    "Note",
+    "log_notes",
+    "note_at",
+    "take_accepted",
+]
 
 _log = logging.getLogger("odibi_dagster.config")
 
@@ -34,6 +41,8 @@ ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
     ("story", "retention_count"): "stories are kept by age (retention_days) only",
     ("story", "generate_lineage"): "Dagster shows asset lineage itself",
     ("story", "async_generation"): "a node's story is written by the step that ran it",
+    ("story", "theme"): "stories have one look",
+    ("story", "include_samples"): "set max_sample_rows: 0 for stories without samples",
     ("pipelines", "*", "owner"): "asset owners come from the project's owner: (an e-mail)",
     ("pipelines", "*", "freshness_sla"): "no freshness policy is set on the assets",
     ("pipelines", "*", "freshness_anchor"): "no freshness policy is set on the assets",
@@ -105,6 +114,12 @@ def _take(
         return [_take(v, rest, (*path, i), smap, why, notes) for i, v in enumerate(data)]
     return data
 
+
+# Keys of a pipeline (not of the project) among the patterns above: a pipeline file may
+# hold them at its top.
+PIPELINE_KEYS = frozenset(
+    p[2] for p in ACCEPTED_NOT_APPLIED if p[:2] == ("pipelines", "*") and p[2] != "nodes"
+)
 
 _logged: set[Note] = set()
 
