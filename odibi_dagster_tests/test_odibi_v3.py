@@ -20,6 +20,7 @@ from odibi_dagster.config.yaml_source import display_name
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.story.retention import prune_stories
 from odibi_dagster.story.writer import StoryTarget
+from odibi_dagster_tests.support.lake import RAW, Lake
 
 HEAD = """\
 project: v3demo
@@ -369,3 +370,15 @@ def test_a_pipeline_file_may_hold_odibi_v3_pipeline_keys(tmp_path: Path) -> None
         ("p.yaml", 2, "pipelines[0].owner"),
         ("p.yaml", 3, "pipelines[0].freshness_sla"),
     ]
+
+
+def test_story_retention_days_prunes_on_adls(lake: Lake) -> None:
+    conn = lake.resource(RAW)
+    target = StoryTarget(locate=conn.location, path="stories", project="x")
+    for run in ("old", "current"):
+        loc = conn.location(f"stories/p/{run}/story.json")
+        loc.fs.pipe(loc.fs_path, b"{}")
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
+    assert prune_stories(target, "p", "current", retention_days=30, now=soon) == []
+    assert prune_stories(target, "p", "current", retention_days=7, now=soon) == ["old"]
+    assert sorted(lake.blobs(RAW)) == ["stories/p/current/story.json"]
