@@ -382,3 +382,30 @@ def test_story_retention_days_prunes_on_adls(lake: Lake) -> None:
     assert prune_stories(target, "p", "current", retention_days=30, now=soon) == []
     assert prune_stories(target, "p", "current", retention_days=7, now=soon) == ["old"]
     assert sorted(lake.blobs(RAW)) == ["stories/p/current/story.json"]
+
+
+def test_the_json_schema_accepts_the_keys_validate_accepts(tmp_path: Path) -> None:
+    import jsonschema
+    import yaml
+
+    from odibi_dagster.config.schema import json_schema
+
+    text = HEAD + textwrap.dedent("""\
+        performance: {use_arrow: true}
+        vars: {x: 1}
+        pipelines:
+          - pipeline: p
+            owner: someone
+            nodes:
+              - name: raw
+                tags: [daily]
+                privacy: {method: hash}
+                on_error: ignore
+                read: {connection: data, format: csv, path: in.csv}
+        """)
+    project = write(tmp_path, "project.yaml", text)
+    load_project(project)  # validate accepts it
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert list(validator.iter_errors(yaml.safe_load(text))) == []
+    bad = yaml.safe_load(text.replace("privacy:", "privacyy:"))
+    assert [e.message for e in validator.iter_errors(bad)] != []
