@@ -18,6 +18,9 @@ def json_schema() -> dict[str, Any]:
     )
     schema["$defs"]["PipelineConfig"].pop("$defs", None)
     _accept_noted(schema)
+    local = schema["$defs"].get(CONNECTION_MODELS["local"].__name__, {})
+    if "base_path" in local.get("required", []):  # default: ./data of the working directory
+        local["required"].remove("base_path")
     result: dict[str, Any] = _accept_strings(schema)
     return result
 
