@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a project; one line per problem")
     v.add_argument("paths", nargs="+", metavar="PATH", help="YAML file or project directory")
+    _env_option(v)
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("schema", help="print the JSON Schema of the YAML format")
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this pipeline (repeatable); default: all, upstream first",
     )
     r.add_argument("--verbose", "-v", action="store_true", help="show Dagster's event log")
+    _env_option(r)
     r.set_defaults(func=cmd_run)
 
     j = sub.add_parser(
@@ -90,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     j.set_defaults(func=cmd_spark_jars)
     return p
+
+
+def _env_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env",
+        "-e",
+        help="apply this entry of the project's `environments:` (Odibi v3); default: $ODIBI_ENV",
+    )
 
 
 def cmd_spark_jars(args: argparse.Namespace) -> int:
@@ -116,12 +126,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.paths:
         try:
-            project = load_project(path)
+            project = load_project(path, env=args.env)
         except OdibiConfigError as exc:
             for problem in exc.problems:
                 print(str(problem), file=sys.stderr)
             failed = True
             continue
+        for note in project.notes:
+            print(f"note: {note}")
         cfg = project.config
         nodes = sum(len(p.nodes) for p in cfg.pipelines)
         try:  # what only Dagster can check
@@ -179,11 +191,11 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- run
 
 
-def pipeline_job(path: str, pipeline: str) -> Any:
+def pipeline_job(path: str, pipeline: str, env: str | None = None) -> Any:
     """Rebuild one pipeline's job (used by Dagster to reconstruct it in step processes)."""
     from odibi_dagster.compile import load_definitions
 
-    return load_definitions(path).resolve_job_def(pipeline)
+    return load_definitions(path, env=env).resolve_job_def(pipeline)
 
 
 def open_instance(home: Path) -> Any:
@@ -220,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from odibi_dagster.config.loader import display_name, load_project
     from odibi_dagster.lineage import pipeline_order
 
-    project = load_project(args.path)
+    project = load_project(args.path, env=args.env)
     build_definitions(project)  # report config problems before any run starts
     names = [p.pipeline for p in project.config.pipelines]
     wanted = args.pipelines or names
@@ -251,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         instance = dg.DagsterInstance.local_temp(
             tmp_home, overrides={"telemetry": {"enabled": False}}
         )
-    source = str(project.source.parent if project.files[1:] else project.source)
+    source = str(project.origin)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     ok = True
     try:
@@ -259,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             job = dg.build_reconstructable_job(
                 "odibi_dagster.cli",
                 "pipeline_job",
-                reconstructable_args=(source, name),  # type: ignore[arg-type]
+                reconstructable_args=(source, name, project.env),  # type: ignore[arg-type]
             )
             print(f"pipeline {name}")
             result = dg.execute_job(

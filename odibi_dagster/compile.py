@@ -31,7 +31,8 @@ from odibi_dagster.asset_functions import asset_function, source_checks_function
 from odibi_dagster.automation import new_files_sensor, pipeline_schedule, run_after_sensor
 from odibi_dagster.config.env import as_written
 from odibi_dagster.config.loader import LoadedProject, display_name, load_project
-from odibi_dagster.config.models import PipelineConfig, ProjectConfig
+from odibi_dagster.config.models import NodeConfig, PipelineConfig, ProjectConfig
+from odibi_dagster.config.notes import log_notes
 from odibi_dagster.engines.registry import ENGINES
 from odibi_dagster.errors import (
     OdibiConfigError,
@@ -72,7 +73,9 @@ __all__ = ["build_definitions", "load_definitions"]
 
 
 def load_definitions(
-    path: str | os.PathLike[str], translator: OdibiTranslator | None = None
+    path: str | os.PathLike[str],
+    translator: OdibiTranslator | None = None,
+    env: str | None = None,
 ) -> dg.Definitions:
     """Load the Odibi project at ``path`` (a YAML file or a project directory) as Definitions.
 
@@ -84,10 +87,13 @@ def load_definitions(
 
     Then ``dagster job execute -f definitions.py -j <pipeline>`` runs one pipeline. Pass an
     :class:`~odibi_dagster.OdibiTranslator` subclass to change asset keys, groups, tags, ...
+    ``env`` selects an entry of the project's ``environments:`` (default: $ODIBI_ENV). Keys
+    accepted but not applied are logged once (logger ``odibi_dagster.config``).
     """
     try:
         with _no_cyclic_gc():
-            project = load_project(path)
+            project = load_project(path, env=env)
+            log_notes(project.notes)
             defs = build_definitions(project, translator)
             check_definitions(project, defs)
         return defs
@@ -304,6 +310,7 @@ def story_resource(project: LoadedProject) -> RunStoryResource | None:
         connection=s.target_connection,
         output_dir=s.output_path,
         max_sample_rows=s.max_sample_rows,
+        retention_days=s.retention_days,
     )
 
 
@@ -362,8 +369,9 @@ def _step_labels(project: LoadedProject, node: OdibiNode) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _retry_policy(cfg: ProjectConfig) -> dg.RetryPolicy | None:
-    r = cfg.retry
+def _retry_policy(cfg: ProjectConfig, node: NodeConfig | None = None) -> dg.RetryPolicy | None:
+    """The node's ``retry:`` (Odibi v3), else the project's."""
+    r = node.retry if node is not None and node.retry is not None else cfg.retry
     if r is None or not r.enabled or r.max_attempts <= 1:
         return None
     backoff = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}.get(r.backoff)
@@ -430,7 +438,7 @@ def _node_asset(
         io_manager_key=ENGINES[node.engine].io_manager_key,
         required_resource_keys=required,
         check_specs=check_specs or None,
-        retry_policy=_retry_policy(project.config),
+        retry_policy=_retry_policy(project.config, c),
         kinds=spec.kinds,
         tags=spec.tags or None,
         owners=spec.owners or None,

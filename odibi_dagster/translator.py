@@ -109,9 +109,12 @@ class OdibiTranslator:
         return "\n\n".join(lines)
 
     def get_tags(self, node: OdibiNode) -> dict[str, str]:
-        """``odibi/layer`` from the pipeline's ``layer:``."""
+        """``odibi/layer`` from the pipeline's ``layer:``, and each of the node's ``tags:``
+        (Odibi v3) as a tag with an empty value."""
         layer = node.pipeline_config.layer
-        return {"odibi/layer": _tag_value(layer)} if layer else {}
+        tags = {"odibi/layer": _tag_value(layer)} if layer else {}
+        tags.update({t: "" for t in node.config.tags})
+        return tags
 
     def get_owners(self, node: OdibiNode) -> list[str]:
         """The project's ``owner:`` when it is an e-mail address (what Dagster accepts)."""
@@ -123,8 +126,27 @@ class OdibiTranslator:
         return {node.engine, io.format if io is not None else "python"}
 
     def get_metadata(self, node: OdibiNode) -> dict[str, Any]:
-        """Extra metadata shown on the asset (none by default)."""
-        return {}
+        """The node's ``columns:`` (Odibi v3 data dictionary) as the asset's column schema."""
+        cols = node.config.columns
+        if not cols:
+            return {}
+        return {
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(
+                        name=name,
+                        type="?",
+                        description=meta.description,
+                        tags={
+                            **({"pii": "true"} if meta.pii else {}),
+                            **{_tag_value(t): "" for t in meta.tags},
+                        }
+                        or None,
+                    )
+                    for name, meta in cols.items()
+                ]
+            )
+        }
 
     def get_automation_condition(self, node: OdibiNode) -> dg.AutomationCondition[Any] | None:
         """None: the asset runs when its job or a person starts it."""

@@ -16,8 +16,17 @@ from pydantic import ValidationError
 
 from odibi_dagster.config.env import interpolate_env
 from odibi_dagster.config.models import PipelineConfig, ProjectConfig
+from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
 from odibi_dagster.config.problems import problems_from_validation, type_name
 from odibi_dagster.config.semantics import check_semantics, find_cycle
+from odibi_dagster.config.v3 import (
+    ENV_SELECTOR,
+    apply_environment,
+    default_local_base_path,
+    merge_imports,
+    resolve_placeholders,
+    system_notes,
+)
 from odibi_dagster.config.yaml_source import (
     KeyPath,
     SourceMap,
@@ -47,6 +56,12 @@ class LoadedProject:
     smap: SourceMap = field(default_factory=SourceMap)
     # key path -> the text as written, for values filled from ${VAR}
     env_refs: dict[KeyPath, str] = field(default_factory=dict)
+    # keys accepted for Odibi compatibility but not applied (see config/notes.py)
+    notes: list[Note] = field(default_factory=list)
+    # the environment selected (--env / ODIBI_ENV), if any
+    env: str | None = None
+    # the path it was loaded from (a project directory or a YAML file)
+    origin: Path = Path()
 
     @property
     def name(self) -> str:
@@ -80,9 +95,16 @@ class LoadedProject:
 
 
 def load_project(
-    path: str | os.PathLike[str], environ: dict[str, str] | None = None
+    path: str | os.PathLike[str],
+    environ: dict[str, str] | None = None,
+    env: str | None = None,
 ) -> LoadedProject:
-    """Read, check and return the project at ``path``; raise OdibiConfigError otherwise."""
+    """Read, check and return the project at ``path``; raise OdibiConfigError otherwise.
+
+    ``env`` selects an entry of ``environments:`` (default: the ODIBI_ENV variable).
+    """
+    if env is None:
+        env = (os.environ if environ is None else environ).get(ENV_SELECTOR) or None
     p = Path(path).expanduser().resolve()
     if p.is_dir():
         project_file = next((p / f for f in PROJECT_FILES if (p / f).is_file()), None)
@@ -113,8 +135,19 @@ def load_project(
             [smap.problem((), "the project file must be a mapping (key: value) at the top")]
         )
     problems: list[Problem] = []
-    order = [display_name(f) for f in (project_file, *pipeline_files)]
+    imported: list[Path] = []
+    data = merge_imports(data, smap, project_file, problems, imported)
+    # a pipelines/*.yaml the project file imports is read once
+    done = {f.resolve() for f in imported}
+    pipeline_files = [f for f in pipeline_files if f.resolve() not in done]
     data = _merge_pipeline_files(data, smap, pipeline_files, problems)
+    data = apply_environment(data, smap, env, project_file, problems, imported)
+    all_files = [project_file, *imported, *pipeline_files]
+    order = [display_name(f) for f in all_files]
+    data = resolve_placeholders(data, smap, problems)
+    notes: list[Note] = system_notes(data, smap, problems)
+    data = take_accepted(data, smap, notes)
+    data = default_local_base_path(data)
 
     env_refs: dict[KeyPath, str] = {}
     data = interpolate_env(data, smap, environ, problems=problems, refs=env_refs)
@@ -134,14 +167,37 @@ def load_project(
     problems.extend(check_semantics(config, smap))
     if problems:
         raise OdibiConfigError(_sorted(problems, order))
+    notes.extend(_partial_notes(config, smap))
+    rank = {f: i for i, f in enumerate(order)}
+    notes.sort(key=lambda n: (rank.get(n.file, len(rank)), n.file, n.line or 0))
     return LoadedProject(
         config=config,
         source=project_file,
         root_dir=project_file.parent,
-        files=[project_file, *pipeline_files],
+        files=all_files,
         smap=smap,
         env_refs=env_refs,
+        notes=notes,
+        env=env,
+        origin=p,
     )
+
+
+def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:
+    """Notes for values the models keep but this orchestrator applies only in part."""
+    out = []
+    for pi, pipe in enumerate(config.pipelines):
+        for ni, node in enumerate(pipe.nodes):
+            if node.on_error != "fail_later":
+                out.append(
+                    note_at(
+                        smap,
+                        ("pipelines", pi, "nodes", ni, "on_error"),
+                        f"'{node.on_error}' is not applied: a failed node fails its asset, "
+                        "its dependents are skipped and other branches run (fail_later)",
+                    )
+                )
+    return out
 
 
 def _sorted(problems: list[Problem], order: list[str]) -> list[Problem]:
@@ -172,7 +228,7 @@ def _merge_pipeline_files(
             )
             continue
         listed = "pipelines" in fdata and "pipeline" not in fdata
-        allowed = {"pipelines"} if listed else set(PipelineConfig.model_fields)
+        allowed = {"pipelines"} if listed else set(PipelineConfig.model_fields) | PIPELINE_KEYS
         fdata = dict(fdata)
         for extra in [k for k in fdata if k not in allowed and k in ProjectConfig.model_fields]:
             file, line = fmap.locate((extra,))

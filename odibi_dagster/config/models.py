@@ -92,6 +92,11 @@ _EMPTY_IS_DEFAULT = frozenset(
         "sensors",
         "run_after",
         "alerts",
+        "tags",
+        "columns",
+        "vars",
+        "imports",
+        "environments",
     }
 )
 
@@ -419,6 +424,22 @@ class PartitionsConfig(StrictModel):
         return self.type != "static"
 
 
+class ColumnMetadata(StrictModel):
+    """Odibi v3: one column of a node's data dictionary (``columns:``)."""
+
+    description: str | None = Field(default=None, description="What the column holds.")
+    pii: bool = Field(default=False, description="Holds personal data (a column tag).")
+    tags: list[str] = Field(default_factory=list, description="Labels, as column tags.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+TAG_PATTERN = r"^[A-Za-z0-9_.-]{1,63}$"
+
+
 class NodeConfig(StrictModel):
     """One step of a pipeline: read, transform and/or write. Becomes one Dagster asset."""
 
@@ -440,6 +461,22 @@ class NodeConfig(StrictModel):
         default=None,
         description="Overrides the pipeline's `partitions:` for this node (odibi_dagster's own).",
     )
+    # Odibi v3 node keys (see config/notes.py for those accepted but not applied)
+    tags: list[str] = Field(
+        default_factory=list, description="Odibi v3: labels, set as Dagster asset tags."
+    )
+    columns: dict[str, ColumnMetadata] = Field(
+        default_factory=dict,
+        description="Odibi v3: the output's data dictionary, shown as the asset's column schema.",
+    )
+    retry: RetryConfig | None = Field(
+        default=None, description="Odibi v3: this node's retries (overrides the project's)."
+    )
+    on_error: Literal["fail_fast", "fail_later", "ignore"] = Field(
+        default="fail_later",
+        description="Odibi v3: fail_later (default, what Dagster does: dependents are "
+        "skipped, other branches run); fail_fast and ignore are accepted, not applied.",
+    )
 
     _file: str = PrivateAttr(default="")
     _line: int | None = PrivateAttr(default=None)
@@ -451,6 +488,19 @@ class NodeConfig(StrictModel):
         if v in RESERVED_NODE_NAMES or v.startswith("__"):
             raise ValueError(f"node name '{v}' is reserved; choose another name")
         return _check_name(v, "node")
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_names(cls, v: list[str]) -> list[str]:
+        import re
+
+        for t in v:
+            if not re.match(TAG_PATTERN, t):
+                raise ValueError(
+                    f"tag '{t}' cannot be a Dagster tag: use up to 63 letters, digits, "
+                    "'_', '-' or '.'"
+                )
+        return v
 
     @model_validator(mode="after")
     def _does_something(self) -> NodeConfig:
@@ -597,6 +647,12 @@ class StoryConfig(StrictModel):
     max_sample_rows: int = Field(default=10, ge=0, le=100, description="Rows in each preview.")
     auto_generate: bool = Field(default=True, description="Write a story after each run.")
     enabled: bool = Field(default=True, description="Set false to write no story.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Odibi v3: after a run, delete the stories of runs older than this many "
+        "days (default: keep all).",
+    )
 
     @property
     def active(self) -> bool:
@@ -770,6 +826,23 @@ class AlertConfig(StrictModel):
         return m.group(1)
 
 
+class SystemConfig(StrictModel):
+    """Odibi v3's System Catalog: accepted, not applied (run state lives in Dagster)."""
+
+    connection: str = Field(description="Connection Odibi keeps its system tables on.")
+    path: str = Field(default="_odibi_system", description="Directory on that connection.")
+    environment: str | None = Field(default=None, description="Environment name it records.")
+    sync_to: dict[str, Any] | None = Field(
+        default=None, description="Where Odibi copies its system tables (e.g. a SQL schema)."
+    )
+    cost_per_compute_hour: float | None = Field(
+        default=None, description="Cost per compute hour, for Odibi's cost tracking."
+    )
+    retention_days: dict[str, int] | None = Field(
+        default=None, description="Days Odibi keeps each kind of system record."
+    )
+
+
 class ProjectConfig(StrictModel):
     """A whole Odibi project: connections, settings and pipelines."""
 
@@ -806,3 +879,19 @@ class ProjectConfig(StrictModel):
         description="Messages to Slack, Teams or webhooks when runs fail, succeed or start.",
     )
     pipelines: list[PipelineConfig] = Field(min_length=1)
+    system: SystemConfig | None = Field(
+        default=None,
+        description="Odibi v3: the System Catalog; accepted, not applied (reported by validate).",
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="Odibi v3: values for ${vars.name} placeholders."
+    )
+    imports: list[str] = Field(
+        default_factory=list,
+        description="Odibi v3: YAML files merged into this one at load (relative to it).",
+    )
+    environments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Odibi v3: overrides per environment, applied at load when selected "
+        "with --env or ODIBI_ENV.",
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from odibi_dagster.config.models import PipelineConfig, ProjectConfig
+from odibi_dagster.config.models import CONNECTION_MODELS, PipelineConfig, ProjectConfig
+from odibi_dagster.config.notes import ACCEPTED_NOT_APPLIED
 
 
 def json_schema() -> dict[str, Any]:
@@ -16,8 +17,34 @@ def json_schema() -> dict[str, Any]:
         by_alias=True, ref_template="#/$defs/{model}"
     )
     schema["$defs"]["PipelineConfig"].pop("$defs", None)
+    _accept_noted(schema)
+    local = schema["$defs"].get(CONNECTION_MODELS["local"].__name__, {})
+    if "base_path" in local.get("required", []):  # default: ./data of the working directory
+        local["required"].remove("base_path")
     result: dict[str, Any] = _accept_strings(schema)
     return result
+
+
+# Where the keys of ACCEPTED_NOT_APPLIED live: their pattern's prefix -> the schema's models.
+_NOTED_IN: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): ("",),
+    ("story",): ("StoryConfig",),
+    ("pipelines", "*"): ("PipelineConfig",),
+    ("pipelines", "*", "nodes", "*"): ("NodeConfig",),
+    ("connections", "*"): tuple(m.__name__ for m in CONNECTION_MODELS.values()),
+}
+
+
+def _accept_noted(schema: dict[str, Any]) -> None:
+    """The keys accepted only for Odibi compatibility, as properties of any value, so that an
+    editor does not flag an Odibi v3 file that ``validate`` accepts (with a note)."""
+    for pattern, why in ACCEPTED_NOT_APPLIED.items():
+        for model in _NOTED_IN[pattern[:-1]]:
+            target = schema if not model else schema["$defs"].get(model)
+            if target is not None and "properties" in target:
+                target["properties"][pattern[-1]] = {
+                    "description": f"Odibi v3; accepted, not applied here: {why}."
+                }
 
 
 # Models that also accept a plain string in YAML (their before-validators turn it into the

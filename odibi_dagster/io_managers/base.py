@@ -415,8 +415,17 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 result, max(self.preview_rows, sample_rows), written_at=loc_at, fmt=fmt_at
             )
             out_meta["dagster/row_count"] = count
+            described = _declared_columns(context)
             out_meta["dagster/column_schema"] = dg.TableSchema(
-                columns=[dg.TableColumn(name=c, type=t) for c, t in columns]
+                columns=[
+                    dg.TableColumn(
+                        name=c,
+                        type=t,
+                        description=described[c].description if c in described else None,
+                        tags=described[c].tags if c in described else None,
+                    )
+                    for c, t in columns
+                ]
             )
             out_meta["preview"] = dg.MetadataValue.md(
                 markdown_table(
@@ -710,3 +719,16 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         self, context: dg.InputContext | dg.OutputContext, engine: Engine
     ) -> str:
         return self.intermediate_base(lambda: context.step_context.instance, engine)
+
+
+def _declared_columns(context: dg.OutputContext) -> dict[str, dg.TableColumn]:
+    """The columns the node's ``columns:`` (Odibi v3) describes, by name: their description
+    and tags are kept on the schema each materialization records."""
+    try:
+        schema = (context.definition_metadata or {}).get("dagster/column_schema")
+    except Exception:
+        return {}
+    schema = getattr(schema, "schema", schema)  # TableSchemaMetadataValue -> TableSchema
+    if not isinstance(schema, dg.TableSchema):
+        return {}
+    return {col.name: col for col in schema.columns}

@@ -23,6 +23,7 @@ from pydantic import Field, PrivateAttr
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
+from odibi_dagster.story.retention import prune_stories
 from odibi_dagster.story.writer import NodeStory, StoryTarget, record
 
 STORY_RESOURCE_KEY = "odibi_story"
@@ -45,9 +46,15 @@ class RunStoryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=None, description="A local directory, instead of a connection and path."
     )
     max_sample_rows: int = Field(default=10, description="Rows of each node's sample.")
+    retention_days: int | None = Field(
+        default=None,
+        description="Delete the stories of runs older than this many days (None: keep all).",
+    )
 
     # node stories computed in this step, waiting for their result to be written
     _pending: dict[tuple[str, tuple[str, ...]], NodeStory] = PrivateAttr(default_factory=dict)
+    # (run id, pipeline) whose old stories this step has pruned already
+    _pruned: set[tuple[str, str]] = PrivateAttr(default_factory=set)
 
     def target(self, connections: Mapping[str, Any]) -> StoryTarget:
         """Where stories go, given the step's resources (the connection is one of them)."""
@@ -78,7 +85,12 @@ class RunStoryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     ) -> Location:
         """Save one node's story (and, for a failed node, the stories of the nodes that
         will not run because of it) and re-render the run's story; the HTML's location."""
-        return record(self.target(connections), run_id, story, not_run)
+        target = self.target(connections)
+        html = record(target, run_id, story, not_run)
+        if self.retention_days is not None and (run_id, story.pipeline) not in self._pruned:
+            self._pruned.add((run_id, story.pipeline))
+            prune_stories(target, story.pipeline, run_id, self.retention_days)
+        return html
 
     def html(self, connections: Mapping[str, Any], pipeline: str, run_id: str) -> Location:
         """Where the story HTML of one run of ``pipeline`` is written."""

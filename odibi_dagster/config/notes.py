@@ -1,0 +1,132 @@
+"""Keys accepted so that a project written for Odibi loads unchanged, but given no effect here.
+
+Such a key is never dropped silently: each one found becomes a :class:`Note`, collected while
+the project loads (``LoadedProject.notes``), printed by ``odibi-dagster validate`` and logged
+once when definitions load. A note never fails validation.
+
+To accept another key this way, add its key path pattern and the reason to
+:data:`ACCEPTED_NOT_APPLIED` (``"*"`` stands for any mapping key or list index); the loader
+then removes the key before the models see it. A key the models keep but apply only in part
+records its note itself, with :func:`note_at`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from odibi_dagster.config.yaml_source import KeyPath, SourceMap, format_path
+
+__all__ = [
+    "ACCEPTED_NOT_APPLIED",
+    "PIPELINE_KEYS",
+    "Note",
+    "log_notes",
+    "note_at",
+    "take_accepted",
+]
+
+_log = logging.getLogger("odibi_dagster.config")
+
+_NODE = ("pipelines", "*", "nodes", "*")
+
+# key path pattern -> why it has no effect here. Every entry is a key of Odibi v3.
+ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
+    ("performance",): "Odibi's engine tuning (use_arrow, spark_config, delta_table_properties, "
+    "skip_null_profiling); set Spark options on the Spark resource instead",
+    ("lineage",): "OpenLineage export is not sent; Dagster records asset lineage itself",
+    ("connections", "*", "validation_mode"): "connections are checked when a run uses them",
+    ("story", "retention_count"): "stories are kept by age (retention_days) only",
+    ("story", "generate_lineage"): "Dagster shows asset lineage itself",
+    ("story", "async_generation"): "a node's story is written by the step that ran it",
+    ("story", "theme"): "stories have one look",
+    ("story", "include_samples"): "set max_sample_rows: 0 for stories without samples",
+    ("pipelines", "*", "owner"): "asset owners come from the project's owner: (an e-mail)",
+    ("pipelines", "*", "freshness_sla"): "no freshness policy is set on the assets",
+    ("pipelines", "*", "freshness_anchor"): "no freshness policy is set on the assets",
+    ("story", "failure_sample_size"): "stories hold no failed-row samples",
+    ("story", "max_failure_samples"): "stories hold no failed-row samples",
+    ("story", "max_sampled_validations"): "stories hold no failed-row samples",
+    (*_NODE, "enabled"): "every node is compiled into an asset; to skip one, leave it out of "
+    "the run (select assets in Dagster) or remove it from the YAML",
+    (*_NODE, "log_level"): "Dagster sets the log level of a run",
+    (*_NODE, "privacy"): "columns are not anonymised; apply hashing or masking in a transform step",
+    (*_NODE, "sensitive"): "story samples are not masked; set story max_sample_rows: 0 to "
+    "write none",
+    (*_NODE, "schema_policy"): "schema drift is not handled; a write with new columns "
+    "follows the format's own rules",
+    (*_NODE, "pre_sql"): "SQL hooks are not run",
+    (*_NODE, "post_sql"): "SQL hooks are not run",
+    (*_NODE, "materialized"): "every node with write: is materialized as a table/file",
+    (*_NODE, "streaming"): "nodes run as batches",
+}
+
+
+@dataclass(frozen=True)
+class Note:
+    """A key accepted for compatibility with Odibi but not applied here, and why."""
+
+    file: str
+    line: int | None
+    key: str
+    why: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: accepted, not applied: {self.key}: {self.why}"
+
+
+def note_at(smap: SourceMap, path: KeyPath, why: str) -> Note:
+    """The note for the key at ``path`` of the merged document."""
+    file, line = smap.locate(path)
+    return Note(file, line, format_path(path), why)
+
+
+def take_accepted(data: Any, smap: SourceMap, notes: list[Note]) -> Any:
+    """``data`` without the keys of :data:`ACCEPTED_NOT_APPLIED`; a note for each one found."""
+    for pattern, why in ACCEPTED_NOT_APPLIED.items():
+        data = _take(data, pattern, (), smap, why, notes)
+    return data
+
+
+def _take(
+    data: Any,
+    pattern: tuple[str, ...],
+    path: KeyPath,
+    smap: SourceMap,
+    why: str,
+    notes: list[Note],
+) -> Any:
+    head, rest = pattern[0], pattern[1:]
+    if isinstance(data, dict):
+        keys = list(data) if head == "*" else [head] if head in data else []
+        if not rest:
+            for k in keys:
+                notes.append(note_at(smap, (*path, k), why))
+            return {k: v for k, v in data.items() if k not in keys} if keys else data
+        out = dict(data)
+        for k in keys:
+            out[k] = _take(data[k], rest, (*path, k), smap, why, notes)
+        return out
+    if isinstance(data, list) and head == "*" and rest:
+        return [_take(v, rest, (*path, i), smap, why, notes) for i, v in enumerate(data)]
+    return data
+
+
+# Keys of a pipeline (not of the project) among the patterns above: a pipeline file may
+# hold them at its top.
+PIPELINE_KEYS = frozenset(
+    p[2] for p in ACCEPTED_NOT_APPLIED if p[:2] == ("pipelines", "*") and p[2] != "nodes"
+)
+
+_logged: set[Note] = set()
+
+
+def log_notes(notes: Iterable[Note]) -> None:
+    """Log each note at INFO, once per process (definitions may be loaded many times)."""
+    for n in notes:
+        if n not in _logged:
+            _logged.add(n)
+            _log.info("%s", n)

@@ -1,0 +1,127 @@
+"""``odibi-dagster validate`` over real Odibi v3 configs (``odibi_v3_corpus/``, copied unchanged
+from Odibi's examples and documentation; see its README.md and LICENSE).
+
+Each file is either expected to validate, or listed in EXPECTED_FAILURES with the reason and a
+piece of the first problem reported. A file that starts to pass (a feature arrived) or starts
+to fail for another reason makes the test fail, so the list stays true. ``test_pass_rate``
+prints the pass rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from odibi_dagster.cli import main
+
+CORPUS = Path(__file__).resolve().parent / "odibi_v3_corpus"
+
+# file -> (why it does not validate here, a piece of the first problem reported)
+EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
+    "azure_etl_project.yaml": (
+        "an azure_sql connection and Odibi's older azure_adls auth spelling (not supported)",
+        "connections.adls_source.auth: unknown key 'auth'",
+    ),
+    "canonical_03_scd2_step1_initial_load.yaml": (
+        "pattern: (dimension SCD2), not yet supported",
+        "unknown key 'pattern'",
+    ),
+    "cheme_L00_tank_data.yaml": (
+        "read.format: simulation, and path/format on a local connection (which Odibi "
+        "ignores; keys are checked here)",
+        "connections.output_csv.path: unknown key 'path'",
+    ),
+    "diagnostics_demo_pipeline.odibi.yaml": (
+        "transformer: + params:, not yet supported",
+        "unknown key 'params'",
+    ),
+    "docs_canonical_03_scd2_dimension.yaml": (
+        "pattern: (dimension SCD2), not yet supported",
+        "unknown key 'pattern'",
+    ),
+    "docs_configuration_basic_example.yaml": (
+        "a delta (metastore) connection and write.table, not supported",
+        "unsupported connection type 'delta'",
+    ),
+    "docs_configuration_complete_example.yaml": (
+        "the on_gate_block alert event (quality gates), delta and azure_blob connections, "
+        "transformer:, v3 validation tests, read.incremental",
+        "'on_gate_block' is not sent here",
+    ),
+    "docs_environments_guide.yaml": (
+        "a read without format: (Odibi v3 requires format as well)",
+        "missing required key 'format'",
+    ),
+    "docs_pipelines_yaml_structure.yaml": (
+        "path: on a local connection (Odibi ignores it and uses ./data; keys are checked here)",
+        "connections.bronze.path: unknown key 'path'",
+    ),
+    "docs_quick_start_config.yaml": (
+        "a top-level key Odibi ignores (plant:); keys are checked here",
+        "unknown key 'plant'",
+    ),
+    "docs_spark_getting_started_project.yaml": (
+        "a project file shown without its pipelines (Odibi needs pipelines too)",
+        "missing required key 'pipelines'",
+    ),
+    "docs_stories_complete_story_configuration.yaml": (
+        "a page fragment: no connections, transform operation:, write mode merge",
+        "missing required key 'connections'",
+    ),
+    "odibi_climate_pipeline.yaml": (
+        "a custom read format (Odibi format plugins), not supported",
+        "unsupported format 'weather'",
+    ),
+    "odibi_metrics.yaml": (
+        "transformer: + params:, not yet supported",
+        "unknown key 'transformer'",
+    ),
+    "pandas_hwm_example_project.yaml": (
+        "read.query / write.first_run_query (incremental SQL reads), not yet supported",
+        "unknown key 'query'",
+    ),
+    "phase1_date_dimension.yaml": (
+        "a pipeline fragment without connections, using transformer:",
+        "missing required key 'connections'",
+    ),
+}
+
+FILES = sorted(p.name for p in CORPUS.glob("*.yaml"))
+
+
+def test_the_corpus_lists_every_file() -> None:
+    assert len(FILES) >= 20
+    assert set(EXPECTED_FAILURES) <= set(FILES)
+    assert (CORPUS / "LICENSE").is_file()
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_validate_odibi_v3_config(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(CORPUS)
+    code = main(["validate", name])
+    out, err = capsys.readouterr()
+    if name in EXPECTED_FAILURES:
+        why, problem = EXPECTED_FAILURES[name]
+        assert code == 1, f"{name} validates now; remove it from EXPECTED_FAILURES ({why})"
+        first = err.splitlines()[0]
+        assert problem in first, f"{name}: expected a problem with {problem!r}, got:\n{err}"
+        assert first.startswith(f"{name}:")  # file:line
+    else:
+        assert code == 0, f"{name} no longer validates:\n{err}"
+        assert out.splitlines()[-1].startswith(f"ok: {name}")
+
+
+def test_pass_rate(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(CORPUS)
+    passed = [name for name in FILES if main(["validate", name]) == 0]
+    capsys.readouterr()
+    expected = [name for name in FILES if name not in EXPECTED_FAILURES]
+    assert passed == expected
+    with capsys.disabled():
+        print(
+            f"\nOdibi v3 corpus: {len(passed)}/{len(FILES)} configs validate "
+            f"({100 * len(passed) / len(FILES):.0f}%)"
+        )
