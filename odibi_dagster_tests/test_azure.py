@@ -812,3 +812,40 @@ pipelines:
         assert result.success, failure_text(result)
         mats = result.asset_materializations_for_node(name)
         assert mats[0].metadata["dagster/row_count"].value == 1
+
+
+def test_a_stateful_read_of_a_delta_table_on_adls_reads_each_batch_once(lake: Lake):
+    table = f"az://{lake.raw_container}/in/events"
+
+    def land(ids: list[int]) -> None:
+        write_deltalake(
+            table, pd.DataFrame({"id": ids}), mode="append", storage_options=lake.delta_options(RAW)
+        )
+
+    project = lake.project(
+        """
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: events
+        read:
+          connection: raw
+          path: in/events
+          format: delta
+          incremental: {mode: stateful, column: id}
+        write: {connection: cur, path: out/events, format: delta, mode: append}
+"""
+    )
+    rows_read = []
+    for ids in ([1, 2, 3], [4, 5], [6]):
+        land(ids)
+        result = run_job(project)
+        assert result.success, failure_text(result)
+        (mat,) = result.asset_materializations_for_node("p__events")
+        rows_read.append(mat.metadata["odibi/rows_read"].value)
+        assert mat.metadata["odibi/high_water_mark"].value["value"] == ids[-1]
+    assert rows_read == [3, 2, 1]
+    out = DeltaTable(
+        f"az://{lake.cur_container}/gold/out/events", storage_options=lake.delta_options(CUR)
+    )
+    assert sorted(out.to_pandas()["id"]) == [1, 2, 3, 4, 5, 6]

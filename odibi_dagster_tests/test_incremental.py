@@ -4,6 +4,7 @@ and a failed run does not move it."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def test_a_read_only_source_is_read_incrementally_for_each_consumer(
         f"""
 engine: {engine}
 connections: {{fs: {{type: local, base_path: .}}}}
+story: {{connection: fs, path: stories}}
 pipelines:
   - pipeline: p
     nodes:
@@ -145,7 +147,13 @@ pipelines:
     append_batch(tmp_path / "src", [1, 2])
     assert run_job(tmp_path / "p.yaml").success
     append_batch(tmp_path / "src", [3, 4, 5])
-    assert run_job(tmp_path / "p.yaml").success
+    result = run_job(tmp_path / "p.yaml")
+    assert result.success
+    # the story tells what the source's read kept, and the consumer's input says so too
+    story = json.loads((tmp_path / "stories" / "p" / result.run_id / "story.json").read_text())
+    nodes = {n["node"]: n for n in story["nodes"]}
+    assert nodes["src"]["read"]["incremental"] == "incremental stateful: id > 2"
+    assert list(nodes["copy"]["inputs"]) == ["src (incremental stateful: id > 2)"]
     meta = latest(["p", "copy"])
     assert meta[f"{ROWS_READ_KEY}/src"] == 3
     assert meta[f"{FILTER_KEY}/src"] == "stateful: id > 2"

@@ -226,8 +226,8 @@ class IncrementalConfig(StrictModel):
     )
     state_key: str | None = Field(
         default=None,
-        description="Accepted for Odibi compatibility and shown in the metadata; the mark "
-        "belongs to the node's asset whatever it says.",
+        description="Accepted for Odibi compatibility and not applied: the mark belongs "
+        "to the asset that reads.",
     )
     watermark_lag: str | None = Field(
         default=None,

@@ -495,6 +495,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         engine = self._engine(resources)
         files = files_for(resources, read)
         started, t0 = now(), time.perf_counter()
+        note = ""  # what an incremental read of a source read, for its story
         if files:  # a sensor started this run for these files of the source
             conn = self._connection(resources, read, where)
             locs = [conn.location(f) for f in files]
@@ -502,9 +503,9 @@ class OdibiIOManager(dg.ConfigurableIOManager):
                 df = engine.read_files(locs, read["format"], read.get("options") or {}, where=where)
             context.add_input_metadata(files_metadata(files))
         elif read and read.get("incremental"):
-            df, stateful = self._read_incremental(context, resources, engine, read, where)
+            df, stateful, note = self._read_incremental(context, resources, engine, read, where)
             if stateful:  # each consumer reads from its own mark: nothing to share
-                self._story_of_source_read(context, resources, engine, df, started, t0)
+                self._story_of_source_read(context, resources, engine, df, started, t0, note)
                 return df
         elif read or (write and faithful_copy(write)):
             spec = read or write
@@ -523,7 +524,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             )
         self._cache[(this_run, key)] = df
         if read:  # a read-only node: this read is its part of the run
-            self._story_of_source_read(context, resources, engine, df, started, t0)
+            self._story_of_source_read(context, resources, engine, df, started, t0, note)
         return df
 
     def _read_incremental(
@@ -533,9 +534,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         engine: Engine,
         read: dict[str, Any],
         where: str,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Any, bool, str]:
         """A read-only source with ``incremental:`` read for the consumer of this input
-        (see :mod:`odibi_dagster.incremental`); whether the read was stateful. A stateful
+        (see :mod:`odibi_dagster.incremental`); whether the read was stateful, and what it
+        read (for the story). A stateful
         read starts from the mark the consumer's last materialization recorded for this
         input; a consumer that is not an asset (the source's checks) reads everything."""
         spec = dict(read["incremental"])
@@ -548,7 +550,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         with storage_errors(where, "reading", loc.uri, loc.storage_options):
             if stateful and consumer is None:
                 df = engine.read(loc, read["format"], read.get("options") or {}, where=where)
-                return df, True
+                return df, True, "incremental stateful: read everything (not for a node)"
             df, done = incremental.read(
                 engine, loc, read["format"], read.get("options") or {}, spec, before, where=where
             )
@@ -556,7 +558,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             key = (_run_of(context), tuple(consumer.path), context.name)
             self._incremental[key] = done
         context.add_input_metadata({k: v for k, v in done.metadata().items()})
-        return df, stateful
+        return df, stateful, done.label()
 
     # ------------------------------------------------------------------ stories of inputs
 
@@ -593,8 +595,10 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         df: Any,
         started: str,
         t0: float,
+        note: str = "",
     ) -> None:
-        """Save the story of a read-only node read for this input: what it read."""
+        """Save the story of a read-only node read for this input: what it read (``note``:
+        what an incremental read kept)."""
         recorder = resources.get(STORY_RESOURCE_KEY)
         if not isinstance(recorder, RunStoryResource):
             return
@@ -603,6 +607,8 @@ class OdibiIOManager(dg.ConfigurableIOManager):
             if story is None:
                 return
             story.status = SUCCESS
+            if note and story.read is not None:
+                story.read["incremental"] = note
             story.rows = engine.cheap_row_count(df)
             story.columns = engine.column_schema(df)
             if story.rows is not None and recorder.max_sample_rows:  # in memory: free

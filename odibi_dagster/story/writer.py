@@ -206,8 +206,10 @@ def render_html(doc: dict[str, Any]) -> str:
         parts.append(f"<p>{', '.join(facts)} &middot; <code>{e(n.get('where') or '')}</code></p>")
         if n.get("read"):
             r = n["read"]
+            how = f" ({e(str(r['incremental']))})" if r.get("incremental") else ""
             parts.append(
-                f"<p>Read {e(str(r.get('format')))} from <code>{e(str(r.get('uri')))}</code></p>"
+                f"<p>Read {e(str(r.get('format')))} from <code>{e(str(r.get('uri')))}</code>"
+                f"{how}</p>"
             )
         if n.get("inputs"):
             ins = ", ".join(
