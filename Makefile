@@ -76,6 +76,7 @@ bench: $(STAMP) services spark-jars
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/keyvault_requests.py
 	$(BIN)/python benchmarks/spark_io.py
+	$(BIN)/python benchmarks/upsert.py
 	$(BIN)/python benchmarks/sensor_ticks.py
 	$(BIN)/python benchmarks/incremental_read.py --spark
 	$(BIN)/python benchmarks/concurrent_appends.py local-parquet local-csv local-json \

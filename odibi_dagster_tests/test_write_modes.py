@@ -224,9 +224,11 @@ pipelines:
 """
 
 
-def keyed_run(tmp_path: Path, csv: str, mode: str, options: str) -> dict[str, Any]:
+def keyed_run(
+    tmp_path: Path, csv: str, mode: str, options: str, engine: str = "pandas"
+) -> dict[str, Any]:
     (tmp_path / "changes.csv").write_text(textwrap.dedent(csv).lstrip())
-    text = PROJECT.replace("MODE", mode).replace("OPTIONS", options)
+    text = f"engine: {engine}\n" + PROJECT.replace("MODE", mode).replace("OPTIONS", options)
     (tmp_path / "p.yaml").write_text(text)
     result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
     assert result.success
@@ -254,6 +256,18 @@ def test_a_run_records_the_rows_an_upsert_and_a_merge_inserted_updated_deleted(t
     assert third["odibi/rows_deleted"] == 1
     rows = DeltaTable(str(tmp_path / "customers")).to_pyarrow_table().to_pylist()
     assert sorted((r["id"], r["name"]) for r in rows) == [(2, "bobby"), (3, "cyd")]
+
+
+def test_a_spark_run_records_the_rows_an_upsert_inserted_and_updated(spark: Any, tmp_path: Path):
+    first = keyed_run(tmp_path, "id,name,op\n1,ann,U\n2,bob,U\n", "upsert", "{keys: [id]}", "spark")
+    assert (first["odibi/rows_inserted"], first["odibi/rows_updated"]) == (2, 0)
+    changes = "id,name,op\n2,bobby,U\n3,cy,U\n"
+    for _ in range(2):
+        again = keyed_run(tmp_path, changes, "upsert", "{keys: [id]}", "spark")
+    assert (again["odibi/rows_inserted"], again["odibi/rows_updated"]) == (0, 2)
+    assert again["odibi/rows_deleted"] == 0 and again["dagster/row_count"] == 2
+    rows = DeltaTable(str(tmp_path / "customers")).to_pyarrow_table().to_pylist()
+    assert sorted((r["id"], r["name"]) for r in rows) == [(1, "ann"), (2, "bobby"), (3, "cy")]
 
 
 def test_a_run_with_repeated_keys_fails_naming_node_and_keys(tmp_path: Path):

@@ -105,9 +105,11 @@ def require_columns(
             )
 
 
-def bad_keys(where: str, kw: KeyedWrite, samples: list[dict[str, Any]], count: int) -> NoReturn:
+def bad_keys(
+    where: str, kw: KeyedWrite, samples: list[dict[str, Any]], count: int | str
+) -> NoReturn:
     """Fail for incoming rows whose keys are null or repeated (``samples``: some of those
-    keys, ``count``: how many distinct such keys there are, or more)."""
+    keys, ``count``: how many distinct such keys there are, e.g. 3 or "more than 5")."""
     shown = ", ".join(
         "(" + ", ".join(f"{k}={row.get(k)!r}" for k in kw.keys) + ")" for row in samples
     )

@@ -42,14 +42,15 @@ def check_incoming(df: Any, kw: KeyedWrite, where: str) -> None:
     null = " OR ".join(f"{_q(k)} IS NULL" for k in kw.keys)
     bad = (
         df.groupBy(*[F.col(_q(k)) for k in kw.keys])
-        .count()
-        .where(f"count > 1 OR {null}")
+        .agg(F.count(F.lit(1)).alias("__odibi_rows"))
+        .where(f"__odibi_rows > 1 OR {null}")
         .select(*[F.col(_q(k)) for k in kw.keys])
         .limit(6)
         .collect()
     )
     if bad:
-        bad_keys(where, kw, [r.asDict() for r in bad[:5]], len(bad) if len(bad) < 6 else 6)
+        count = str(len(bad)) if len(bad) <= 5 else "more than 5"
+        bad_keys(where, kw, [r.asDict() for r in bad[:5]], count)
 
 
 def with_delete_flag(df: Any, kw: KeyedWrite, where: str) -> Any:
