@@ -20,6 +20,7 @@ import odibi_dagster
 from odibi_dagster import load_project
 from odibi_dagster.automation import scheduled_partitions
 from odibi_dagster.partitions import Partition, fill, partition_of, partitioned_write
+from odibi_dagster_tests.support.cli import run_cli
 from odibi_dagster_tests.support.runs import failure_text
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -428,3 +429,17 @@ def _finished_runs(instance: dg.DagsterInstance, count: int) -> list[dg.DagsterR
             return runs
         time.sleep(0.5)
     return list(instance.get_runs())
+
+
+def test_odibi_dagster_run_computes_the_partition_it_is_given(tmp_path, dagster_home):
+    project = _project(tmp_path, DELTA_PIPELINE)
+    _raw_day(tmp_path, DAYS[1], [4])
+    refused = run_cli("odibi-dagster", "run", project)
+    assert refused.returncode == 1
+    assert "pipeline p is partitioned: give the partition to run with --partition" in (
+        refused.stderr
+    )
+    assert run_cli("odibi-dagster", "run", project, "--partition", "2023-12-31").returncode == 1
+    done = run_cli("odibi-dagster", "run", project, "--partition", DAYS[1])
+    assert done.returncode == 0, done.stderr
+    assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [(DAYS[1], 40, DAYS[1], DAYS[2])]
