@@ -210,6 +210,30 @@ def test_a_downstream_alone_reads_the_result_of_its_own_partition(tmp_path, dags
         assert result.asset_value(report)["total"].tolist() == [total]
 
 
+@pytest.mark.slow
+def test_partitions_under_the_multiprocess_executor(tmp_path, dagster_home):
+    """Each step in a process of its own reads its input's result of the run's day."""
+    project = _project(
+        tmp_path,
+        PARQUET_PIPELINE.replace(
+            "  - pipeline: p\n", "  - pipeline: p\n    executor: multiprocess\n"
+        ),
+    )
+    for i, day in enumerate(DAYS[:2]):
+        _raw_day(tmp_path, day, [i + 1, i + 2])
+    for day in DAYS[:2]:
+        result = dg.execute_job(
+            dg.build_reconstructable_job(
+                "odibi_dagster.cli", "pipeline_job", reconstructable_args=(str(project), "p")
+            ),
+            instance=dg.DagsterInstance.get(),
+            tags={"dagster/partition": day},
+        )
+        assert result.success
+    gold = tmp_path / "lake" / "gold" / "totals"
+    assert sorted(pd.read_parquet(gold / f"day={DAYS[1]}" / "part.parquet")["amount"]) == [20, 30]
+
+
 def test_a_run_for_no_partition_fails_naming_the_node(tmp_path, dagster_home):
     project = _project(tmp_path, DELTA_PIPELINE)
     defs = odibi_dagster.load_definitions(project)
@@ -431,6 +455,7 @@ def _finished_runs(instance: dg.DagsterInstance, count: int) -> list[dg.DagsterR
     return list(instance.get_runs())
 
 
+@pytest.mark.slow
 def test_odibi_dagster_run_computes_the_partition_it_is_given(tmp_path, dagster_home):
     project = _project(tmp_path, DELTA_PIPELINE)
     _raw_day(tmp_path, DAYS[1], [4])

@@ -40,7 +40,8 @@ def check_partitions(pipe: PipelineConfig, ppath: KeyPath, smap: SourceMap) -> l
         problems += _check_write(pipe, node, parts, npath, smap)
         if not _is_read_only(node):
             computing.append((ni, node, parts))
-    problems += _check_one_partitioning(pipe, computing, ppath, smap)
+    parts_of = {node.name: effective(pipe, node) for node in pipe.nodes}
+    problems += _check_one_partitioning(pipe, computing, parts_of, ppath, smap)
     if any(parts is not None for _, _, parts in computing):
         why = (
             "a partitioned pipeline runs one partition per run, and {what} would start runs "
@@ -285,6 +286,7 @@ def _check_write(
 def _check_one_partitioning(
     pipe: PipelineConfig,
     computing: list[tuple[int, NodeConfig, PartitionsConfig | None]],
+    parts_of: dict[str, PartitionsConfig | None],
     ppath: KeyPath,
     smap: SourceMap,
 ) -> list[Problem]:
@@ -292,7 +294,6 @@ def _check_one_partitioning(
     one ``partitions:``, and no unpartitioned node reads a partitioned one."""
     problems: list[Problem] = []
     first: tuple[int, NodeConfig, PartitionsConfig] | None = None
-    parts_of = {node.name: parts for _, node, parts in computing}
     for ni, node, parts in computing:
         if parts is None:
             for di, dep in enumerate(node.depends_on):
