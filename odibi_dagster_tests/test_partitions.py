@@ -468,3 +468,61 @@ def test_odibi_dagster_run_computes_the_partition_it_is_given(tmp_path, dagster_
     done = run_cli("odibi-dagster", "run", project, "--partition", DAYS[1])
     assert done.returncode == 0, done.stderr
     assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [(DAYS[1], 40, DAYS[1], DAYS[2])]
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.daemon
+def test_a_backfill_launched_as_the_web_ui_does_runs_every_day(tmp_path):
+    """The UI's Launch backfill (the webserver's GraphQL mutation) records a backfill,
+    which the daemon turns into one run per day."""
+    from odibi_dagster_tests.support.daemon import Daemon, write_workspace
+    from odibi_dagster_tests.support.webserver import (
+        REPOSITORY_NAME,
+        make_dagster_home,
+        start_webserver,
+    )
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    project = _project(root, DELTA_PIPELINE)
+    project.rename(root / "project.yaml")
+    for i, day in enumerate(DAYS):
+        _raw_day(root, day, [i + 1])
+    workspace = write_workspace(root)
+    home = make_dagster_home(tmp_path / "home")
+    server = start_webserver(workspace, home, tmp_path / "web.log", ["project"])
+    daemon = Daemon(workspace, home).start()
+    try:
+        data = server.graphql.query(
+            LAUNCH_BACKFILL,
+            {
+                "params": {
+                    "selector": {
+                        "partitionSetName": "p_partition_set",
+                        "repositorySelector": {
+                            "repositoryLocationName": "project",
+                            "repositoryName": REPOSITORY_NAME,
+                        },
+                    },
+                    "partitionNames": DAYS,
+                }
+            },
+        )
+        assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
+        runs = daemon.wait_for_runs("p", 3, timeout=300)
+    finally:
+        daemon.stop()
+        server.stop()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == DAYS
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert sorted(d for d, *_ in _delta_rows(root / "lake" / "gold" / "totals")) == DAYS
