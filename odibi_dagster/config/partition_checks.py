@@ -291,7 +291,8 @@ def _check_one_partitioning(
     smap: SourceMap,
 ) -> list[Problem]:
     """A run of the pipeline's job computes one partition: its partitioned nodes share
-    one ``partitions:``, and no unpartitioned node reads a partitioned one."""
+    one ``partitions:``, read inputs of the same partitions (or none), and no
+    unpartitioned node reads a partitioned one."""
     problems: list[Problem] = []
     first: tuple[int, NodeConfig, PartitionsConfig] | None = None
     for ni, node, parts in computing:
@@ -306,6 +307,17 @@ def _check_one_partitioning(
                         )
                     )
             continue
+        for di, dep in enumerate(node.depends_on):
+            theirs = parts_of.get(dep)
+            if theirs is not None and theirs != parts:
+                problems.append(
+                    smap.problem(
+                        (*ppath, "nodes", ni, "depends_on", di),
+                        f"node '{node.name}' depends on node '{dep}', which has other "
+                        "partitions; a run reads its inputs' partition of the same key, so "
+                        "give both the same `partitions:`",
+                    )
+                )
         if first is None:
             first = (ni, node, parts)
         elif parts != first[2]:
