@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="pipelines",
         help="run only this pipeline (repeatable); default: all, upstream first",
     )
+    r.add_argument(
+        "--partition",
+        help="the partition partitioned pipelines compute (e.g. 2024-01-05); needed when "
+        "one of them runs",
+    )
     r.add_argument("--verbose", "-v", action="store_true", help="show Dagster's event log")
     _env_option(r)
     r.set_defaults(func=cmd_run)
@@ -246,6 +251,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = [
         p for p in pipeline_order(project.config, project.connection_resources()) if p in wanted
     ]
+    why = _check_partition(project, order, args.partition)
+    if why:
+        print(f"{args.path}: {why}", file=sys.stderr)
+        return EXIT_FAIL
     unset, warnings = _check_keys(project, order)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -274,8 +283,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 reconstructable_args=(source, name, project.env),  # type: ignore[arg-type]
             )
             print(f"pipeline {name}")
+            partitioned = name in _partitioned(project)
             result = dg.execute_job(
-                job, instance=instance, run_config=None if args.verbose else quiet
+                job,
+                instance=instance,
+                run_config=None if args.verbose else quiet,
+                tags={"dagster/partition": args.partition} if partitioned else None,
             )
             _report(result)
             story = _story_uri(project, name, result.run_id)
@@ -294,6 +307,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = f"-f {display_name(defs_file)}" if defs_file.is_file() else "-f <definitions.py>"
         print(f"open the UI: dagster dev {target}  (set DAGSTER_HOME to keep run history)")
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def _partitioned(project: Any) -> dict[str, Any]:
+    """The partitions definition of each partitioned pipeline, by name."""
+    from odibi_dagster.partitions import effective, partitions_definition
+
+    out = {}
+    for pipe in project.config.pipelines:
+        for node in pipe.nodes:
+            parts = partitions_definition(effective(pipe, node))
+            if parts is not None:
+                out[pipe.pipeline] = parts
+                break
+    return out
+
+
+def _check_partition(project: Any, pipelines: list[str], key: str | None) -> str | None:
+    """Why ``--partition`` does not fit the pipelines to run (None: it does)."""
+    partitioned = {n: d for n, d in _partitioned(project).items() if n in pipelines}
+    if not partitioned:
+        return "--partition given, but no pipeline to run is partitioned" if key else None
+    if key is None:
+        return (
+            f"pipeline {', '.join(partitioned)} is partitioned: give the partition to run "
+            "with --partition (e.g. --partition 2024-01-05), or backfill a range with "
+            "`dagster job backfill`"
+        )
+    for name, definition in partitioned.items():
+        if not definition.has_partition_key(key):
+            return f"pipeline {name} has no partition '{key}'"
+    return None
 
 
 def _check_keys(project: Any, pipelines: list[str]) -> tuple[list[str], list[str]]:

@@ -20,6 +20,7 @@ import odibi_dagster
 from odibi_dagster import load_project
 from odibi_dagster.automation import scheduled_partitions
 from odibi_dagster.partitions import Partition, fill, partition_of, partitioned_write
+from odibi_dagster_tests.support.cli import run_cli
 from odibi_dagster_tests.support.runs import failure_text
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -207,6 +208,30 @@ def test_a_downstream_alone_reads_the_result_of_its_own_partition(tmp_path, dags
         )
         assert result.success, failure_text(result)
         assert result.asset_value(report)["total"].tolist() == [total]
+
+
+@pytest.mark.slow
+def test_partitions_under_the_multiprocess_executor(tmp_path, dagster_home):
+    """Each step in a process of its own reads its input's result of the run's day."""
+    project = _project(
+        tmp_path,
+        PARQUET_PIPELINE.replace(
+            "  - pipeline: p\n", "  - pipeline: p\n    executor: multiprocess\n"
+        ),
+    )
+    for i, day in enumerate(DAYS[:2]):
+        _raw_day(tmp_path, day, [i + 1, i + 2])
+    for day in DAYS[:2]:
+        result = dg.execute_job(
+            dg.build_reconstructable_job(
+                "odibi_dagster.cli", "pipeline_job", reconstructable_args=(str(project), "p")
+            ),
+            instance=dg.DagsterInstance.get(),
+            tags={"dagster/partition": day},
+        )
+        assert result.success
+    gold = tmp_path / "lake" / "gold" / "totals"
+    assert sorted(pd.read_parquet(gold / f"day={DAYS[1]}" / "part.parquet")["amount"]) == [20, 30]
 
 
 def test_a_run_for_no_partition_fails_naming_the_node(tmp_path, dagster_home):
@@ -428,3 +453,76 @@ def _finished_runs(instance: dg.DagsterInstance, count: int) -> list[dg.DagsterR
             return runs
         time.sleep(0.5)
     return list(instance.get_runs())
+
+
+@pytest.mark.slow
+def test_odibi_dagster_run_computes_the_partition_it_is_given(tmp_path, dagster_home):
+    project = _project(tmp_path, DELTA_PIPELINE)
+    _raw_day(tmp_path, DAYS[1], [4])
+    refused = run_cli("odibi-dagster", "run", project)
+    assert refused.returncode == 1
+    assert "pipeline p is partitioned: give the partition to run with --partition" in (
+        refused.stderr
+    )
+    assert run_cli("odibi-dagster", "run", project, "--partition", "2023-12-31").returncode == 1
+    done = run_cli("odibi-dagster", "run", project, "--partition", DAYS[1])
+    assert done.returncode == 0, done.stderr
+    assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [(DAYS[1], 40, DAYS[1], DAYS[2])]
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.daemon
+def test_a_backfill_launched_as_the_web_ui_does_runs_every_day(tmp_path):
+    """The UI's Launch backfill (the webserver's GraphQL mutation) records a backfill,
+    which the daemon turns into one run per day."""
+    from odibi_dagster_tests.support.daemon import Daemon, write_workspace
+    from odibi_dagster_tests.support.webserver import (
+        REPOSITORY_NAME,
+        make_dagster_home,
+        start_webserver,
+    )
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    project = _project(root, DELTA_PIPELINE)
+    project.rename(root / "project.yaml")
+    for i, day in enumerate(DAYS):
+        _raw_day(root, day, [i + 1])
+    workspace = write_workspace(root)
+    home = make_dagster_home(tmp_path / "home")
+    server = start_webserver(workspace, home, tmp_path / "web.log", ["project"])
+    daemon = Daemon(workspace, home).start()
+    try:
+        data = server.graphql.query(
+            LAUNCH_BACKFILL,
+            {
+                "params": {
+                    "selector": {
+                        "partitionSetName": "p_partition_set",
+                        "repositorySelector": {
+                            "repositoryLocationName": "project",
+                            "repositoryName": REPOSITORY_NAME,
+                        },
+                    },
+                    "partitionNames": DAYS,
+                }
+            },
+        )
+        assert data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", data
+        runs = daemon.wait_for_runs("p", 3, timeout=300)
+    finally:
+        daemon.stop()
+        server.stop()
+    assert sorted(r.tags["dagster/partition"] for r in runs) == DAYS
+    assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
+    assert sorted(d for d, *_ in _delta_rows(root / "lake" / "gold" / "totals")) == DAYS

@@ -40,7 +40,8 @@ def check_partitions(pipe: PipelineConfig, ppath: KeyPath, smap: SourceMap) -> l
         problems += _check_write(pipe, node, parts, npath, smap)
         if not _is_read_only(node):
             computing.append((ni, node, parts))
-    problems += _check_one_partitioning(pipe, computing, ppath, smap)
+    parts_of = {node.name: effective(pipe, node) for node in pipe.nodes}
+    problems += _check_one_partitioning(pipe, computing, parts_of, ppath, smap)
     if any(parts is not None for _, _, parts in computing):
         why = (
             "a partitioned pipeline runs one partition per run, and {what} would start runs "
@@ -285,14 +286,15 @@ def _check_write(
 def _check_one_partitioning(
     pipe: PipelineConfig,
     computing: list[tuple[int, NodeConfig, PartitionsConfig | None]],
+    parts_of: dict[str, PartitionsConfig | None],
     ppath: KeyPath,
     smap: SourceMap,
 ) -> list[Problem]:
     """A run of the pipeline's job computes one partition: its partitioned nodes share
-    one ``partitions:``, and no unpartitioned node reads a partitioned one."""
+    one ``partitions:``, read inputs of the same partitions (or none), and no
+    unpartitioned node reads a partitioned one."""
     problems: list[Problem] = []
     first: tuple[int, NodeConfig, PartitionsConfig] | None = None
-    parts_of = {node.name: parts for _, node, parts in computing}
     for ni, node, parts in computing:
         if parts is None:
             for di, dep in enumerate(node.depends_on):
@@ -305,6 +307,17 @@ def _check_one_partitioning(
                         )
                     )
             continue
+        for di, dep in enumerate(node.depends_on):
+            theirs = parts_of.get(dep)
+            if theirs is not None and theirs != parts:
+                problems.append(
+                    smap.problem(
+                        (*ppath, "nodes", ni, "depends_on", di),
+                        f"node '{node.name}' depends on node '{dep}', which has other "
+                        "partitions; a run reads its inputs' partition of the same key, so "
+                        "give both the same `partitions:`",
+                    )
+                )
         if first is None:
             first = (ni, node, parts)
         elif parts != first[2]:
