@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks
+from odibi_dagster.column_lineage import ColumnPlan
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
@@ -63,6 +64,8 @@ class NodeRunner:
     # (input name, its read:) for inputs that are read-only nodes: the IO manager reads
     # them, and this node's story and metadata name the files a sensor's run read
     source_reads: tuple[tuple[str, Any], ...] = ()
+    # how to tell the lineage of the result's columns from its inputs' (column_lineage.py)
+    columns: ColumnPlan | None = None
 
     def run(self, context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
         """Compute the node. Its story is saved here if the computation fails, otherwise by
@@ -83,8 +86,9 @@ class NodeRunner:
             description=node.description,
             steps=list(self.step_labels),
         )
+        meta: dict[str, Any] = {}
         try:
-            current = yield from self._compute(context, resources, recorder, inputs, story)
+            current = yield from self._compute(context, resources, recorder, inputs, story, meta)
         except OdibiRunError as exc:
             story.error = str(exc)
             self._save_failed(context, recorder, resources, story, t0)
@@ -100,7 +104,7 @@ class NodeRunner:
         story.duration_s = round(time.perf_counter() - t0, 4)
         if recorder is not None:
             recorder.hold(context.run_id, tuple(self.key.path), story)
-        yield dg.Output(current, metadata=files_metadata(story.files))
+        yield dg.Output(current, metadata={**files_metadata(story.files), **meta})
 
     def _compute(
         self,
@@ -109,8 +113,10 @@ class NodeRunner:
         recorder: RunStoryResource | None,
         inputs: dict[str, Any],
         story: NodeStory,
+        meta: dict[str, Any],
     ) -> Generator[Any, None, Any]:
-        """Read, transform and validate; yields check results, returns the result."""
+        """Read, transform and validate; yields check results, returns the result (and
+        puts the output metadata it found into ``meta``)."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -135,6 +141,7 @@ class NodeRunner:
                     current = eng.read(loc, node.read.format, node.read.options, where=node.where)
             story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
             story.files += files
+        read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
         if node.transform is not None:
             current = run_steps(
                 eng, node.transform.steps, frames, current, node=node.name, where=node.where
@@ -143,6 +150,8 @@ class NodeRunner:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
+        if self.columns is not None:
+            meta.update(self._column_lineage(context, eng, frames, read_columns, story.columns))
         samples = recorder.max_sample_rows if recorder is not None else 0
         if story.rows is not None and samples:  # in memory: the story's sample costs nothing
             story.sample = eng.head(current, samples)
@@ -178,6 +187,29 @@ class NodeRunner:
         if staged is not None and io_manager is not None:
             io_manager.hold_materialized(context.run_id, tuple(self.key.path), staged, stats.rows)
         return current
+
+    def _column_lineage(
+        self,
+        context: Any,
+        eng: Engine,
+        frames: dict[str, Any],
+        read_columns: list[str] | None,
+        output: list[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """``dagster/column_lineage`` from the columns the node actually saw. Never fails
+        the node: lineage it cannot tell is left out, with a warning for a SQL step."""
+        assert self.columns is not None
+        try:
+            found, warning = self.columns.metadata(
+                {n: [c for c, _ in eng.column_schema(df)] for n, df in frames.items()},
+                read_columns,
+                [c for c, _ in output],
+            )
+        except Exception as exc:
+            found, warning = {}, f"{self.node.where}: column lineage left out: {exc}"
+        if warning:
+            context.log.warning(warning)
+        return found
 
     def _materialize(
         self, context: Any, resources: dict[str, Any], eng: Engine, current: Any
