@@ -99,6 +99,7 @@ def sql_columns(
     unknown = sorted(
         by_lower[t] for t in referenced if t in by_lower and tables[by_lower[t]] is None
     )
+    _check_unambiguous(parsed, {t.lower() for t in unknown})
     written = _written_names(parsed, tables)
     schema = MappingSchema(
         {name: {c: "VARCHAR" for c in cols} for name, cols in tables.items() if cols is not None},
@@ -150,6 +151,36 @@ def _written_names(parsed: exp.Expr, tables: Mapping[str, Sequence[str] | None])
         if alias.alias:
             names[alias.alias.lower()] = alias.alias
     return names
+
+
+def _check_unambiguous(parsed: exp.Expr, unknown: set[str]) -> None:
+    """Where a query joins a table whose columns are unknown, a column it names without
+    its table, or a ``*``, could be that table's: sqlglot would guess from the others."""
+    if not unknown:
+        return
+    for scope in traverse_scope(parsed.copy()):
+        sources = scope.selected_sources.values()
+        if len(sources) < 2 or not any(
+            isinstance(src, exp.Table) and src.name.lower() in unknown for _, src in sources
+        ):
+            continue
+        expression = scope.expression
+        aliases = (
+            {s.alias.lower() for s in expression.selects if isinstance(s, exp.Alias)}
+            if isinstance(expression, exp.Select)
+            else set()
+        )
+        if isinstance(expression, exp.Select) and any(
+            isinstance(s, exp.Star) for s in expression.selects
+        ):
+            raise LineageUnresolved(
+                "'*' over a join with a table whose columns are unknown", sorted(unknown)
+            )
+        for column in scope.unqualified_columns:
+            if column.name.lower() not in aliases:
+                raise LineageUnresolved(
+                    f"column '{column.name}' could be in more than one table", sorted(unknown)
+                )
 
 
 def _check_resolved(qualified: exp.Expr, unknown: Sequence[str]) -> None:
@@ -488,3 +519,70 @@ def column_plan(node: OdibiNode, keys: Mapping[int, dg.AssetKey]) -> ColumnPlan 
         inputs=tuple((up.name, keys[id(up)]) for up in node.inputs),
         read_key=keys[id(writer)] if writer is not None else None,
     )
+
+
+# --------------------------------------------------------------------------- the CLI's tree
+
+
+def _name(key: dg.AssetKey) -> str:
+    return ".".join(key.path)
+
+
+def lineage_lines(
+    nodes: Sequence[OdibiNode],
+    keys: Mapping[int, dg.AssetKey],
+    column: str | None = None,
+) -> list[str]:
+    """The upstream tree of ``column`` (``pipeline.node.col``), or of every known column of
+    every node, two spaces per level; as known at load. Raises ValueError naming what
+    exists when ``column`` names no known column."""
+    found = static_lineage(nodes, keys)
+    by_key: dict[dg.AssetKey, NodeColumns] = {keys[id(n)]: found[id(n)] for n in nodes}
+    # read-only nodes of files no node writes: where columns come from outside the project
+    origins = {keys[id(n)] for n in nodes if n.is_source and not n.reads_from}
+
+    def columns_of(key: dg.AssetKey) -> list[str]:
+        return [c for c, _ in by_key[key].relation.columns]
+
+    def deps_of(key: dg.AssetKey, col: str) -> Sequence[dg.TableColumnDep] | None:
+        lineage = by_key[key].metadata.get(LINEAGE_KEY)
+        if not isinstance(lineage, dg.TableColumnLineage):
+            return None
+        return lineage.deps_by_column.get(col)
+
+    def tree(key: dg.AssetKey, col: str, depth: int, seen: frozenset[tuple[Any, str]]) -> list[str]:
+        deps = deps_of(key, col)
+        note = "" if deps is not None or key in origins else "  (sources unknown)"
+        lines = [f"{'  ' * depth}{_name(key)}.{col}{note}"]
+        for dep in deps or ():
+            if (dep.asset_key, dep.column_name) in seen:
+                continue
+            if dep.asset_key in by_key:
+                lines += tree(dep.asset_key, dep.column_name, depth + 1, seen | {(key, col)})
+            else:
+                lines.append(f"{'  ' * (depth + 1)}{_name(dep.asset_key)}.{dep.column_name}")
+        return lines
+
+    if column is None:
+        lines = []
+        for n in nodes:
+            key = keys[id(n)]
+            cols = columns_of(key)
+            if not cols:
+                lines.append(f"{_name(key)}: columns unknown at load (see its materializations)")
+            for col in cols:
+                lines += tree(key, col, 0, frozenset())
+        return lines
+    by_name = {_name(k): k for k in by_key}
+    node_name, _, col = column.rpartition(".")
+    asked = by_name.get(node_name)
+    if asked is None:
+        raise ValueError(
+            f"no node '{node_name}' (give pipeline.node.column); nodes: {', '.join(by_name)}"
+        )
+    cols = columns_of(asked)
+    match = [c for c in cols if c.lower() == col.lower()]
+    if not match:
+        known = ", ".join(cols) if cols else "none known at load"
+        raise ValueError(f"node '{node_name}' has no known column '{col}'; its columns: {known}")
+    return tree(asked, match[0], 0, frozenset())

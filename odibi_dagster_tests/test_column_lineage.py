@@ -7,6 +7,7 @@ node then gets no lineage rather than a wrong one).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +442,98 @@ def test_dagster_job_execute_records_lineage_in_the_materialization(
     assert metadata_lineage(materialized("ingest/save_customers")) == {
         "country": {"ingest/raw_customers.country"}
     }
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_prints_the_upstream_tree_of_a_column() -> None:
+    result = run_cli(
+        "odibi-dagster",
+        "lineage",
+        EXAMPLES / "retail",
+        "--column",
+        "analytics.revenue_by_country.revenue",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "analytics.revenue_by_country.revenue",
+        "  analytics.orders.amount",
+        "    ingest.save_orders.amount",
+        "      ingest.clean_orders.amount",
+        "        ingest.raw_orders.quantity",
+        "        ingest.raw_orders.unit_price",
+    ]
+
+
+def test_cli_without_column_prints_every_known_column() -> None:
+    result = run_cli("odibi-dagster", "lineage", EXAMPLES / "retail")
+    assert result.returncode == 0, result.stderr
+    roots = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+    assert "analytics.revenue_by_country.country" in roots
+    assert "ingest.clean_orders.amount" in roots
+    assert "ingest.raw_orders: columns unknown at load (see its materializations)" in roots
+    assert "  ingest.save_customers.country" in result.stdout  # through analytics.customers
+
+
+def test_cli_names_the_columns_that_exist_for_an_unknown_one() -> None:
+    result = run_cli(
+        "odibi-dagster", "lineage", EXAMPLES / "retail", "-c", "analytics.revenue_by_country.x"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "odibi-dagster lineage: node 'analytics.revenue_by_country' has no known column 'x'; "
+        "its columns: country, orders, revenue"
+    )
+    result = run_cli("odibi-dagster", "lineage", EXAMPLES / "retail", "-c", "gold.revenue.x")
+    assert result.returncode == 1
+    assert "no node 'gold.revenue'" in result.stderr
+    assert "analytics.revenue_by_country" in result.stderr
+
+
+UNRESOLVABLE = """\
+project: odd
+connections:
+  data: {type: local, base_path: ./data}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: a
+        read: {connection: data, path: a.csv, format: csv}
+      - name: b
+        read: {connection: data, path: b.csv, format: csv}
+      - name: joined
+        depends_on: [a, b]
+        transform:
+          steps:
+            - SELECT a.k, b.v FROM a JOIN b ON a.k = b.k
+            - PIVOT __result__ ON v USING count(*)
+"""
+
+
+def test_a_step_sqlglot_cannot_resolve_leaves_lineage_out_with_one_warning(
+    tmp_path: Path, dagster_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Step 2 is DuckDB's PIVOT, whose columns come from the data: no lineage for the node,
+    one warning naming node and step at run time, and the run succeeds."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("k\n1\n")
+    (tmp_path / "data" / "b.csv").write_text("k,v\n1,x\n")
+    (tmp_path / "project.yaml").write_text(UNRESOLVABLE)
+    defs = odibi_dagster.load_definitions(tmp_path / "project.yaml")  # the load succeeds
+    key = dg.AssetKey(["p", "joined"])
+    assert LINEAGE_KEY not in defs.resolve_asset_graph().get(key).metadata
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def("p").execute_in_process(instance=instance)
+        assert result.success
+        warnings = [
+            e.message
+            for e in instance.all_logs(result.run_id)
+            if e.level == logging.WARNING and "column lineage" in e.message
+        ]
+        event = instance.get_latest_materialization_event(key)
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"node 'joined' ({tmp_path / 'project.yaml'}:11), step 2: ")
+    assert "it is not a query" in warnings[0]
+    assert event is not None and event.asset_materialization is not None
+    assert LINEAGE_KEY not in event.asset_materialization.metadata
