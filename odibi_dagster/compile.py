@@ -143,7 +143,8 @@ def build_definitions(
     nodes = odibi_nodes(project, connections)
     keys = {id(n): translator.get_asset_key(n) for n in nodes}
     _check_translated_keys(translator, nodes, keys)
-    columns = static_lineage(nodes, keys)  # column lineage as far as the YAML tells it
+    # column lineage as far as the YAML tells it (docs/lineage.md)
+    columns = static_lineage(nodes, keys, at_load=cfg.column_lineage == "load")
 
     required = {
         p.pipeline: _required_resources(project, p.pipeline, engine_of(cfg, p), story)
@@ -397,7 +398,7 @@ def _node_asset(
         engine=node.engine,
         step_labels=_step_labels(project, node),
         source_reads=tuple((up.name, up.config.read) for up in node.inputs if up.is_source),
-        columns=column_plan(node, keys),
+        columns=column_plan(node, keys) if project.config.column_lineage != "off" else None,
     )
 
     return dg.asset(

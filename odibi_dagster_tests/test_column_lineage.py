@@ -25,7 +25,8 @@ from odibi_dagster.column_lineage import (
 )
 from odibi_dagster.config.models import Step
 from odibi_dagster_tests.support.cli import run_cli
-from odibi_dagster_tests.support.paths import EXAMPLES
+from odibi_dagster_tests.support.paths import EXAMPLES, copy_tree
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 ORDERS = ["order_id", "customer_id", "qty", "price", "order_date"]
 CUSTOMERS = ["customer_id", "name", "country"]
@@ -251,6 +252,25 @@ def test_share_of_held_back_queries_that_resolve() -> None:
             pass
     assert resolved == [c[0] for c in CASES if c[3] is not None]
     assert (len(resolved), len(CASES)) == (23, 29)
+
+
+@pytest.mark.parametrize(("case", "dialect", "sql", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_the_quick_path_agrees_with_sqlglots_optimizer(
+    case: str, dialect: str, sql: str, expected: Edges | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-table queries skip the optimizer at load; without that shortcut (patched
+    out: the mock is only the switch) every answer is the same."""
+    from odibi_dagster import column_lineage
+
+    def answer() -> Any:
+        try:
+            return sql_columns(sql, TABLES, dialect)
+        except LineageUnresolved:
+            return None
+
+    quick = answer()
+    monkeypatch.setattr(column_lineage, "_single_table_columns", lambda *a: None)
+    assert answer() == quick
 
 
 def test_unnamed_expression_keeps_no_name() -> None:
@@ -537,3 +557,56 @@ def test_a_step_sqlglot_cannot_resolve_leaves_lineage_out_with_one_warning(
     assert "it is not a query" in warnings[0]
     assert event is not None and event.asset_materialization is not None
     assert LINEAGE_KEY not in event.asset_materialization.metadata
+
+
+# --------------------------------------------------------------------------- both engines
+
+
+def materialized_lineage(root: Path) -> dict[str, dict[str, set[str]]]:
+    defs = odibi_dagster.load_definitions(root)
+    found: dict[str, dict[str, set[str]]] = {}
+    for job in ("ingest", "analytics"):
+        result = run_job(defs, job)
+        assert result.success, failure_text(result)
+        for mat in result.get_asset_materialization_events():
+            m = mat.materialization
+            if LINEAGE_KEY in m.metadata:
+                found[m.asset_key.to_user_string()] = metadata_lineage(dict(m.metadata))
+    return found
+
+
+def test_the_same_yaml_gives_the_same_lineage_on_pandas_and_spark(
+    spark: Any, tmp_path: Path
+) -> None:
+    """DuckDB's and Spark's dialects, and each engine's actual columns, give one answer."""
+    pandas_root = copy_tree(EXAMPLES / "retail", tmp_path / "pandas" / "retail")
+    spark_root = copy_tree(EXAMPLES / "retail", tmp_path / "spark" / "retail")
+    project = spark_root / "project.yaml"
+    project.write_text(project.read_text().replace("${ODIBI_ENGINE:-pandas}", "spark", 1))
+    on_pandas = materialized_lineage(pandas_root)
+    assert on_pandas["analytics/revenue_by_country"]["revenue"] == {"analytics/orders.amount"}
+    assert on_pandas["ingest/clean_orders"]["amount"] == {
+        "ingest/raw_orders.quantity",
+        "ingest/raw_orders.unit_price",
+    }
+    assert materialized_lineage(spark_root) == on_pandas
+
+
+@pytest.mark.parametrize(
+    ("mode", "at_load", "at_run"), [("run", False, True), ("off", False, False)]
+)
+def test_column_lineage_key_moves_it_to_the_run_or_turns_it_off(
+    example: Any, mode: str, at_load: bool, at_run: bool
+) -> None:
+    root = example("retail")
+    project = root / "project.yaml"
+    project.write_text(
+        project.read_text().replace("\nconnections:", f"\ncolumn_lineage: {mode}\nconnections:", 1)
+    )
+    defs = odibi_dagster.load_definitions(root)
+    key = dg.AssetKey(["ingest", "clean_orders"])
+    assert (LINEAGE_KEY in defs.resolve_asset_graph().get(key).metadata) is at_load
+    result = run_job(defs, "ingest")
+    assert result.success, failure_text(result)
+    (mat,) = result.asset_materializations_for_node("ingest__clean_orders")
+    assert (LINEAGE_KEY in mat.metadata) is at_run
