@@ -333,9 +333,12 @@ def run_steps(
     frames: Mapping[str, Relation],
     current: Relation | None,
     dialect: str,
+    actual: Sequence[Sequence[str]] = (),
 ) -> tuple[Relation, StepFailure | None]:
     """The relation the node's steps compute, its sources in terms of ``frames`` (and
-    :data:`READ`); mirrors :func:`odibi_dagster.transforms.run_steps`."""
+    :data:`READ`); mirrors :func:`odibi_dagster.transforms.run_steps`. ``actual``: the
+    columns each step's result had, when a run has seen them (a function step's columns
+    are then all known, if not all their sources)."""
     for i, step in enumerate(steps, start=1):
         if step.sql is not None:
             tables: dict[str, Sequence[str] | None] = {n: r.names() for n, r in frames.items()}
@@ -352,7 +355,19 @@ def run_steps(
             current = Relation(tuple(out), complete=len(out) == len(cols))
             continue
         current = _function_step(step, frames, current)
+        if len(actual) >= i:
+            declared = dict(current.columns)
+            current = Relation(
+                tuple((c, _declared_deps(declared, c)) for c in actual[i - 1]), complete=True
+            )
     return current or Relation(), None
+
+
+def _declared_deps(declared: Mapping[str, Deps | None], column: str) -> Deps | None:
+    for name, deps in declared.items():
+        if name.lower() == column.lower():
+            return deps
+    return None
 
 
 def _through(deps: Deps, current: Relation | None) -> Deps | None:
@@ -438,15 +453,17 @@ class ColumnPlan:
         inputs: Mapping[str, Sequence[str]],
         read: Sequence[str] | None,
         output: Sequence[str],
+        steps: Sequence[Sequence[str]] = (),
     ) -> tuple[dict[str, Any], str | None]:
         """``dagster/column_lineage`` from the actual column names of the inputs, of what
-        the node read and of its result; and a warning when a SQL step defeats sqlglot."""
+        the node read, of each step's result and of the node's result; and a warning
+        when a SQL step defeats sqlglot."""
         frames = {n: Relation.identity(n, cols) for n, cols in inputs.items()}
         current = Relation.identity(READ, read) if read is not None else None
         if not self.steps:
             rel = current if current is not None else frames[next(iter(frames))]
         else:
-            rel, failure = run_steps(self.steps, frames, current, self.dialect)
+            rel, failure = run_steps(self.steps, frames, current, self.dialect, steps)
             if failure is not None:
                 if failure.for_want_of:
                     return {}, None  # after a function step without a declaration

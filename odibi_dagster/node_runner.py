@@ -142,16 +142,31 @@ class NodeRunner:
             story.inputs[f"read {node.read.path}"] = eng.cheap_row_count(current)
             story.files += files
         read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
+        step_columns: list[list[str]] = []  # each step's columns, for column lineage
         if node.transform is not None:
             current = run_steps(
-                eng, node.transform.steps, frames, current, node=node.name, where=node.where
+                eng,
+                node.transform.steps,
+                frames,
+                current,
+                node=node.name,
+                where=node.where,
+                on_step=(
+                    (lambda _, df: step_columns.append([c for c, _ in eng.column_schema(df)]))
+                    if self.columns is not None
+                    else None
+                ),
             )
         elif current is None:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
         if self.columns is not None:
-            meta.update(self._column_lineage(context, eng, frames, read_columns, story.columns))
+            meta.update(
+                self._column_lineage(
+                    context, eng, frames, read_columns, step_columns, story.columns
+                )
+            )
         samples = recorder.max_sample_rows if recorder is not None else 0
         if story.rows is not None and samples:  # in memory: the story's sample costs nothing
             story.sample = eng.head(current, samples)
@@ -194,6 +209,7 @@ class NodeRunner:
         eng: Engine,
         frames: dict[str, Any],
         read_columns: list[str] | None,
+        step_columns: list[list[str]],
         output: list[tuple[str, str]],
     ) -> dict[str, Any]:
         """``dagster/column_lineage`` from the columns the node actually saw. Never fails
@@ -204,6 +220,7 @@ class NodeRunner:
                 {n: [c for c, _ in eng.column_schema(df)] for n, df in frames.items()},
                 read_columns,
                 [c for c, _ in output],
+                step_columns,
             )
         except Exception as exc:
             found, warning = {}, f"{self.node.where}: column lineage left out: {exc}"

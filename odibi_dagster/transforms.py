@@ -231,8 +231,10 @@ def run_steps(
     *,
     node: str,
     where: str,
+    on_step: Callable[[int, Any], None] | None = None,
 ) -> Any:
-    """Run a node's transform steps in order and return the last result.
+    """Run a node's transform steps in order and return the last result (``on_step``
+    sees each step's result as it comes, with the step's index).
 
     SQL steps see every upstream node by name; every step after the first (and the first
     too, when the node read data itself) also sees the previous result as ``__result__``.
@@ -245,6 +247,8 @@ def run_steps(
         label = f"{where}, step {i + 1}"
         if step.sql is not None:
             current = engine.sql(step.sql, tables, where=label)
+            if on_step is not None:
+                on_step(i, current)
             continue
         assert step.function is not None
         func = get_function(step.function)
@@ -265,4 +269,6 @@ def run_steps(
                 f"step on engine {engine.name} must return a {engine.frame_kind}"
             )
         current = result
+        if on_step is not None:
+            on_step(i, current)
     return current

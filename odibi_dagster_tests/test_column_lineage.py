@@ -610,3 +610,44 @@ def test_column_lineage_key_moves_it_to_the_run_or_turns_it_off(
     assert result.success, failure_text(result)
     (mat,) = result.asset_materializations_for_node("ingest__clean_orders")
     assert (LINEAGE_KEY in mat.metadata) is at_run
+
+
+@odibi_dagster.transform(name="lineage_test_double", columns={"a2": ["a"]})
+def lineage_test_double(context: Any, source: str) -> Any:
+    df = context.get(source).copy()
+    df["a2"] = df["a"] * 2
+    return df
+
+
+AFTER_FUNCTION = """\
+project: after_function
+connections:
+  data: {type: local, base_path: ./data}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: data, path: src.csv, format: csv}
+      - name: out
+        depends_on: [src]
+        transform:
+          steps:
+            - function: lineage_test_double
+              params: {source: src}
+            - SELECT *, a2 + b AS total FROM __result__
+"""
+
+
+def test_a_star_over_a_function_step_resolves_at_run_time(tmp_path: Path) -> None:
+    """At load the function's other columns are unknown, so ``*`` over it is; the run sees
+    them: declared columns get their edges, the others (passed through by the function,
+    undeclared) none."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "src.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "project.yaml").write_text(AFTER_FUNCTION)
+    defs = odibi_dagster.load_definitions(tmp_path / "project.yaml")
+    assert LINEAGE_KEY not in defs.resolve_asset_graph().get(dg.AssetKey(["p", "out"])).metadata
+    result = run_job(defs, "p")
+    assert result.success, failure_text(result)
+    (mat,) = result.asset_materializations_for_node("p__out")
+    assert metadata_lineage(dict(mat.metadata)) == {"a2": {"p/src.a"}}
