@@ -35,6 +35,7 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import build_scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
+from odibi_dagster.engines.delta_options import reshapes
 from odibi_dagster.transforms import RESULT_NAME, declared_columns, get_function
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ SCHEMA_KEY = "dagster/column_schema"
 DIALECTS = {"pandas": "duckdb", "spark": "spark"}
 # the table name that stands for what the node itself read (``read:``)
 READ = "<read>"
+# read options that leave a file's columns as they were written (others may select,
+# rename or reorder columns: the read's columns are then unknown at load)
+_PLAIN_READ_OPTIONS = frozenset({"dtype", "encoding", "inferSchema", "parse_dates", "multiLine"})
 # the column type shown at load, before a run has seen the data
 UNKNOWN_TYPE = "unknown"
 
@@ -547,10 +551,11 @@ def _node_columns(node: OdibiNode, keys: Mapping[int, dg.AssetKey], visit: Any) 
     current = None
     if c.read is not None:
         current = Relation()
-        if writer is not None:
+        if writer is not None and set(c.read.options) <= _PLAIN_READ_OPTIONS:
             w = visit(writer)
             current = Relation(
-                tuple((name, frozenset({(READ, name)})) for name, _ in w.columns), w.complete
+                tuple((name, frozenset({(READ, name)})) for name, _ in w.columns),
+                w.complete and _read_back_whole(writer),
             )
     frames = {}
     for up in node.inputs:
@@ -584,6 +589,17 @@ def _node_columns(node: OdibiNode, keys: Mapping[int, dg.AssetKey], visit: Any) 
             columns=[dg.TableColumn(name=n, type=UNKNOWN_TYPE) for n, _ in rel.columns]
         )
     return NodeColumns(rel, meta)
+
+
+def _read_back_whole(writer: OdibiNode) -> bool:
+    """Whether reading the writer's target gives just the columns it wrote: not so after
+    an append or a merge (older columns may stay) or a write that reshapes the target."""
+    w = writer.config.write
+    return (
+        w is not None
+        and w.mode in ("overwrite", "error")
+        and not reshapes(str(w.format), w.options or {})
+    )
 
 
 def column_plan(node: OdibiNode, keys: Mapping[int, dg.AssetKey]) -> ColumnPlan | None:

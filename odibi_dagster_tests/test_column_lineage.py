@@ -764,3 +764,53 @@ def test_duckdb_names_the_columns_as_the_lineage_does(
     }
     result = PandasEngine().sql(sql.replace("'NL'", "1").replace("'unknown'", "0"), tables)
     assert list(result.columns) == list(expected)
+
+
+APPENDED = """\
+project: appended
+connections:
+  data: {type: local, base_path: ./data}
+pipelines:
+  - pipeline: w
+    nodes:
+      - name: src
+        read: {connection: data, path: src.csv, format: csv}
+      - name: keep
+        depends_on: [src]
+        transform:
+          steps:
+            - SELECT a, b FROM src
+        write: {connection: data, path: t, format: delta, mode: MODE}
+  - pipeline: r
+    nodes:
+      - name: t
+        read: {connection: data, path: t, format: delta}
+      - name: every
+        depends_on: [t]
+        transform:
+          steps:
+            - SELECT * FROM t
+      - name: named
+        depends_on: [t]
+        transform:
+          steps:
+            - SELECT a FROM t
+"""
+
+
+@pytest.mark.parametrize(("mode", "star_known"), [("overwrite", True), ("append", False)])
+def test_a_read_of_an_appended_table_knows_its_columns_only_in_part(
+    tmp_path: Path, mode: str, star_known: bool
+) -> None:
+    """An appended (or merged) table may hold columns of earlier writes: at load, ``*``
+    over it is unknown, while a column named in the query still links to the writer."""
+    (tmp_path / "project.yaml").write_text(APPENDED.replace("MODE", mode))
+    graph = odibi_dagster.load_definitions(tmp_path / "project.yaml").resolve_asset_graph()
+
+    def meta(key: str) -> dict[str, Any]:
+        return dict(graph.get(dg.AssetKey.from_user_string(key)).metadata)
+
+    assert metadata_lineage(meta("r/t")) == {"a": {"w/keep.a"}, "b": {"w/keep.b"}}
+    assert (SCHEMA_KEY in meta("r/t")) is star_known
+    assert (LINEAGE_KEY in meta("r/every")) is star_known
+    assert metadata_lineage(meta("r/named")) == {"a": {"r/t.a"}}
