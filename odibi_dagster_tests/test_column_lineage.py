@@ -627,7 +627,13 @@ def test_a_step_sqlglot_cannot_resolve_leaves_lineage_out_with_one_warning(
     (tmp_path / "data" / "a.csv").write_text("k\n1\n")
     (tmp_path / "data" / "b.csv").write_text("k,v\n1,x\n")
     (tmp_path / "project.yaml").write_text(UNRESOLVABLE)
-    defs = odibi_dagster.load_definitions(tmp_path / "project.yaml")  # the load succeeds
+    with caplog.at_level(logging.WARNING, logger="odibi_dagster"):
+        defs = odibi_dagster.load_definitions(tmp_path / "project.yaml")  # the load succeeds
+    at_load = [r.getMessage() for r in caplog.records if "column lineage" in r.getMessage()]
+    assert at_load == [
+        f"node 'joined' ({tmp_path / 'project.yaml'}:11), step 2: column lineage left out: "
+        "it is not a query"
+    ]
     key = dg.AssetKey(["p", "joined"])
     assert LINEAGE_KEY not in defs.resolve_asset_graph().get(key).metadata
     with dg.DagsterInstance.get() as instance:
