@@ -1,4 +1,4 @@
-"""The ``odibi-dagster`` command: validate, schema, init, run.
+"""The ``odibi-dagster`` command: validate, schema, init, run, lineage.
 
 A config mistake prints ``<file>:<line>: <key>: <message>`` lines and exits 1, never a
 traceback. ``run`` executes pipelines through Dagster (the same jobs the UI runs).
@@ -81,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     _env_option(r)
     r.set_defaults(func=cmd_run)
 
+    li = sub.add_parser(
+        "lineage",
+        help="print where each column comes from (its upstream columns, as a tree)",
+    )
+    li.add_argument("path", metavar="PATH", help="YAML file or project directory")
+    li.add_argument(
+        "--column",
+        "-c",
+        metavar="PIPELINE.NODE.COLUMN",
+        help="only this column (default: every column of every node)",
+    )
+    li.set_defaults(func=cmd_lineage)
+
     j = sub.add_parser(
         "spark-jars",
         help="download the Delta Lake and hadoop-azure jars a local Spark session needs",
@@ -118,6 +131,29 @@ def cmd_spark_jars(args: argparse.Namespace) -> int:
         print(f"odibi-dagster spark-jars: {exc}", file=sys.stderr)
         return EXIT_FAIL
     print(f"{len(SPARK_JARS)} jars ready in {target}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """Column lineage as the YAML tells it (what a run finds is in its materializations)."""
+    from odibi_dagster.column_lineage import lineage_lines
+    from odibi_dagster.compile import odibi_nodes
+    from odibi_dagster.config.loader import load_project
+    from odibi_dagster.translator import OdibiTranslator
+
+    project = load_project(args.path)
+    nodes = odibi_nodes(project, project.connection_resources())
+    translator = OdibiTranslator()
+    keys = {id(n): translator.get_asset_key(n) for n in nodes}
+    try:
+        lines = lineage_lines(nodes, keys, args.column)
+    except ValueError as exc:
+        print(f"odibi-dagster lineage: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print("\n".join(lines))
     return EXIT_OK
 
 

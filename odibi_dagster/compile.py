@@ -29,6 +29,7 @@ from odibi_dagster import checks
 from odibi_dagster.alerts import alert_sensors
 from odibi_dagster.asset_functions import asset_function, source_checks_function
 from odibi_dagster.automation import new_files_sensor, pipeline_schedule, run_after_sensor
+from odibi_dagster.column_lineage import column_plan, static_lineage
 from odibi_dagster.config.env import as_written
 from odibi_dagster.config.loader import LoadedProject, display_name, load_project
 from odibi_dagster.config.models import NodeConfig, PipelineConfig, ProjectConfig
@@ -149,6 +150,8 @@ def build_definitions(
     nodes = odibi_nodes(project, connections)
     keys = {id(n): translator.get_asset_key(n) for n in nodes}
     _check_translated_keys(translator, nodes, keys)
+    # column lineage as far as the YAML tells it (docs/lineage.md)
+    columns = static_lineage(nodes, keys, at_load=cfg.column_lineage == "load")
 
     required = {
         p.pipeline: _required_resources(project, p.pipeline, engine_of(cfg, p), story)
@@ -168,12 +171,13 @@ def build_definitions(
                     "get_asset_key, so that dependencies follow",
                 )
             if node.is_source:
-                assets.append(_source_asset(project, node, spec))
+                assets.append(_source_asset(project, node, spec, columns[id(node)].metadata))
                 if node.config.validation is not None:
                     source_checks.setdefault(node.pipeline, []).append(
                         _source_checks(node, spec.key, required[node.pipeline])
                     )
             else:
+                spec = spec.merge_attributes(metadata=columns[id(node)].metadata)
                 assets.append(_node_asset(project, node, spec, keys, required[node.pipeline]))
         except dg.DagsterInvalidDefinitionError as exc:
             # what the YAML allows is valid for Dagster: a translator gave something it is not
@@ -378,10 +382,12 @@ def _retry_policy(cfg: ProjectConfig, node: NodeConfig | None = None) -> dg.Retr
     return dg.RetryPolicy(max_retries=r.max_attempts - 1, delay=r.backoff_seconds, backoff=backoff)
 
 
-def _source_asset(project: LoadedProject, node: OdibiNode, spec: dg.AssetSpec) -> dg.AssetSpec:
+def _source_asset(
+    project: LoadedProject, node: OdibiNode, spec: dg.AssetSpec, columns: Mapping[str, Any]
+) -> dg.AssetSpec:
     """A source the project only reads: loaded by its consumers through the IO manager."""
     spec = spec.merge_attributes(
-        metadata={**_odibi_metadata(project, node), "dagster/uri": node.read_uri}
+        metadata={**_odibi_metadata(project, node), "dagster/uri": node.read_uri, **columns}
     ).with_io_manager_key(ENGINES[node.engine].io_manager_key)
     parts = _partitions_def(node)
     return spec if parts is None else spec.replace_attributes(partitions_def=parts)
@@ -421,6 +427,7 @@ def _node_asset(
         engine=node.engine,
         step_labels=_step_labels(project, node),
         source_reads=tuple((up.name, up.config.read) for up in node.inputs if up.is_source),
+        columns=column_plan(node, keys) if project.config.column_lineage != "off" else None,
     )
 
     return dg.asset(

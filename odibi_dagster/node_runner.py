@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks, incremental
+from odibi_dagster.column_lineage import ColumnPlan
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
 from odibi_dagster.engines.registry import ENGINES, get_engine, resources_by_key
@@ -64,6 +65,8 @@ class NodeRunner:
     # (input name, its read:) for inputs that are read-only nodes: the IO manager reads
     # them, and this node's story and metadata name the files a sensor's run read
     source_reads: tuple[tuple[str, Any], ...] = ()
+    # how to tell the lineage of the result's columns from its inputs' (column_lineage.py)
+    columns: ColumnPlan | None = None
 
     def run(self, context: Any, inputs: dict[str, Any]) -> Iterator[Any]:
         """Compute the node. Its story is saved here if the computation fails, otherwise by
@@ -84,7 +87,7 @@ class NodeRunner:
             description=node.description,
             steps=list(self.step_labels),
         )
-        meta: dict[str, Any] = {}  # what incremental reads add to the materialization
+        meta: dict[str, Any] = {}  # what incremental reads and column lineage add
         try:
             partition = step_partition(context)
             story.partition = partition.key if partition is not None else None
@@ -121,8 +124,8 @@ class NodeRunner:
         partition: Partition | None = None,
     ) -> Generator[Any, None, Any]:
         """Read, transform and validate; yields check results, returns the result. What
-        incremental reads did goes into ``meta``; ``${partition...}`` in the read, the SQL
-        and the parameters name ``partition``."""
+        incremental reads did and the column lineage found go into ``meta``;
+        ``${partition...}`` in the read, the SQL and the parameters name ``partition``."""
         node = self.node
         eng = get_engine(self.engine, resources)
         frames = {dep: inputs[dep] for dep in node.depends_on}
@@ -181,6 +184,8 @@ class NodeRunner:
                 label += f" ({done.label()})"
             story.inputs[label] = eng.cheap_row_count(current)
             story.files += files
+        read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
+        step_columns: list[list[str]] = []  # each step's columns, for column lineage
         if node.transform is not None:
             steps = [
                 step.model_copy(
@@ -191,11 +196,29 @@ class NodeRunner:
                 )
                 for step in node.transform.steps
             ]
-            current = run_steps(eng, steps, frames, current, node=node.name, where=node.where)
+            current = run_steps(
+                eng,
+                steps,
+                frames,
+                current,
+                node=node.name,
+                where=node.where,
+                on_step=(
+                    (lambda _, df: step_columns.append([c for c, _ in eng.column_schema(df)]))
+                    if self.columns is not None
+                    else None
+                ),
+            )
         elif current is None:
             current = frames[node.depends_on[0]]
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
+        if self.columns is not None:
+            meta.update(
+                self._column_lineage(
+                    context, eng, frames, read_columns, step_columns, story.columns
+                )
+            )
         samples = recorder.max_sample_rows if recorder is not None else 0
         if story.rows is not None and samples:  # in memory: the story's sample costs nothing
             story.sample = eng.head(current, samples)
@@ -231,6 +254,31 @@ class NodeRunner:
         if staged is not None and io_manager is not None:
             io_manager.hold_materialized(context.run_id, tuple(self.key.path), staged, stats.rows)
         return current
+
+    def _column_lineage(
+        self,
+        context: Any,
+        eng: Engine,
+        frames: dict[str, Any],
+        read_columns: list[str] | None,
+        step_columns: list[list[str]],
+        output: list[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """``dagster/column_lineage`` from the columns the node actually saw. Never fails
+        the node: lineage it cannot tell is left out, with a warning for a SQL step."""
+        assert self.columns is not None
+        try:
+            found, warning = self.columns.metadata(
+                {n: [c for c, _ in eng.column_schema(df)] for n, df in frames.items()},
+                read_columns,
+                [c for c, _ in output],
+                step_columns,
+            )
+        except Exception as exc:
+            found, warning = {}, f"{self.node.where}: column lineage left out: {exc}"
+        if warning:
+            context.log.warning(warning)
+        return found
 
     def _materialize(
         self, context: Any, resources: dict[str, Any], eng: Engine, current: Any

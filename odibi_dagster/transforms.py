@@ -13,7 +13,7 @@ import importlib.util
 import inspect
 import sys
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+# what a function declares about its output columns (see ``transform(columns=...)``)
+_COLUMNS_ATTR = "__odibi_columns__"
 
 RESULT_NAME = "__result__"
 
@@ -33,9 +35,24 @@ RESULT_NAME = "__result__"
 @overload
 def transform(func: F) -> F: ...
 @overload
-def transform(func: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
-def transform(func: F | None = None, *, name: str | None = None) -> Any:
+def transform(
+    func: None = None,
+    *,
+    name: str | None = None,
+    columns: Mapping[str, Sequence[str]] | None = None,
+) -> Callable[[F], F]: ...
+def transform(
+    func: F | None = None,
+    *,
+    name: str | None = None,
+    columns: Mapping[str, Sequence[str]] | None = None,
+) -> Any:
     """Register a function step under its name (or ``name=``).
+
+    ``columns`` declares the column lineage of the result: each output column with the
+    input columns it is made from, as ``"col"`` (a column of ``__result__``, or of the
+    only table the step sees) or ``"table.col"`` (``table`` an upstream node's name, or the
+    name of a param that holds one). Columns not declared have unknown lineage.
 
     Example::
 
@@ -48,7 +65,11 @@ def transform(func: F | None = None, *, name: str | None = None) -> Any:
     and in YAML: ``- function: add_revenue`` with ``params: {source: load_sales}``.
     """
 
+    declared = _check_columns(columns) if columns is not None else None
+
     def register(f: F) -> F:
+        if declared is not None:
+            setattr(f, _COLUMNS_ATTR, declared)
         params = list(inspect.signature(f).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -69,6 +90,26 @@ def transform(func: F | None = None, *, name: str | None = None) -> Any:
         return f
 
     return register(func) if func is not None else register
+
+
+def _check_columns(columns: Any) -> dict[str, tuple[str, ...]]:
+    if not isinstance(columns, Mapping) or not all(
+        isinstance(k, str)
+        and isinstance(v, (list, tuple))
+        and all(isinstance(x, str) and x for x in v)
+        for k, v in columns.items()
+    ):
+        raise TypeError(
+            '@transform(columns=...) takes {"output column": ["input column", ...]}, e.g. '
+            '{"revenue": ["quantity", "orders.price"]}'
+        )
+    return {k: tuple(v) for k, v in columns.items()}
+
+
+def declared_columns(func: Callable[..., Any]) -> dict[str, tuple[str, ...]] | None:
+    """The column lineage ``func`` declares (None: none)."""
+    declared = getattr(func, _COLUMNS_ATTR, None)
+    return dict(declared) if isinstance(declared, dict) else None
 
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
@@ -190,8 +231,10 @@ def run_steps(
     *,
     node: str,
     where: str,
+    on_step: Callable[[int, Any], None] | None = None,
 ) -> Any:
-    """Run a node's transform steps in order and return the last result.
+    """Run a node's transform steps in order and return the last result (``on_step``
+    sees each step's result as it comes, with the step's index).
 
     SQL steps see every upstream node by name; every step after the first (and the first
     too, when the node read data itself) also sees the previous result as ``__result__``.
@@ -204,6 +247,8 @@ def run_steps(
         label = f"{where}, step {i + 1}"
         if step.sql is not None:
             current = engine.sql(step.sql, tables, where=label)
+            if on_step is not None:
+                on_step(i, current)
             continue
         assert step.function is not None
         func = get_function(step.function)
@@ -224,4 +269,6 @@ def run_steps(
                 f"step on engine {engine.name} must return a {engine.frame_kind}"
             )
         current = result
+        if on_step is not None:
+            on_step(i, current)
     return current

@@ -9,7 +9,7 @@ import pandas as pd
 from odibi_dagster import transform
 
 
-@transform
+@transform(columns={"country": ["country"]})
 def normalise_country(context, source: str, default: str):
     """Upper-case country codes; fill missing ones with ``default``."""
     df = context.get(source)
@@ -23,7 +23,13 @@ def normalise_country(context, source: str, default: str):
     return df
 
 
-@transform
+@transform(
+    columns={
+        "customer_id": ["orders.customer_id"],
+        "name": ["customers.name"],
+        "spent": ["orders.amount"],
+    }
+)
 def top_spenders(context, orders: str, customers: str, n: int = 3):
     """The ``n`` customers with the highest total amount, with their names."""
     if context.engine == "spark":

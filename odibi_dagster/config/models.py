@@ -867,6 +867,18 @@ class ProjectConfig(StrictModel):
         description="in_process (default: one process, fast) or multiprocess (one process "
         "per node).",
     )
+    column_lineage: Literal["load", "run", "off"] = Field(
+        default="load",
+        description="Column lineage of SQL steps: at load and in each materialization "
+        "(load), only in materializations (run: nothing parsed at load), or none (off).",
+    )
+
+    @field_validator("column_lineage", mode="before")
+    @classmethod
+    def _lineage_switch(cls, v: Any) -> Any:
+        # YAML reads a bare off / on (and false / true) as a boolean
+        return {False: "off", True: "load"}.get(v, v) if isinstance(v, bool) else v
+
     connections: dict[str, Connection] = Field(min_length=1)
     story: StoryConfig | None = None
     retry: RetryConfig | None = None
