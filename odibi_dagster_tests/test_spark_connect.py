@@ -183,3 +183,41 @@ def test_the_retail_example_over_spark_connect_gives_the_pandas_answer(
         assert _normalised(got["connect"]) == _normalised(got["pandas"]), path
     # Spark (on the server) wrote directories of part files where pandas wrote files
     assert (connect_root / "outputs/gold/revenue_by_country.csv").is_dir()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "delta"])
+def test_every_write_mode_on_azure_storage_over_spark_connect(
+    spark_connect: Any, azurite_devstore: Any, fmt: str
+):
+    """Over Connect the account key goes to the session on the server, and the client
+    moves a finished overwrite into place through adlfs (no Hadoop here)."""
+    import uuid
+
+    from odibi_dagster.engines.spark import SparkEngine
+    from odibi_dagster_tests.test_spark_azure import DEV_ACCOUNT, SCHEMA, devstore
+
+    engine = SparkEngine(spark_connect)
+    assert engine.connect and engine._hadoop() is None
+    dev = devstore(azurite_devstore, f"connect-{uuid.uuid4().hex[:10]}")
+    SparkSessionResource().configure_connections(spark_connect, [dev])
+    loc = dev.location(f"modes/t.{fmt}")
+
+    def frame(rows: list[tuple[Any, ...]]) -> Any:
+        return spark_connect.createDataFrame(rows, SCHEMA).coalesce(1)
+
+    def rows(df: Any) -> list[tuple[Any, ...]]:
+        return sorted((r["id"], r["name"], r["amount"]) for r in df.collect())
+
+    first, second = [(1, "ann", 10.5), (2, "bob", -3.0)], [(3, "cy", 7.25)]
+    assert not engine.exists(loc, fmt)
+    assert engine.write(frame(first), loc, fmt, "overwrite") is True
+    assert engine.write(frame(second), loc, fmt, "ignore") is False
+    with pytest.raises(OdibiRunError, match=r"node t: output path .* already exists"):
+        engine.write(frame(second), loc, fmt, "error", where="node t")
+    assert engine.write(frame(second), loc, fmt, "append") is True
+    assert rows(engine.read(loc, fmt)) == sorted(first + second)
+    assert engine.write(frame(second), loc, fmt, "overwrite") is True
+    assert rows(engine.read(loc, fmt)) == second
+    blobs = azurite_devstore.list_blobs(DEV_ACCOUNT, dev.container, "modes/")
+    # nothing left beside the target: no temporary, no old copy, no lock
+    assert all(b == f"modes/t.{fmt}" or b.startswith(f"modes/t.{fmt}/") for b in blobs), blobs

@@ -154,7 +154,7 @@ def _databricks_session() -> Any:
         raise OdibiRunError(
             "spark remote 'databricks' needs Databricks Connect: install the "
             "databricks-connect version of the cluster's Databricks Runtime (e.g. pip "
-            "install 'databricks-connect==16.4.*') in an environment of its own (it "
+            "install 'databricks-connect==17.3.*') in an environment of its own (it "
             "replaces pyspark), and set DATABRICKS_HOST, DATABRICKS_TOKEN and "
             "DATABRICKS_CLUSTER_ID (or DATABRICKS_SERVERLESS_COMPUTE_ID=auto)"
         ) from None
