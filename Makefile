@@ -4,6 +4,7 @@
 # And: make test-fast    the suite without Spark, Azurite, the Key Vault stand-in, a browser,
 #                        the daemon or the slow tests: about two minutes; no Java, npm or Chromium
 # And: make spark-demo   the retail example on a local Spark session instead of pandas
+# And: make connect-demo the retail example over Spark Connect, on a server it starts here
 # And: make azure-demo   the azure_pandas example on local Azure emulators (two storage
 #                        accounts in Azurite, one key from an HTTPS Key Vault stand-in)
 PYTHON ?= python3
@@ -11,7 +12,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo azure-demo spark-demo test test-fast lint ui browser clean bench services spark-jars
+.PHONY: demo azure-demo spark-demo connect-demo test test-fast lint ui browser clean bench services spark-jars
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ azure-demo: $(STAMP) services
 # The retail example on a local Spark session (Java 17 or 21) instead of pandas.
 spark-demo: $(STAMP) spark-jars
 	ODIBI_ENGINE=spark $(BIN)/odibi-dagster run examples/retail
+
+# The retail example over Spark Connect: a local server (pip's PySpark, the same jars,
+# 127.0.0.1 and a free port) for the length of one `odibi-dagster run`.
+connect-demo: $(STAMP) spark-jars
+	$(BIN)/python -m odibi_dagster.resources.spark_connect_server $(BIN)/odibi-dagster run examples/retail
 
 # The Delta Lake and hadoop-azure jars a local Spark session loads, pinned and checked
 # (SHA-1) from Maven Central; kept when already there.
@@ -77,6 +83,7 @@ bench: $(STAMP) services spark-jars
 	$(BIN)/python benchmarks/keyvault_requests.py
 	$(BIN)/python benchmarks/spark_io.py
 	$(BIN)/python benchmarks/upsert.py
+	$(BIN)/python benchmarks/spark_connect.py
 	$(BIN)/python benchmarks/sensor_ticks.py
 	$(BIN)/python benchmarks/incremental_read.py --spark
 	$(BIN)/python benchmarks/concurrent_appends.py local-parquet local-csv local-json \

@@ -56,6 +56,7 @@ from odibi_dagster.partitions import dependency_mapping, effective, partitions_d
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster.resources.new_files import NEW_FILES_KEY, NewFilesResource
+from odibi_dagster.resources.spark import SPARK_RESOURCE_KEY, spark_resource_key, spark_sessions
 from odibi_dagster.story import STORY_RESOURCE_KEY, RunStoryResource
 from odibi_dagster.translator import OdibiNode, OdibiTranslator
 
@@ -221,6 +222,10 @@ def build_definitions(
         resources[entry.io_manager_key] = io_manager(engine=name, connections=local)
         for key, make in entry.resources.items():
             resources[key] = make()  # made here, started at the first node that uses it
+    # spark: {remote: ...} of the project, and of each pipeline that has its own
+    resources.update(
+        spark_sessions(cfg, [p for p in cfg.pipelines if engine_of(cfg, p) == "spark"])
+    )
     if story is not None:
         resources[STORY_RESOURCE_KEY] = story
     if any(pipe.sensors for pipe in cfg.pipelines):
@@ -325,6 +330,10 @@ def _required_resources(
     (so a broken one fails the run before any node writes, under any executor), the
     engine's resources, and the story's."""
     keys = project.connections_used(pipeline) | set(ENGINES[engine].resources)
+    if engine == "spark" and any(
+        p.spark is not None for p in project.config.pipelines if p.pipeline == pipeline
+    ):
+        keys = (keys - {SPARK_RESOURCE_KEY}) | {spark_resource_key(pipeline)}
     if story is not None:
         keys.add(STORY_RESOURCE_KEY)
     if any(p.sensors for p in project.config.pipelines if p.pipeline == pipeline):

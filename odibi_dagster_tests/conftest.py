@@ -23,6 +23,7 @@ pytest_plugins = ["odibi_dagster_tests.emulators.fixtures"]
 # CLI run) carry the marker themselves.
 FIXTURE_MARKERS = {
     "spark": "spark",
+    "spark_connect": "spark",
     "azurite": "azure",
     "azurite_devstore": "azure",
     "keyvault": "azure",
@@ -89,6 +90,33 @@ def spark() -> Iterator[Any]:
     yield session
     session.stop()
     forget_configured()
+
+
+@pytest.fixture(scope="session")
+def spark_connect_server() -> Iterator[Any]:
+    """A Spark Connect server on 127.0.0.1 (a free port; Delta + hadoop-azure jars), for
+    the whole suite: started by pip's PySpark, stopped at the end."""
+    from odibi_dagster.resources.spark_connect_server import start_server
+    from odibi_dagster.resources.spark_jars import download_jars
+
+    download_jars(log=lambda _msg: None)
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_connect(spark_connect_server: Any, spark: Any) -> Iterator[Any]:
+    """A Spark Connect session on that server: what ``spark: {remote: sc://...}`` gives.
+
+    The local session starts first: a process with only a Connect session is marked as
+    Connect-only (PySpark's rule), and the local session's tests share this process."""
+    from odibi_dagster.resources.spark import SparkSessionResource
+    from odibi_dagster.resources.spark_connect import forget_sessions
+
+    session = SparkSessionResource(remote=spark_connect_server.url).get_session()
+    yield session
+    forget_sessions()
 
 
 @pytest.fixture

@@ -40,14 +40,23 @@ ROWS = [
 ]
 
 
-# engines that need a service of their own carry its marker (see conftest.py)
-ENGINE_MARKS = {"spark": pytest.mark.spark}
+# engines that need a service of their own carry its marker (see conftest.py);
+# spark_connect: the Spark engine on a Spark Connect session (a local server)
+ENGINE_MARKS = {"spark": pytest.mark.spark, "spark_connect": pytest.mark.spark}
 
 
-@pytest.fixture(params=[pytest.param(n, marks=ENGINE_MARKS.get(n, ())) for n in ENGINE_NAMES])
+@pytest.fixture(
+    params=[
+        pytest.param(n, marks=ENGINE_MARKS.get(n, ())) for n in (*ENGINE_NAMES, "spark_connect")
+    ]
+)
 def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "spark":
         request.getfixturevalue("spark")  # the suite's one local session
+    if request.param == "spark_connect":
+        from odibi_dagster.engines.spark import SparkEngine
+
+        return SparkEngine(request.getfixturevalue("spark_connect"))
     return get_engine(request.param)
 
 

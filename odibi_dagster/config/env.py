@@ -20,8 +20,11 @@ SECRET_KEYS = frozenset().union(*(kind.secret_fields for kind in CONNECTION_KIND
 
 
 def is_secret_path(path: KeyPath) -> bool:
-    """Whether the value at ``path`` is a secret: a connection's secret field, or an alert's
-    webhook URL (which carries its token; read when an alert is sent)."""
+    """Whether the value at ``path`` is a secret: a connection's secret field, an alert's
+    webhook URL (which carries its token; read when an alert is sent), or a Spark Connect
+    URL (``spark: {remote: ...}``, which may carry one; read where the run executes)."""
+    if path[-2:] == ("spark", "remote") and (len(path) == 2 or path[0] == "pipelines"):
+        return True
     if len(path) != 3:
         return False
     if path[0] == "connections":

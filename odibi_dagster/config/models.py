@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from odibi_dagster.engines.registry import ENGINE_NAMES
-from odibi_dagster.env_refs import WHOLE_ENV_REF
+from odibi_dagster.env_refs import ENV_REF, WHOLE_ENV_REF
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
 from odibi_dagster.vocabulary import (
@@ -592,6 +592,46 @@ class SensorConfig(StrictModel):
     )
 
 
+class SparkConfig(StrictModel):
+    """Where ``engine: spark`` runs: ``remote`` names a Spark Connect server (or
+    Databricks Connect); without it, the active or a local session."""
+
+    remote: str | None = Field(
+        default=None,
+        description="sc://host:port (Spark Connect; a token as ;token=..., in an environment "
+        "variable) or 'databricks' (Databricks Connect). Empty: no remote.",
+    )
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if ENV_REF.search(v):
+            if re.search(r"token=(?!\$\{)", v, re.I):
+                raise ValueError(_REMOTE_TOKEN)
+            return v
+        if v == "databricks":
+            return v
+        if not v.startswith("sc://"):
+            # never echo the value: it may hold a token
+            raise ValueError(
+                "remote must be a Spark Connect URL (sc://host:port, e.g. "
+                "sc://localhost:15002), 'databricks' for Databricks Connect, or an "
+                "environment variable holding one, like ${SPARK_REMOTE}"
+            )
+        if ";" in v and re.search(r";\s*token\s*=", v, re.I):
+            raise ValueError(_REMOTE_TOKEN)
+        return v
+
+
+_REMOTE_TOKEN = (
+    "remote carries a token written in the file, where it would be committed with it: put "
+    "the whole URL in an environment variable and write remote: ${SPARK_REMOTE}"
+)
+
+
 class PipelineConfig(StrictModel):
     """A named list of nodes. Becomes a Dagster asset group and a job of the same name."""
 
@@ -602,6 +642,9 @@ class PipelineConfig(StrictModel):
     description: str | None = None
     layer: str | None = Field(default=None, description="Logical layer, shown as an asset tag.")
     engine: EngineName | None = Field(default=None, description="Overrides the project engine.")
+    spark: SparkConfig | None = Field(
+        default=None, description="Overrides the project's spark: (where Spark runs)."
+    )
     executor: ExecutorName | None = Field(
         default=None, description="Overrides the project executor."
     )
@@ -862,6 +905,9 @@ class ProjectConfig(StrictModel):
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
     engine: EngineName = Field(default="pandas", description="pandas or spark.")
+    spark: SparkConfig | None = Field(
+        default=None, description="Where engine spark runs (remote: Spark Connect)."
+    )
     executor: ExecutorName | None = Field(
         default=None,
         description="in_process (default: one process, fast) or multiprocess (one process "

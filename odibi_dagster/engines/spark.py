@@ -13,6 +13,11 @@ inferred; dates and timestamps stay text, as on pandas, unless ``preferDate: tru
 pandas' ``dtype`` option is honoured, and JSON is one object per line. Write modes mean
 what they mean on pandas: ``error`` fails and ``ignore`` skips when anything is at the
 path.
+
+Over Spark Connect (``spark: {remote: sc://...}``) the same code runs on the remote
+session; what needs a filesystem (moving a finished write into place, locks, listing
+stored results) is done on the client through the connection's fsspec filesystem
+instead of Hadoop's (see ``engines.connect_fs``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any, NoReturn
 from urllib.parse import unquote
 
 from odibi_dagster.engines.base import MergeOutcome, Profile, RowFilter, staged_beside
+from odibi_dagster.engines.connect_fs import ClientMover, client_reaches
 from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
 from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
@@ -137,10 +143,32 @@ def _as_option(value: Any) -> Any:
     return value
 
 
-def _profile_columns(columns: list[str]) -> list[Any]:
-    """Aggregations for a profile: the row count, and the nulls of each column."""
-    from pyspark.sql import functions as F
+def _functions(connect: bool) -> Any:
+    """``pyspark.sql.functions`` for the session's kind: PySpark picks the Spark Connect
+    ones only in a process marked as Connect-only, and this one may hold both kinds."""
+    if connect:
+        from pyspark.sql.connect import functions as connect_functions
 
+        return connect_functions
+    from pyspark.sql import functions
+
+    return functions
+
+
+def _observation(connect: bool) -> Any:
+    """A new Observation for the session's kind (see :func:`_functions`)."""
+    if connect:
+        from pyspark.sql.connect.observation import Observation as ConnectObservation
+
+        return ConnectObservation()
+    from pyspark.sql import Observation
+
+    return Observation()
+
+
+def _profile_columns(columns: list[str], connect: bool = False) -> list[Any]:
+    """Aggregations for a profile: the row count, and the nulls of each column."""
+    F = _functions(connect)
     aggs = [F.count(F.lit(1)).alias("rows")]
     aggs += [
         F.sum(F.when(F.col(f"`{c}`").isNull(), 1).otherwise(0)).alias(f"n{i}")
@@ -217,7 +245,13 @@ def session_for(resources: Mapping[str, Any]) -> Any:
 
     spark_res = resources.get(SPARK_RESOURCE_KEY)
     if not isinstance(spark_res, SparkSessionResource):
-        spark_res = SparkSessionResource()
+        # a pipeline with a spark: block of its own has odibi_spark__<pipeline>
+        own = [
+            r
+            for k, r in sorted(resources.items())
+            if k.startswith(f"{SPARK_RESOURCE_KEY}__") and isinstance(r, SparkSessionResource)
+        ]
+        spark_res = own[0] if own else SparkSessionResource()
     spark = spark_res.get_session()
     spark_res.configure_connections(spark, resources.values())
     return spark
@@ -236,7 +270,13 @@ class SparkEngine:
     intermediate_dir_name = "odibi_spark"
 
     def __init__(self, spark: Any):
+        from odibi_dagster.resources.spark_connect import is_connect, server_is_local
+
         self.spark = spark
+        # Spark Connect: no JVM here; a local path is the server's, the same file here
+        # only when the server runs on this machine
+        self.connect = is_connect(spark)
+        self.shares_local_paths = not self.connect or server_is_local(spark)
 
     # ------------------------------------------------------------------ read
 
@@ -362,6 +402,10 @@ class SparkEngine:
                 inferred = reader.load(uri).schema
                 reader = reader.schema(self._with_text_columns(inferred, casts, dates))
             df = reader.load(uri)
+            if self.connect:
+                # Spark Connect analyses lazily: ask for the schema now, so a missing path
+                # or a bad option fails here, named, not at the first action
+                _ = df.schema
             if select:
                 df = df.select(*select)
             missing = [c for c in casts if c not in df.columns]
@@ -564,11 +608,11 @@ class SparkEngine:
 
     def _can_lock(self, loc: Location) -> bool:
         """Whether this process can lock ``loc``: on remote storage, or on a local path
-        where the driver runs here (not behind Spark Connect, where local paths are the
-        cluster's)."""
+        where the driver runs here (behind Spark Connect: where the server runs here too;
+        elsewhere local paths are the cluster's)."""
         from fsspec.implementations.local import LocalFileSystem
 
-        return not isinstance(loc.fs, LocalFileSystem) or self._hadoop() is not None
+        return not isinstance(loc.fs, LocalFileSystem) or self.shares_local_paths
 
     def _save(
         self,
@@ -602,7 +646,7 @@ class SparkEngine:
                 )
             writer = writer.partitionBy(*partition_by)
         writer = writer.options(**{k: _as_option(v) for k, v in opts.items()})
-        mover = self._mover(uri) if fmt != "delta" and mode == "overwrite" and exists else None
+        mover = self._mover(uri, loc) if fmt != "delta" and mode == "overwrite" and exists else None
         target = uri
         if mover is not None:
             # Spark deletes the old files before its job runs: write beside them, then swap,
@@ -648,10 +692,10 @@ class SparkEngine:
         """Whether anything (a file or a directory) is at ``loc``."""
         check_format(fmt, "")
         uri = self._uri(loc, "")
-        mover = self._mover(uri)
+        mover = self._mover(uri, loc)
         if mover is not None:
             return mover.exists(uri)
-        # a Spark Connect session has no JVM gateway: ask the data source instead
+        # out of this process's reach (Spark Connect, dbfs:/): ask the data source
         try:
             self.spark.read.format("binaryFile").load(uri).select("path").limit(1).collect()
             return True
@@ -660,13 +704,22 @@ class SparkEngine:
                 return False
             raise
 
-    def _mover(self, uri: str) -> Mover | None:
-        """Hadoop's filesystem for ``uri``, as a Mover; None without a JVM (Spark Connect)."""
+    def _mover(self, uri: str, loc: Location | None = None) -> Mover | None:
+        """A Mover for ``uri`` (and the paths beside it): Hadoop's filesystem in the
+        session's JVM; over Spark Connect, the connection's fsspec filesystem for ``loc``
+        where this process reaches it. None when neither can."""
         hadoop = self._hadoop()
-        return hadoop_mover(*hadoop, uri) if hadoop else None
+        if hadoop:
+            return hadoop_mover(*hadoop, uri)
+        return self._client_mover(loc) if loc is not None and loc.spark_uri == uri else None
+
+    def _client_mover(self, loc: Location) -> ClientMover | None:
+        return ClientMover(loc) if client_reaches(loc, self.shares_local_paths) else None
 
     def _hadoop(self) -> tuple[Any, Any] | None:
         """The JVM and a Hadoop configuration of the session; None without a JVM."""
+        if self.connect:
+            return None
         try:
             jvm = self.spark.sparkContext._jvm
             conf = self.spark._jsparkSession.sessionState().newHadoopConf()
@@ -684,8 +737,11 @@ class SparkEngine:
             frame.createOrReplaceTempView(name)
         try:
             # spark.sql analyses the query now, so the result keeps the views' plans after
-            # the views are dropped below
-            return self.spark.sql(query)
+            # the views are dropped below (Spark Connect: asked for, below)
+            result = self.spark.sql(query)
+            if self.connect:
+                _ = result.schema
+            return result
         except _spark_errors() as exc:
             msg = first_message(exc)
             available = ", ".join(tables) or "(none)"
@@ -705,7 +761,7 @@ class SparkEngine:
         finally:
             # Spark Connect analyses the query again when it runs: its views must stay (the
             # next step replaces them)
-            if not type(self.spark).__module__.startswith("pyspark.sql.connect"):
+            if not self.connect:
                 for name in tables:
                     with contextlib.suppress(Exception):
                         self.spark.catalog.dropTempView(name)
@@ -726,7 +782,7 @@ class SparkEngine:
     def profile(self, df: Any, null_columns: Iterable[str] = ()) -> Profile:
         """Row count and null counts of ``null_columns`` in one aggregation (one pass)."""
         cols = [c for c in dict.fromkeys(null_columns) if c in df.columns]
-        row = df.agg(*_profile_columns(cols)).collect()[0]
+        row = df.agg(*_profile_columns(cols, self.connect)).collect()[0]
         return _profile_of(row, cols)
 
     def column_schema(self, df: Any) -> list[tuple[str, str]]:
@@ -755,7 +811,11 @@ class SparkEngine:
         filesystem): a preview then costs no Spark job."""
         if n <= 0:
             return []
-        if written_at is not None and fmt in ("parquet", "delta"):
+        if (
+            written_at is not None
+            and fmt in ("parquet", "delta")
+            and client_reaches(written_at, self.shares_local_paths)
+        ):
             rows = _peek(written_at, fmt, n, list(df.columns))
             if rows is not None:
                 return rows
@@ -766,10 +826,8 @@ class SparkEngine:
     def count_while_writing(self, df: Any) -> tuple[Any, Callable[[], int | None]]:
         """``df`` with a Spark Observation that counts its rows during the next action
         (the write): ``dagster/row_count`` costs no extra pass over the data."""
-        from pyspark.sql import Observation
-        from pyspark.sql import functions as F
-
-        obs = Observation()
+        F = _functions(self.connect)
+        obs = _observation(self.connect)
 
         def rows() -> int | None:
             try:
@@ -783,7 +841,10 @@ class SparkEngine:
         """A lazy scan of what was written (its schema given: nothing is inferred again)."""
         if fmt == "delta":
             return self.read(loc, "delta", where=where)
-        reader = self.spark.read.format(fmt).schema(df.schema)
+        return self._scan(loc, fmt, df.schema, where)
+
+    def _scan(self, loc: Location, fmt: str, schema: Any, where: str) -> Any:
+        reader = self.spark.read.format(fmt).schema(schema)
         if fmt == "csv":
             reader = reader.option("header", True)
         return reader.load(self._uri(loc, where))
@@ -804,11 +865,9 @@ class SparkEngine:
         nulls in the same job (a Spark Observation): the checks need no pass of their
         own, and the target and consumers read the stored copy instead of computing the
         node again."""
-        from pyspark.sql import Observation
-
         cols = [c for c in dict.fromkeys(null_columns) if c in df.columns]
-        obs = Observation()
-        observed = df.observe(obs, *_profile_columns(cols))
+        obs = _observation(self.connect)
+        observed = df.observe(obs, *_profile_columns(cols, self.connect))
         staged, stored = self.store_intermediate(observed, base, key, where=where)
         return stored, _profile_of(obs.get, cols), staged
 
@@ -816,8 +875,8 @@ class SparkEngine:
         self, df: Any, base: str, key: tuple[str, ...], *, where: str = ""
     ) -> tuple[Location, Any]:
         kept = self.intermediate(base, key)
-        # without a JVM (Spark Connect) nothing can be renamed: write in place
-        staged = staged_beside(kept) if self._mover(kept.spark_uri) else kept
+        # where nothing can be renamed (Spark Connect, data out of reach): write in place
+        staged = staged_beside(kept) if self._mover(kept.spark_uri, kept) else kept
         # a fresh name of this run's: no other write of it to wait for
         self._write(df, staged, "parquet", "overwrite", None, where=where, lock=False)
         return staged, self.after_write(df, staged, "parquet", where=where)
@@ -826,14 +885,17 @@ class SparkEngine:
         self, df: Any, staged: Location, base: str, key: tuple[str, ...], *, where: str = ""
     ) -> tuple[Location, Any]:
         kept = self.intermediate(base, key)
-        mover = self._mover(kept.spark_uri)
+        # asked before the swap: over Spark Connect the schema of ``df`` (a scan of the
+        # staged copy) is asked of the server, which would no longer find it
+        schema = df.schema
+        mover = self._mover(kept.spark_uri, kept)
         if mover is not None and staged.spark_uri != kept.spark_uri:
             exists = mover.exists(kept.spark_uri)
             swap_in(mover, staged.spark_uri, kept.spark_uri, kept.uri, where, exists=exists)
-        return kept, self.after_write(df, kept, "parquet", where=where)
+        return kept, self._scan(kept, "parquet", schema, where)
 
     def drop_intermediate(self, staged: Location) -> None:
-        mover = self._mover(staged.spark_uri)
+        mover = self._mover(staged.spark_uri, staged)
         if mover is not None and ".staged-" in staged.spark_uri:
             delete_quietly(mover, staged.spark_uri)
 
@@ -849,11 +911,13 @@ class SparkEngine:
     def stored_intermediates(self, base: str, key: tuple[str, ...]) -> dict[str, float]:
         """The directories ``<name>`` (and ``<name>.staged-<hex>`` ...) under
         ``<base>/<key...>/``, by name, with their modification time, listed by Hadoop's
-        FileSystem; empty without a JVM (Spark Connect), where nothing can be listed."""
-        folder = self.intermediate(base, key).spark_uri
+        FileSystem (over Spark Connect: by the client's filesystem, where it reaches them;
+        else empty)."""
+        kept = self.intermediate(base, key)
+        folder = kept.spark_uri
         hadoop = self._hadoop_fs(folder)
         if hadoop is None:
-            return {}
+            return self._stored_by_client(kept)
         fs, path = hadoop
         if not fs.exists(path):
             return {}
@@ -865,12 +929,28 @@ class SparkEngine:
             found[name] = max(found.get(name, 0.0), status.getModificationTime() / 1000)
         return found
 
+    def _stored_by_client(self, kept: Location) -> dict[str, float]:
+        """:meth:`stored_intermediates` listed through the client's filesystem."""
+        mover = self._client_mover(kept)
+        if mover is None or not mover.exists(kept.spark_uri):
+            return {}
+        found: dict[str, float] = {}
+        for name, is_dir, mtime in mover.listing(kept.spark_uri):
+            if is_dir:
+                stored = _stored_dir_name(name)
+                found[stored] = max(found.get(stored, 0.0), mtime)
+        return found
+
     def delete_intermediate(self, base: str, key: tuple[str, ...]) -> None:
-        kept = self.intermediate(base, key).spark_uri
+        loc = self.intermediate(base, key)
+        kept = loc.spark_uri
         parent = kept.rstrip("/").rsplit("/", 1)[0]
-        mover = self._mover(kept)
+        mover = self._mover(kept, loc)
         if mover is None:
-            raise OdibiRunError(f"{kept} cannot be deleted without a JVM (Spark Connect)")
+            raise OdibiRunError(
+                f"{kept} cannot be deleted from here: the Spark Connect server's storage is "
+                "out of this process's reach (a local path on another machine)"
+            )
         if not mover.exists(parent):
             return
         for name, is_dir in mover.children(parent):

@@ -1,4 +1,5 @@
-"""The Spark session a run uses: Databricks' own, or a local one with Delta and hadoop-azure."""
+"""The Spark session a run uses: Databricks' own, a remote one (Spark Connect or Databricks
+Connect), or a local one with Delta and hadoop-azure."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from pydantic import Field
 from odibi_dagster.errors import OdibiRunError, first_line
 from odibi_dagster.resources.connection import ConnectionResource
 
-# The resource key of the Spark session in a compiled project.
+# The resource key of the Spark session in a compiled project (a pipeline with a
+# ``spark:`` block of its own has ``odibi_spark__<pipeline>``).
 SPARK_RESOURCE_KEY = "odibi_spark"
+
+
+def spark_resource_key(pipeline: str | None = None) -> str:
+    """The key of the session resource of ``pipeline`` (one with its own ``spark:``),
+    else the project's."""
+    return f"{SPARK_RESOURCE_KEY}__{pipeline}" if pipeline else SPARK_RESOURCE_KEY
+
 
 # Spark shows its conf in the UI, event logs and EXPLAIN output unless the key matches
 # this; its default covers "secret|password|token|access.key", not Azure's account keys.
@@ -45,6 +54,19 @@ _configured: dict[tuple[int, str], str] = {}
 _opened: set[str] = set()
 
 
+def spark_sessions(cfg: Any, spark_pipelines: Iterable[Any]) -> dict[str, SparkSessionResource]:
+    """The session resources of a project's ``spark:`` blocks, by resource key: the
+    project's (when it has one), and one for each Spark pipeline with its own. The
+    remote URL stays as written (``${VAR}``): it is filled in where the run executes."""
+    out: dict[str, SparkSessionResource] = {}
+    if cfg.spark is not None and cfg.spark.remote:
+        out[SPARK_RESOURCE_KEY] = SparkSessionResource(remote=cfg.spark.remote)
+    for pipe in spark_pipelines:
+        if pipe.spark is not None:
+            out[spark_resource_key(pipe.pipeline)] = SparkSessionResource(remote=pipe.spark.remote)
+    return out
+
+
 def on_databricks() -> bool:
     return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
 
@@ -52,8 +74,9 @@ def on_databricks() -> bool:
 class SparkSessionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Spark session for ``engine: spark`` assets (resource key ``odibi_spark``).
 
-    On Databricks (or wherever a session is already active in the process) it uses that
-    session and adds nothing. Elsewhere it builds a local session with the Delta Lake and
+    With ``remote`` (``sc://host:port``, or ``databricks``) it opens a Spark Connect (or
+    Databricks Connect) session on that server. On Databricks (or wherever a session is
+    already active in the process) it uses that session and adds nothing. Elsewhere it builds a local session with the Delta Lake and
     hadoop-azure jars that ``odibi-dagster spark-jars`` downloads once from Maven Central.
 
     Example::
@@ -76,9 +99,27 @@ class SparkSessionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=True,
         description="Use the session already active in the process (Databricks' `spark`).",
     )
+    remote: str | None = Field(
+        default=None,
+        description="A Spark Connect URL (sc://host:port, a token as ;token=...) or "
+        "'databricks' (Databricks Connect), usually as ${ENV_VAR}: filled in where the run "
+        "executes, so a token never reaches the run config. Empty: no remote.",
+    )
+
+    def remote_url(self) -> str:
+        """``remote`` with its ``${VAR}`` filled in ("" for none)."""
+        from odibi_dagster.env_refs import resolve_env
+
+        return str(resolve_env(self.remote or "", "spark remote") or "").strip()
 
     def get_session(self) -> Any:
-        """The session: the active one (Databricks), else a local one, created once."""
+        """The session: the remote one (Spark Connect), else the active one (Databricks),
+        else a local one, created once."""
+        url = self.remote_url()
+        if url:
+            from odibi_dagster.resources.spark_connect import connect_session
+
+            return connect_session(url)
         try:
             from pyspark.sql import SparkSession
         except ImportError:
@@ -211,3 +252,10 @@ def forget_configured() -> None:
     with _lock:
         _configured.clear()
         _opened.clear()
+
+
+def forget_session(spark: Any) -> None:
+    """Forget which connections ``spark`` was configured for (it is being stopped)."""
+    with _lock:
+        for slot in [s for s in _configured if s[0] == id(spark)]:
+            del _configured[slot]
