@@ -568,3 +568,22 @@ def test_json_array_writes_nan_and_infinity_as_null(engine, tmp_path):
     engine.write(NAN_FRAME, loc, "json", options={"lines": False})
     engine.write(NAN_FRAME.iloc[:1], loc, "json", "append", {"lines": False})
     assert strict_json((tmp_path / "out.json").read_text()) == [*NAN_ROWS, NAN_ROWS[0]]
+
+
+def test_a_delta_table_created_from_an_empty_result_takes_later_rows(
+    engine: PandasEngine, tmp_path: Path
+):
+    # an empty SQL result has object columns with no value, which arrow types as null: a
+    # table created with such a column would refuse every later write with values in it
+    loc = loc_for(tmp_path, "t")
+    empty = pd.DataFrame({"id": pd.Series([], dtype="int64"), "name": pd.Series([], dtype=object)})
+    engine.write(empty, loc, "delta")
+    assert pa.schema(DeltaTable(str(tmp_path / "t")).schema().to_arrow()).field("name").type == (
+        pa.string()
+    )
+    engine.write(pd.DataFrame({"id": [1], "name": ["ann"]}), loc, "delta", "append")
+    nothing = pd.DataFrame({"id": [2], "name": [None]})  # all null: the table's type
+    engine.write(nothing, loc, "delta", "append")
+    engine.write(pd.DataFrame({"id": [3], "name": ["cy"]}), loc, "delta", "overwrite")
+    got = DeltaTable(str(tmp_path / "t")).to_pandas()
+    assert got.to_dict("records") == [{"id": 3, "name": "cy"}]

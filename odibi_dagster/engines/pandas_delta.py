@@ -172,6 +172,26 @@ def _timestamp(value: Any, where: str) -> datetime:
     return result
 
 
+def _typed_nulls(table: pa.Table, loc: Location, is_table: bool) -> pa.Table:
+    """``table`` with its columns of no type (an object column with no value: an empty
+    result, or one that is all null) given one: the table's type of the column when
+    there is a table, else string. A Delta table created with a column of no type would
+    refuse every later write that has values in it."""
+    nulls = [i for i, f in enumerate(table.schema) if pa.types.is_null(f.type)]
+    if not nulls:
+        return table
+    known: dict[str, pa.DataType] = {}
+    if is_table:
+        with contextlib.suppress(DeltaError, OSError, ValueError, TypeError):
+            schema = DeltaTable(loc.delta_uri, storage_options=loc.storage_options or None)
+            known = {f.name: f.type for f in pa.schema(schema.schema().to_arrow())}
+    for i in nulls:
+        name = table.schema.field(i).name
+        kind = known.get(name, pa.string())
+        table = table.set_column(i, name, pa.nulls(len(table), kind))
+    return table
+
+
 def write_delta(
     df: pd.DataFrame,
     loc: Location,
@@ -217,7 +237,7 @@ def write_delta(
                 f"({delta_detail(loc, exc)}). Check the table and the storage options",
             )
         require_same_columns(where, loc.uri, old_cols, [str(c) for c in df.columns])
-    table = to_arrow(df, where, loc.uri, "delta")
+    table = _typed_nulls(to_arrow(df, where, loc.uri, "delta"), loc, is_table)
     if is_table:
         remove_stale_delta_rs_files(loc)
     extra: dict[str, Any] = dict(delta.delta_rs)
