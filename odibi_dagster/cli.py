@@ -74,8 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--partition",
-        help="the partition partitioned pipelines compute (e.g. 2024-01-05); needed when "
-        "one of them runs",
+        action="append",
+        dest="partitions",
+        help="a partition partitioned pipelines compute (e.g. 2024-01-05; repeatable), or a "
+        "range FIRST..LAST of them, one run each; without it they are left out (named) "
+        "unless chosen with --pipeline, which is an error",
     )
     r.add_argument("--verbose", "-v", action="store_true", help="show Dagster's event log")
     _env_option(r)
@@ -287,7 +290,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = [
         p for p in pipeline_order(project.config, project.connection_resources()) if p in wanted
     ]
-    why = _check_partition(project, order, args.partition)
+    partitioned = _partitioned(project)
+    if not args.partitions and not args.pipelines and set(order) - set(partitioned):
+        left_out = [p for p in order if p in partitioned]
+        for name in left_out:
+            print(
+                f"skipped: pipeline {name} is partitioned: give --partition KEY (or "
+                "FIRST..LAST) to run it"
+            )
+        order = [p for p in order if p not in left_out]
+    keys, why = _partition_keys(partitioned, order, args.partitions or [])
     if why:
         print(f"{args.path}: {why}", file=sys.stderr)
         return EXIT_FAIL
@@ -311,20 +323,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = str(project.origin)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     ok = True
+    runs = [(name, key) for name in order for key in keys.get(name, [None])]
     try:
-        for name in order:
+        for name, key in runs:
             job = dg.build_reconstructable_job(
                 "odibi_dagster.cli",
                 "pipeline_job",
                 reconstructable_args=(source, name, project.env),  # type: ignore[arg-type]
             )
-            print(f"pipeline {name}")
-            partitioned = name in _partitioned(project)
+            print(f"pipeline {name}" + (f" partition {key}" if key else ""))
             result = dg.execute_job(
                 job,
                 instance=instance,
                 run_config=None if args.verbose else quiet,
-                tags={"dagster/partition": args.partition} if partitioned else None,
+                tags={"dagster/partition": key} if key else None,
             )
             _report(result)
             story = _story_uri(project, name, result.run_id)
@@ -338,7 +350,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if tmp_home:
             shutil.rmtree(tmp_home, ignore_errors=True)
     if ok:
-        print(f"done: {len(order)} pipeline(s) succeeded")
+        print(f"done: {len(runs)} run(s) of {len(order)} pipeline(s) succeeded")
         defs_file = project.root_dir / "definitions.py"
         target = f"-f {display_name(defs_file)}" if defs_file.is_file() else "-f <definitions.py>"
         print(f"open the UI: dagster dev {target}  (set DAGSTER_HOME to keep run history)")
@@ -359,21 +371,39 @@ def _partitioned(project: Any) -> dict[str, Any]:
     return out
 
 
-def _check_partition(project: Any, pipelines: list[str], key: str | None) -> str | None:
-    """Why ``--partition`` does not fit the pipelines to run (None: it does)."""
-    partitioned = {n: d for n, d in _partitioned(project).items() if n in pipelines}
-    if not partitioned:
-        return "--partition given, but no pipeline to run is partitioned" if key else None
-    if key is None:
-        return (
-            f"pipeline {', '.join(partitioned)} is partitioned: give the partition to run "
-            "with --partition (e.g. --partition 2024-01-05), or backfill a range with "
-            "`dagster job backfill`"
+def _partition_keys(
+    partitioned: dict[str, Any], pipelines: list[str], given: list[str]
+) -> tuple[dict[str, list[str]], str | None]:
+    """The partition keys each partitioned pipeline of ``pipelines`` runs for (``given``:
+    keys, or ranges ``FIRST..LAST``), or why ``given`` does not fit them."""
+    chosen = {n: d for n, d in partitioned.items() if n in pipelines}
+    if not chosen:
+        return {}, "--partition given, but no pipeline to run is partitioned" if given else None
+    if not given:
+        return {}, (
+            f"pipeline {', '.join(chosen)} is partitioned: give the partition to run "
+            "with --partition (e.g. --partition 2024-01-05, or a range "
+            "2024-01-01..2024-01-07), or backfill a range with `dagster job backfill`"
         )
-    for name, definition in partitioned.items():
-        if not definition.has_partition_key(key):
-            return f"pipeline {name} has no partition '{key}'"
-    return None
+    out: dict[str, list[str]] = {}
+    for name, definition in chosen.items():
+        keys: list[str] = []
+        for item in given:
+            first, dots, last = item.partition("..")
+            ends = (first, last) if dots else (item,)
+            missing = [k for k in ends if not definition.has_partition_key(k)]
+            if missing:
+                return {}, f"pipeline {name} has no partition '{missing[0]}'"
+            if dots:
+                every = definition.get_partition_keys()
+                lo, hi = every.index(first), every.index(last)
+                if lo > hi:
+                    return {}, f"--partition {item}: '{first}' comes after '{last}'"
+                keys += every[lo : hi + 1]
+            else:
+                keys.append(item)
+        out[name] = list(dict.fromkeys(keys))
+    return out, None
 
 
 def _check_keys(project: Any, pipelines: list[str]) -> tuple[list[str], list[str]]:

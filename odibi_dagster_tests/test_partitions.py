@@ -468,6 +468,20 @@ def test_odibi_dagster_run_computes_the_partition_it_is_given(tmp_path, dagster_
     done = run_cli("odibi-dagster", "run", project, "--partition", DAYS[1])
     assert done.returncode == 0, done.stderr
     assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [(DAYS[1], 40, DAYS[1], DAYS[2])]
+    # a range: a run per day, each replacing its own day
+    _raw_day(tmp_path, DAYS[0], [1])
+    _raw_day(tmp_path, DAYS[1], [5])
+    done = run_cli("odibi-dagster", "run", project, "--partition", f"{DAYS[0]}..{DAYS[1]}")
+    assert done.returncode == 0, done.stderr
+    assert f"pipeline p partition {DAYS[0]}" in done.stdout
+    assert "done: 2 run(s) of 1 pipeline(s) succeeded" in done.stdout
+    assert _delta_rows(tmp_path / "lake" / "gold" / "totals") == [
+        (DAYS[0], 10, DAYS[0], DAYS[1]),
+        (DAYS[1], 50, DAYS[1], DAYS[2]),
+    ]
+    backwards = run_cli("odibi-dagster", "run", project, "--partition", f"{DAYS[1]}..{DAYS[0]}")
+    assert backwards.returncode == 1
+    assert f"'{DAYS[1]}' comes after '{DAYS[0]}'" in backwards.stderr
 
 
 LAUNCH_BACKFILL = """
@@ -526,3 +540,30 @@ def test_a_backfill_launched_as_the_web_ui_does_runs_every_day(tmp_path):
     assert sorted(r.tags["dagster/partition"] for r in runs) == DAYS
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
     assert sorted(d for d, *_ in _delta_rows(root / "lake" / "gold" / "totals")) == DAYS
+
+
+def test_odibi_dagster_run_of_everything_leaves_out_partitioned_pipelines_naming_them(
+    tmp_path, dagster_home, capsys
+):
+    from odibi_dagster.cli import main
+
+    project = _project(
+        tmp_path,
+        DELTA_PIPELINE
+        + """\
+  - pipeline: plain
+    nodes:
+      - name: one
+        transform: {steps: ["SELECT 1 AS x"]}
+        write: {connection: lake, path: plain.parquet, format: parquet}
+""",
+    )
+    assert main(["run", str(project)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: pipeline p is partitioned: give --partition KEY" in out
+    assert "pipeline plain" in out and "done: 1 run(s) of 1 pipeline(s) succeeded" in out
+    assert (tmp_path / "lake" / "plain.parquet").is_file()
+    assert not (tmp_path / "lake" / "gold").exists()  # p did not run
+    # chosen by name, it needs its partition
+    assert main(["run", str(project), "-p", "p"]) == 1
+    assert "pipeline p is partitioned" in capsys.readouterr().err
