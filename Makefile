@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The days of the retail example's daily pipeline (examples/retail/data/landing/daily/).
+DEMO_DAYS := 2024-03-01..2024-03-03
+
 demo: $(STAMP)
-	$(BIN)/odibi-dagster run examples/retail
+	$(BIN)/odibi-dagster run examples/retail --partition $(DEMO_DAYS)
 	@echo
 	@echo "outputs:  examples/retail/data/silver/  examples/retail/outputs/gold/"
 	@echo "stories:  examples/retail/outputs/stories/<pipeline>/<run id>/story.html"
@@ -32,12 +35,12 @@ azure-demo: $(STAMP) services
 
 # The retail example on a local Spark session (Java 17 or 21) instead of pandas.
 spark-demo: $(STAMP) spark-jars
-	ODIBI_ENGINE=spark $(BIN)/odibi-dagster run examples/retail
+	ODIBI_ENGINE=spark $(BIN)/odibi-dagster run examples/retail --partition $(DEMO_DAYS)
 
 # The retail example over Spark Connect: a local server (pip's PySpark, the same jars,
 # 127.0.0.1 and a free port) for the length of one `odibi-dagster run`.
 connect-demo: $(STAMP) spark-jars
-	$(BIN)/python -m odibi_dagster.resources.spark_connect_server $(BIN)/odibi-dagster run examples/retail
+	$(BIN)/python -m odibi_dagster.resources.spark_connect_server $(BIN)/odibi-dagster run examples/retail --partition $(DEMO_DAYS)
 
 # The Delta Lake and hadoop-azure jars a local Spark session loads, pinned and checked
 # (SHA-1) from Maven Central; kept when already there.

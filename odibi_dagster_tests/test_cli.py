@@ -36,7 +36,7 @@ def test_validate_accepts_the_examples_and_the_reference_configs():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ok: ") == 4
-    assert "project 'retail', 3 pipeline(s), 11 node(s), 2 connection(s)" in result.stdout
+    assert "project 'retail', 4 pipeline(s), 14 node(s), 2 connection(s)" in result.stdout
 
 
 def test_validate_prints_one_located_line_per_problem_and_exits_1(tmp_path: Path):

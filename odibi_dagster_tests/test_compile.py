@@ -39,6 +39,9 @@ def test_every_node_becomes_an_asset_keyed_by_pipeline_and_node(retail):
         key("analytics", "top_customers"),
         key("arrivals", "landed_orders"),
         key("arrivals", "arrived_orders"),
+        key("daily", "day_orders"),
+        key("daily", "orders_current"),
+        key("daily", "daily_revenue"),
     }
 
 
@@ -51,13 +54,19 @@ def test_read_only_nodes_are_external_assets(retail):
         key("analytics", "orders"),
         key("analytics", "customers"),
         key("arrivals", "landed_orders"),
+        key("daily", "day_orders"),
     }
 
 
 def test_each_pipeline_is_a_group_and_a_job(retail):
     graph = retail.resolve_asset_graph()
     groups = {k.path[0]: graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {"ingest": "ingest", "analytics": "analytics", "arrivals": "arrivals"}
+    assert groups == {
+        "ingest": "ingest",
+        "analytics": "analytics",
+        "arrivals": "arrivals",
+        "daily": "daily",
+    }
     assert {j.name for j in retail.resolve_all_job_defs()} >= {"ingest", "analytics"}
     ingest_job = retail.resolve_job_def("ingest")
     assert {k.path[1] for k in ingest_job.asset_layer.executable_asset_keys} == {

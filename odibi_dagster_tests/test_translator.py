@@ -47,7 +47,9 @@ def test_a_translator_subclass_changes_keys_groups_tags_and_automation(retail_de
         for n in ("raw_orders", "raw_customers", "clean_orders", "save_orders", "save_customers")
     } | {
         key("analytics", n) for n in ("orders", "customers", "revenue_by_country", "top_customers")
-    } | {key("arrivals", n) for n in ("landed_orders", "arrived_orders")}
+    } | {key("arrivals", n) for n in ("landed_orders", "arrived_orders")} | {
+        key("daily", n) for n in ("day_orders", "orders_current", "daily_revenue")
+    }
     clean = graph.get(key("ingest", "clean_orders"))
     assert clean.group_name == "silver"
     assert {k: v for k, v in clean.tags.items() if not k.startswith("dagster/kind/")} == {

@@ -116,6 +116,7 @@ def test_retail_location_has_one_asset_group_per_pipeline(retail_repo: dict[str,
         "ingest",
         "analytics",
         "arrivals",
+        "daily",
     }
 
 
@@ -131,7 +132,7 @@ def test_retail_assets_are_keyed_pipeline_then_node(
         ("analytics", "customers"),
         ("analytics", "revenue_by_country"),
     } <= set(retail_assets)
-    assert {k[0] for k in retail_assets} == {"ingest", "analytics", "arrivals"}
+    assert {k[0] for k in retail_assets} == {"ingest", "analytics", "arrivals", "daily"}
     assert all(len(k) == 2 for k in retail_assets)
     assert all(n["groupName"] == n["assetKey"]["path"][0] for n in retail_assets.values())
 
@@ -148,6 +149,8 @@ def test_reads_of_written_paths_are_lineage_edges_across_pipelines(
         ["analytics", "customers"],
         ["analytics", "orders"],
     ]
+    # within a pipeline too: the daily revenue reads the table orders_current upserts into
+    assert deps(("daily", "daily_revenue")) == [["daily", "orders_current"]]
 
 
 def test_read_only_nodes_are_external_assets(
@@ -169,8 +172,8 @@ def test_one_job_per_pipeline(
     retail_repo: dict[str, Any], retail_assets: dict[tuple[str, ...], dict[str, Any]]
 ) -> None:
     jobs = {j["name"] for j in retail_repo["jobs"]}
-    assert {"ingest", "analytics", "arrivals"} <= jobs
-    assert jobs - {"ingest", "analytics", "arrivals"} <= {"__ASSET_JOB"}
+    assert {"ingest", "analytics", "arrivals", "daily"} <= jobs
+    assert jobs - {"ingest", "analytics", "arrivals", "daily"} <= {"__ASSET_JOB"}
     assert "ingest" in retail_assets[("ingest", "clean_orders")]["jobNames"]
     assert "analytics" not in retail_assets[("ingest", "clean_orders")]["jobNames"]
     assert "analytics" in retail_assets[("analytics", "revenue_by_country")]["jobNames"]
