@@ -8,6 +8,8 @@ so a write that fails or is killed leaves the old file.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ from odibi_dagster.engines.pandas_delta import (
     write_delta,
 )
 from odibi_dagster.engines.pandas_errors import to_arrow
+from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.resources.base import Location
 
 # the format options of a Delta table that only creating it uses
@@ -109,6 +112,30 @@ def merge_frames(
 # ---------------------------------------------------------------------------- Delta
 
 
+# how long a keyed write waits for another write to finish creating the table it found
+# half created (data files, no log yet) before calling what is there "not a Delta table"
+CREATION_WAIT = 30.0
+# what a table being created holds: its data files (delta-rs writes one as <file>#<n> on
+# local disk and renames it when complete) and, last, its log
+_BEING_CREATED = re.compile(r"(\.parquet(#\d+)?|^_delta_log)$")
+
+
+def _wait_while_created(loc: Location, where: str) -> None:
+    """Wait (bounded) while the folder at ``loc`` holds only Parquet data files and no
+    Delta log: another write creating the table, which commits its log last."""
+    deadline = time.monotonic() + CREATION_WAIT
+    while time.monotonic() < deadline:
+        try:
+            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in loc.fs.ls(loc.fs_path, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if not names or not all(_BEING_CREATED.search(n) for n in names):
+            return  # empty, or something else: not a table being created
+        if is_delta_table(loc, where):
+            return
+        time.sleep(0.2)
+
+
 def merge_delta(
     df: pd.DataFrame, loc: Location, kw: KeyedWrite, opts: dict[str, Any], where: str
 ) -> MergeOutcome:
@@ -121,6 +148,8 @@ def merge_delta(
             f"Remove it (accepted besides the keyed options: {', '.join(DELTA_CREATE_OPTIONS)})",
         )
     occupied = bool(loc.fs.exists(loc.fs_path))
+    if occupied and not is_delta_table(loc, where):
+        _wait_while_created(loc, where)
     if not (occupied and is_delta_table(loc, where)):
         # nothing there: the rows are the table. Another write creating it first makes
         # this one a merge into what that one created
@@ -129,8 +158,15 @@ def merge_delta(
             rows = rows[~df[DELETE_FLAG].to_numpy(bool)]
         if not kw.insert:
             rows = rows.iloc[0:0]
-        if write_delta(rows, loc, "ignore", opts, where, occupied):
-            return MergeOutcome(inserted=len(rows))
+        try:
+            if write_delta(rows, loc, "ignore", opts, where, occupied):
+                return MergeOutcome(inserted=len(rows))
+        except OdibiRunError:
+            # another write began creating the table after the look above: merge into
+            # it once it is there, else this was not a table being created
+            _wait_while_created(loc, where)
+            if not is_delta_table(loc, where):
+                raise
     source = to_arrow(df, where, loc.uri, "delta")
     storage_options = loc.storage_options or None
     remove_stale_delta_rs_files(loc)
