@@ -409,3 +409,23 @@ def test_the_json_schema_accepts_the_keys_validate_accepts(tmp_path: Path) -> No
     assert list(validator.iter_errors(yaml.safe_load(text))) == []
     bad = yaml.safe_load(text.replace("privacy:", "privacyy:"))
     assert [e.message for e in validator.iter_errors(bad)] != []
+
+
+def test_odibi_env_naming_a_deployment_is_no_error_in_a_project_without_environments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # ODIBI_ENV=production also turns on the direct-key warnings: a project that defines
+    # no environments loads as it is; --env with a name it does not define is an error
+    project = tmp_path / "p.yaml"
+    project.write_text(
+        "connections: {lake: {type: local, base_path: .}}\n"
+        "pipelines:\n"
+        "  - pipeline: p\n"
+        "    nodes:\n"
+        "      - name: a\n"
+        "        read: {connection: lake, path: a.csv, format: csv}\n"
+    )
+    monkeypatch.setenv("ODIBI_ENV", "production")
+    assert load_project(project).config.pipelines[0].pipeline == "p"
+    with pytest.raises(OdibiConfigError, match="environment 'production'"):
+        load_project(project, env="production")

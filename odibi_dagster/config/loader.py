@@ -94,6 +94,13 @@ class LoadedProject:
         }
 
 
+def _defines_environment(data: Any, project_file: Path, env: str) -> bool:
+    """Whether the project has environments to select ``env`` from: ``environments:``
+    (an unknown name is then an error) or an ``env.<env>.yaml`` beside its file."""
+    envs = data.get("environments") if isinstance(data, dict) else None
+    return bool(envs) or (project_file.parent / f"env.{env}.yaml").is_file()
+
+
 def load_project(
     path: str | os.PathLike[str],
     environ: dict[str, str] | None = None,
@@ -103,6 +110,7 @@ def load_project(
 
     ``env`` selects an entry of ``environments:`` (default: the ODIBI_ENV variable).
     """
+    from_variable = env is None  # ODIBI_ENV also names the deployment (production checks)
     if env is None:
         env = (os.environ if environ is None else environ).get(ENV_SELECTOR) or None
     p = Path(path).expanduser().resolve()
@@ -141,6 +149,8 @@ def load_project(
     done = {f.resolve() for f in imported}
     pipeline_files = [f for f in pipeline_files if f.resolve() not in done]
     data = _merge_pipeline_files(data, smap, pipeline_files, problems)
+    if from_variable and env and not _defines_environment(data, project_file, env):
+        env = None  # ODIBI_ENV naming the deployment only: nothing to select here
     data = apply_environment(data, smap, env, project_file, problems, imported)
     all_files = [project_file, *imported, *pipeline_files]
     order = [display_name(f) for f in all_files]
