@@ -350,7 +350,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if tmp_home:
             shutil.rmtree(tmp_home, ignore_errors=True)
     if ok:
-        print(f"done: {len(runs)} run(s) of {len(order)} pipeline(s) succeeded")
+        runs_of = f"{len(runs)} run(s) of " if len(runs) != len(order) else ""
+        print(f"done: {runs_of}{len(order)} pipeline(s) succeeded")
         defs_file = project.root_dir / "definitions.py"
         target = f"-f {display_name(defs_file)}" if defs_file.is_file() else "-f <definitions.py>"
         print(f"open the UI: dagster dev {target}  (set DAGSTER_HOME to keep run history)")
