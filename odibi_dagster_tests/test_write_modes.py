@@ -99,9 +99,15 @@ def test_merges_into_one_delta_table_at_once_all_land_once(
     check_landed_once(path, outcomes, mode, before)
 
 
-def test_spark_merges_into_one_delta_table_at_once_all_land_once(spark: Any, tmp_path: Path):
+@pytest.mark.spark
+@pytest.mark.parametrize("session", ["spark", "spark_connect"])
+def test_spark_merges_into_one_delta_table_at_once_all_land_once(
+    request: pytest.FixtureRequest, session: str, tmp_path: Path
+):
+    # over Spark Connect too: the conflict arrives as a pyspark.errors exception there
     from odibi_dagster.engines.spark import SparkEngine
 
+    spark = request.getfixturevalue(session)
     engine = SparkEngine(spark)
     path = tmp_path / "table"
     write_deltalake(str(path), pd.DataFrame({"k": [0], "writer": ["before"]}))

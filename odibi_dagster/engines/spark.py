@@ -303,9 +303,9 @@ class SparkEngine:
         """What :meth:`read` reads, with a filter on ``rows`` before any action: a predicate
         of the parquet / Delta scan, so files whose min/max statistics rule the rows out
         are skipped (Delta data skipping, parquet row-group filters)."""
-        from pyspark.sql import functions as F
-        from pyspark.sql import types as T
+        from pyspark.sql import types as T  # the same types for Spark Connect
 
+        F = _functions(self.connect)
         df = self._read([loc], fmt, options, where)
         missing_columns(list(df.columns), rows, where, loc.uri)
         typ = df.schema[rows.column].dataType
@@ -337,9 +337,9 @@ class SparkEngine:
 
     def key_summary(self, df: Any, rows: RowFilter) -> tuple[int, Any]:
         """Row count and largest key in one Spark job; a timestamp comes back as UTC."""
-        from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
+        F = _functions(self.connect)
         key = F.col(f"`{rows.column}`")
         if rows.fallback:
             key = F.coalesce(key, F.col(f"`{rows.fallback}`"))
@@ -519,8 +519,8 @@ class SparkEngine:
         check_format(fmt, where)
         kw, opts = keyed_write(mode, fmt, options or {}, where)
         uri = self._uri(loc, where)
-        spark_keyed.check_incoming(df, kw, where)
-        df = spark_keyed.with_delete_flag(df, kw, where)
+        spark_keyed.check_incoming(df, kw, where, self.connect)
+        df = spark_keyed.with_delete_flag(df, kw, where, self.connect)
         if fmt == "delta":
             # the one Delta option that applies, when the table is created
             partition_by: list[str] = []

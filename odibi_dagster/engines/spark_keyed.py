@@ -1,7 +1,10 @@
 """The keyed write modes on Spark (see :mod:`odibi_dagster.engines.keyed`).
 
-Delta: one ``DeltaTable.forPath(...).merge(...)`` commit, tried again on the newer
-version when another write committed first; its counts are what the merge reports.
+Delta: one SQL ``MERGE INTO delta.`<path>``` commit, with the rows to write as a
+temporary view of a unique name (dropped after), tried again on the newer version when
+another write committed first; its counts are what the merge statement returns. Plain
+Spark SQL, so the same code runs on a classic session and over Spark Connect (where
+Delta's ``DeltaTable`` API would need the Delta Connect server plugin).
 CSV, JSON and Parquet: the target is read, joined with the rows and the result written
 beside it and swapped in under the target's lock (the engine's safe overwrite), so a
 job that fails leaves the old data.
@@ -9,7 +12,9 @@ job that fails leaves the old data.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from odibi_dagster.engines.base import MergeOutcome
@@ -33,10 +38,12 @@ def _q(column: str) -> str:
     return "`" + column.replace("`", "``") + "`"
 
 
-def check_incoming(df: Any, kw: KeyedWrite, where: str) -> None:
+def check_incoming(df: Any, kw: KeyedWrite, where: str, connect: bool = False) -> None:
     """Keys (and update columns) present, not null, not repeated in the rows to write:
     one aggregation, of which at most five keys reach the driver."""
-    from pyspark.sql import functions as F
+    from odibi_dagster.engines.spark import _functions
+
+    F = _functions(connect)
 
     require_columns(where, kw, list(df.columns), "the result")
     null = " OR ".join(f"{_q(k)} IS NULL" for k in kw.keys)
@@ -53,18 +60,20 @@ def check_incoming(df: Any, kw: KeyedWrite, where: str) -> None:
         bad_keys(where, kw, [r.asDict() for r in bad[:5]], count)
 
 
-def with_delete_flag(df: Any, kw: KeyedWrite, where: str) -> Any:
+def with_delete_flag(df: Any, kw: KeyedWrite, where: str, connect: bool = False) -> Any:
     """``df`` with :data:`DELETE_FLAG`: whether each row meets ``delete_condition``."""
     if kw.delete_condition is None:
         return df
-    from pyspark.sql import functions as F
+    from odibi_dagster.engines.spark import _functions, _spark_errors, first_message
 
-    from odibi_dagster.engines.spark import _spark_errors, first_message
+    F = _functions(connect)
 
     try:
-        return df.withColumn(
+        out = df.withColumn(
             DELETE_FLAG, F.coalesce(F.expr(kw.delete_condition).cast("boolean"), F.lit(False))
         )
+        _ = out.columns  # over Spark Connect, a bad condition shows only when analysed
+        return out
     except _spark_errors() as exc:
         fail(
             where,
@@ -84,16 +93,14 @@ def merge_delta(
 ) -> MergeOutcome:
     """Merge ``df`` into the Delta table at ``uri`` (created from ``df``, partitioned by
     ``partition_by``, if not there)."""
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
-
-    from odibi_dagster.engines.spark import _spark_errors, first_message
+    from odibi_dagster.engines.spark import _functions, _spark_errors, first_message
 
     spark = engine.spark
-    if not DeltaTable.isDeltaTable(spark, uri):
+    table = f"delta.{_q(uri)}"
+    if _delta_columns(spark, table) is None:
         rows = df
         if kw.delete_condition is not None:
-            rows = rows.where(~F.col(DELETE_FLAG)).drop(DELETE_FLAG)
+            rows = rows.where(~_functions(engine.connect).col(DELETE_FLAG)).drop(DELETE_FLAG)
         if not kw.insert:
             rows = rows.limit(0)
         if engine.exists(loc, "delta"):
@@ -104,43 +111,32 @@ def merge_delta(
                 "unchanged. Choose another path, or remove what is there first",
             )
         try:
-            writer = rows.write.format("delta").mode("errorifexists")
+            writer = rows.write.format("delta").mode("error")
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
             writer.save(uri)
             return MergeOutcome(inserted=int(spark.read.format("delta").load(uri).count()))
         except _spark_errors():
-            if not DeltaTable.isDeltaTable(spark, uri):
+            if _delta_columns(spark, table) is None:
                 raise
             # another write created the table first: merge into it
 
+    view = f"__odibi_merge_{uuid.uuid4().hex}"
+
     def attempt() -> MergeOutcome:
-        table = DeltaTable.forPath(spark, uri)
-        target_cols = list(table.toDF().columns)
+        target_cols = _delta_columns(spark, table) or []
         require_columns(where, kw, target_cols, f"the target '{loc.uri}'")
         incoming = [c for c in df.columns if c != DELETE_FLAG]
         if kw.mode != "merge":
             require_same_columns(where, loc.uri, target_cols, incoming)
         elif extra := [c for c in incoming if c not in target_cols]:
             fail(where, f"the result's column(s) {extra} are not in the target '{loc.uri}'")
-        on, sets, values, delete_when, keep_when = merge_conditions(kw, df.columns, _q)
-        builder = table.alias("t").merge(df.alias("s"), on)
-        if kw.mode == "upsert":
-            builder = builder.whenMatchedUpdateAll().whenNotMatchedInsertAll()
-        elif kw.mode == "append_once":
-            builder = builder.whenNotMatchedInsertAll()
-        else:
-            if delete_when is not None:
-                builder = builder.whenMatchedDelete(condition=delete_when)
-            if sets:
-                builder = builder.whenMatchedUpdate(condition=keep_when, set=sets)
-            if kw.insert:
-                builder = builder.whenNotMatchedInsert(condition=keep_when, values=values)
-        row = builder.execute().collect()[0].asDict()
+        row = spark.sql(merge_statement(table, view, kw, list(df.columns))).collect()[0]
+        got = row.asDict()
         return MergeOutcome(
-            inserted=int(row.get("num_inserted_rows") or 0),
-            updated=int(row.get("num_updated_rows") or 0),
-            deleted=int(row.get("num_deleted_rows") or 0),
+            inserted=int(got.get("num_inserted_rows") or 0),
+            updated=int(got.get("num_updated_rows") or 0),
+            deleted=int(got.get("num_deleted_rows") or 0),
         )
 
     def give_up() -> MergeOutcome:
@@ -150,6 +146,7 @@ def merge_delta(
             "was being committed; nothing of it was committed. Re-run the node",
         )
 
+    df.createOrReplaceTempView(view)
     try:
         return retry_on_conflict(attempt, _is_conflict, give_up)
     except _spark_errors() as exc:
@@ -159,6 +156,52 @@ def merge_delta(
             f"could not {kw.mode} into Delta table '{loc.uri}' ({msg}); nothing was written. "
             "Check the keys, the options and the data's types",
         )
+    finally:
+        with contextlib.suppress(*_spark_errors()):
+            spark.catalog.dropTempView(view)
+
+
+def merge_statement(table: str, view: str, kw: KeyedWrite, columns: list[str]) -> str:
+    """The ``MERGE INTO`` of ``kw``'s mode: target ``table`` as ``t``, the rows of the
+    temporary view ``view`` (``columns``, with :data:`DELETE_FLAG` when deleting) as ``s``."""
+    on, sets, values, delete_when, keep_when = merge_conditions(kw, columns, _q)
+    parts = [f"MERGE INTO {table} AS t USING {_q(view)} AS s ON {on}"]
+    if kw.mode == "upsert":
+        parts += ["WHEN MATCHED THEN UPDATE SET *", "WHEN NOT MATCHED THEN INSERT *"]
+    elif kw.mode == "append_once":
+        parts.append("WHEN NOT MATCHED THEN INSERT *")
+    else:
+        keep = f" AND {keep_when}" if keep_when is not None else ""
+        if delete_when is not None:
+            parts.append(f"WHEN MATCHED AND {delete_when} THEN DELETE")
+        if sets:
+            assign = ", ".join(f"{c} = {v}" for c, v in sets.items())
+            parts.append(f"WHEN MATCHED{keep} THEN UPDATE SET {assign}")
+        if kw.insert:
+            cols = ", ".join(values)
+            vals = ", ".join(values.values())
+            parts.append(f"WHEN NOT MATCHED{keep} THEN INSERT ({cols}) VALUES ({vals})")
+    return "\n".join(parts)
+
+
+def _delta_columns(spark: Any, table: str) -> list[str] | None:
+    """The columns of Delta table ``table`` (``delta.`<path>```), None when no Delta
+    table is there. Asked by SQL, which a classic session and Spark Connect both answer."""
+    from odibi_dagster.engines.spark import _error_class, _spark_errors, first_message
+
+    try:
+        spark.sql(f"DESCRIBE DETAIL {table}").collect()
+    except _spark_errors() as exc:
+        text = f"{_error_class(exc)} {first_message(exc)}"
+        if _MISSING.search(text):
+            return None
+        raise
+    return [str(c) for c in spark.sql(f"SELECT * FROM {table} LIMIT 0").columns]
+
+
+_MISSING = re.compile(
+    r"DELTA_MISSING_DELTA_TABLE|DELTA_TABLE_NOT_FOUND|PATH_NOT_FOUND|is not a Delta table"
+)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -166,7 +209,9 @@ def _is_conflict(exc: BaseException) -> bool:
     (``ConcurrentAppendException`` and its kin, ``[DELTA_CONCURRENT_...]``)."""
     from odibi_dagster.engines.spark import _error_class, first_message
 
-    text = f"{_error_class(exc)} {first_message(exc)}"
+    # over Spark Connect the error arrives as a pyspark.errors exception whose text
+    # names the Java class; on a classic session, as the JVM's own exception
+    text = f"{_error_class(exc)} {first_message(exc)} {str(exc)[:4000]}"
     return bool(_CONFLICT.search(text))
 
 
