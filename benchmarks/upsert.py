@@ -15,7 +15,8 @@ the same changes into the same 1,000,000 rows.
 - pandas, raw: `DeltaTable(path).merge(arrow, "t.id = s.id", ...)
   .when_matched_update_all().when_not_matched_insert_all().execute()`.
 - Spark, odibi: `SparkEngine(spark).merge(changes, ...)` with the changes a DataFrame
-  over a Parquet file (the key check is one aggregation job over the 100,000 rows).
+  over a Parquet file: the key check (one aggregation job over the 100,000 rows), then
+  one SQL ``MERGE INTO delta.`<path>` `` (what also runs over Spark Connect).
 - Spark, raw: `DeltaTable.forPath(spark, path).alias("t").merge(changes.alias("s"),
   "t.id = s.id").whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()`.
 
