@@ -36,7 +36,7 @@ from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.local import LocalStorage
 from odibi_dagster_tests.emulators.azurite import AzuriteService
 from odibi_dagster_tests.emulators.fixtures import DEV_ACCOUNT, DEV_KEY
-from odibi_dagster_tests.support.runs import failure_text
+from odibi_dagster_tests.support.runs import failure_text, run_job
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -249,9 +249,7 @@ def _plain(v: Any) -> Any:
 
 def run(defs: dg.Definitions, job: str, partition: str | None = None) -> dict[str, Any]:
     """Run ``job`` (one partition of it) on the current instance; each asset's metadata."""
-    result = defs.resolve_job_def(job).execute_in_process(
-        instance=dg.DagsterInstance.get(), partition_key=partition, raise_on_error=False
-    )
+    result = run_job(defs, job, instance=dg.DagsterInstance.get(), partition_key=partition)
     assert result.success, failure_text(result)
     return {
         e.asset_key.path[-1]: {

@@ -148,8 +148,6 @@ def merge_delta(
             f"Remove it (accepted besides the keyed options: {', '.join(DELTA_CREATE_OPTIONS)})",
         )
     occupied = bool(loc.fs.exists(loc.fs_path))
-    if occupied and not is_delta_table(loc, where):
-        _wait_while_created(loc, where)
     if not (occupied and is_delta_table(loc, where)):
         # nothing there: the rows are the table. Another write creating it first makes
         # this one a merge into what that one created

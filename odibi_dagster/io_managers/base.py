@@ -557,7 +557,7 @@ class OdibiIOManager(dg.ConfigurableIOManager):
         if consumer is not None:
             key = (_run_of(context), tuple(consumer.path), context.name)
             self._incremental[key] = done
-        context.add_input_metadata({k: v for k, v in done.metadata().items()})
+        context.add_input_metadata(done.metadata())
         return df, stateful, done.label()
 
     # ------------------------------------------------------------------ stories of inputs
