@@ -146,7 +146,9 @@ def _convert(
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = _construct(constructor, key_node, path, display, problems)
-            if not isinstance(key, str):
+            if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value  # `on:` (YAML 1.1 reads it as true) is the key "on"
+            elif not isinstance(key, str):
                 key = str(key)
             line = key_node.start_mark.line + 1
             if key in out:
