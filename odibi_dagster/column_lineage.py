@@ -36,7 +36,7 @@ from sqlglot.optimizer.scope import build_scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
 from odibi_dagster.engines.delta_options import reshapes
-from odibi_dagster.transforms import RESULT_NAME, declared_columns, get_function
+from odibi_dagster.transforms import CURRENT_NAME, RESULT_NAME, declared_columns, get_function
 
 if TYPE_CHECKING:
     from odibi_dagster.config.models import Step
@@ -348,6 +348,9 @@ def run_steps(
             tables: dict[str, Sequence[str] | None] = {n: r.names() for n, r in frames.items()}
             if current is not None:
                 tables[RESULT_NAME] = current.names()
+            df = current if current is not None else next(iter(frames.values()), None)
+            if df is not None:
+                tables[CURRENT_NAME] = df.names()
             try:
                 cols = sql_columns(step.sql, tables, dialect)
             except LineageUnresolved as exc:
@@ -355,7 +358,7 @@ def run_steps(
             out: list[tuple[str, Deps | None]] = []
             for name, deps in cols:
                 if name is not None:
-                    out.append((name, _through(deps, current)))
+                    out.append((name, _through(deps, current, df)))
             current = Relation(tuple(out), complete=len(out) == len(cols))
             continue
         current = _function_step(step, frames, current)
@@ -374,14 +377,16 @@ def _declared_deps(declared: Mapping[str, Deps | None], column: str) -> Deps | N
     return None
 
 
-def _through(deps: Deps, current: Relation | None) -> Deps | None:
-    """Sources read from ``__result__`` replaced by the previous step's sources."""
+def _through(deps: Deps, current: Relation | None, df: Relation | None = None) -> Deps | None:
+    """Sources read from ``__result__`` replaced by the previous step's sources (and from
+    ``df``, by those of the frame it names)."""
     out: set[tuple[str, str]] = set()
     for table, column in deps:
-        if table != RESULT_NAME:
+        if table not in (RESULT_NAME, CURRENT_NAME):
             out.add((table, column))
             continue
-        inner = current.deps(column) if current is not None else None
+        via = current if table == RESULT_NAME else df
+        inner = via.deps(column) if via is not None else None
         if inner is None:
             return None
         out |= inner
@@ -563,15 +568,15 @@ def _node_columns(node: OdibiNode, keys: Mapping[int, dg.AssetKey], visit: Any) 
         frames[up.name] = Relation(
             tuple((name, frozenset({(up.name, name)})) for name, _ in rel.columns), rel.complete
         )
-    if c.transform is not None and dialect is not None:
-        rel, failure = run_steps(c.transform.steps, frames, current, dialect)
+    if c.steps() and dialect is not None:
+        rel, failure = run_steps(c.steps(), frames, current, dialect)
         if failure is not None:
             if not failure.for_want_of:
                 _log.warning(
                     f"{c.where}, step {failure.step}: column lineage left out: {failure.reason}"
                 )
             return NodeColumns(Relation())
-    elif c.transform is not None:
+    elif c.steps():
         return NodeColumns(Relation())
     elif current is not None:
         rel = current
@@ -613,7 +618,7 @@ def column_plan(node: OdibiNode, keys: Mapping[int, dg.AssetKey]) -> ColumnPlan 
         node=c.name,
         where=c.where,
         dialect=dialect,
-        steps=tuple(c.transform.steps) if c.transform is not None else (),
+        steps=tuple(c.steps()),
         inputs=tuple((up.name, keys[id(up)]) for up in node.inputs),
         read_key=keys[id(writer)] if writer is not None else None,
     )

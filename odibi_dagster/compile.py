@@ -368,16 +368,12 @@ def _odibi_metadata(project: LoadedProject, node: OdibiNode) -> dict[str, Any]:
 def _step_labels(project: LoadedProject, node: OdibiNode) -> tuple[str, ...]:
     """One line per step for stories; parameters from ${VAR} appear as written."""
     c = node.config
-    if c.transform is None:
-        return ()
     out = []
-    for si, step in enumerate(c.transform.steps):
+    for step, (spath, _) in zip(c.steps(), c.step_paths(), strict=True):
         if step.sql is not None:
             out.append(" ".join(step.sql.split()))
             continue
-        params = as_written(
-            step.params, (*c._key_path, "transform", "steps", si, "params"), project.env_refs
-        )
+        params = as_written(step.params, (*c._key_path, *spath, "params"), project.env_refs)
         out.append(f"{step.function}({', '.join(f'{k}={v!r}' for k, v in params.items())})")
     return tuple(out)
 

@@ -186,7 +186,8 @@ class NodeRunner:
             story.files += files
         read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
         step_columns: list[list[str]] = []  # each step's columns, for column lineage
-        if node.transform is not None:
+        node_steps = node.steps()  # `transformer:` (Odibi v3) first, then transform.steps
+        if node_steps:
             steps = [
                 step.model_copy(
                     update={
@@ -194,7 +195,7 @@ class NodeRunner:
                         "params": fill(step.params, partition, node.where),
                     }
                 )
-                for step in node.transform.steps
+                for step in node_steps
             ]
             current = run_steps(
                 eng,

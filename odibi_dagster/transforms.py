@@ -2,7 +2,9 @@
 
 Odibi's signature is kept: ``f(context, **params)``, where ``context.get("<node>")``
 returns an upstream node's DataFrame and ``context.get("__result__")`` the previous
-step's result.
+step's result. A function with a parameter named ``current`` (Odibi v3) gets the current
+frame in it: the node's read data or the previous step's result, else its first upstream
+node; ``context.df`` is the same frame.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ _REGISTRY: dict[str, Callable[..., Any]] = {}
 _COLUMNS_ATTR = "__odibi_columns__"
 
 RESULT_NAME = "__result__"
+# Odibi v3's name for the current frame, in SQL steps and built-ins
+CURRENT_NAME = "df"
+# the parameter through which a function step receives the current frame (Odibi v3)
+CURRENT_PARAM = "current"
 
 
 @overload
@@ -136,7 +142,7 @@ def get_function(name: str) -> Callable[..., Any] | None:
 def check_params(func: Callable[..., Any], params: Mapping[str, Any]) -> str | None:
     """Why ``params`` cannot be passed to ``func`` (None when they can)."""
     sig = inspect.signature(func)
-    named = list(sig.parameters.values())[1:]
+    named = [p for p in list(sig.parameters.values())[1:] if p.name != CURRENT_PARAM]
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in named)
     allowed = [
         p.name
@@ -168,10 +174,19 @@ def check_params(func: Callable[..., Any], params: Mapping[str, Any]) -> str | N
 class StepContext:
     """What a function step sees: upstream DataFrames by node name, and ``__result__``."""
 
-    def __init__(self, frames: Mapping[str, Any], *, node: str = "", engine: str = "pandas"):
+    def __init__(
+        self,
+        frames: Mapping[str, Any],
+        *,
+        node: str = "",
+        engine: str = "pandas",
+        current: Any = None,
+    ):
         self._frames = dict(frames)
         self.node = node
         self.engine = engine
+        # Odibi v3's ``context.df``: the current frame (see the module's doc)
+        self.df = current
 
     def get(self, name: str) -> Any:
         """The DataFrame of upstream node ``name`` (or ``__result__``)."""
@@ -223,6 +238,35 @@ def import_transforms_file(path: Path) -> None:
         raise
 
 
+def current_frame(frames: Mapping[str, Any], current: Any) -> Any:
+    """The frame a step works on (Odibi's ``df``): ``current`` (the node's read data or
+    the previous step's result), else the first upstream frame, else None."""
+    if current is not None:
+        return current
+    return next(iter(frames.values()), None)
+
+
+def unknown_function(name: str) -> str:
+    """Why ``name`` names no function: close matches among the @transform functions and
+    built-ins, and what to do."""
+    from odibi_dagster.builtins import NOT_SUPPORTED, builtin_names, close_matches
+
+    if name in NOT_SUPPORTED:
+        return (
+            f"the Odibi built-in '{name}' is not supported here ({NOT_SUPPORTED[name]}); "
+            "write it as SQL or a @transform function"
+        )
+    close = close_matches(name, sorted({*_REGISTRY, *builtin_names()}))
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (
+        f"unknown function '{name}'{hint}. It is neither a built-in (see "
+        "docs/configuration.md, 'Built-in transformers') nor registered with "
+        "@odibi_dagster.transform in transforms.py beside the project file or in a module "
+        "your definitions.py imports before load_definitions"
+        + (f" (registered: {', '.join(sorted(_REGISTRY))})" if _REGISTRY else "")
+    )
+
+
 def run_steps(
     engine: Engine,
     steps: list[Step],
@@ -238,30 +282,48 @@ def run_steps(
 
     SQL steps see every upstream node by name; every step after the first (and the first
     too, when the node read data itself) also sees the previous result as ``__result__``.
-    Function steps get a StepContext over the same tables.
+    ``df`` (Odibi v3) is the current frame (:func:`current_frame`). Function steps get a
+    StepContext over the same tables; built-ins (:mod:`odibi_dagster.builtins`) work on
+    ``df``.
     """
+    from odibi_dagster.builtins import BuiltinContext, get_builtin, run_builtin
+
     for i, step in enumerate(steps):
         tables = dict(frames)
         if current is not None:
             tables[RESULT_NAME] = current
+        df = current_frame(frames, current)
         label = f"{where}, step {i + 1}"
         if step.sql is not None:
+            if df is not None:
+                tables[CURRENT_NAME] = df
             current = engine.sql(step.sql, tables, where=label)
             if on_step is not None:
                 on_step(i, current)
             continue
         assert step.function is not None
         func = get_function(step.function)
-        if func is None:
-            known = ", ".join(sorted(_REGISTRY)) or "none"
-            raise OdibiRunError(
-                f"{label}: unknown function '{step.function}' (registered: {known}). Import the "
-                "module that defines it before load_definitions."
+        builtin = get_builtin(step.function) if func is None else None
+        if builtin is not None:
+            result = run_builtin(
+                builtin,
+                BuiltinContext(engine=engine, df=df, frames=frames, where=label),
+                step.params,
             )
-        why = check_params(func, step.params)
-        if why:
-            raise OdibiRunError(f"{label}: {why}")
-        result = func(StepContext(tables, node=node, engine=engine.name), **step.params)
+        elif func is None:
+            raise OdibiRunError(f"{label}: {unknown_function(step.function)}")
+        else:
+            why = check_params(func, step.params)
+            if why:
+                raise OdibiRunError(f"{label}: {why}")
+            extra = (
+                {CURRENT_PARAM: df} if CURRENT_PARAM in inspect.signature(func).parameters else {}
+            )
+            result = func(
+                StepContext(tables, node=node, engine=engine.name, current=df),
+                **step.params,
+                **extra,
+            )
         if not engine.is_frame(result):
             raise OdibiRunError(
                 f"{label}: function '{step.function}' returned "

@@ -73,6 +73,7 @@ class OdibiNode:
         return (
             c.read is not None
             and c.transform is None
+            and c.transformer is None
             and c.write is None
             and not c.depends_on
             and all(n.pipeline != self.pipeline for n in self.reads_from)
@@ -97,11 +98,8 @@ class OdibiTranslator:
         lines = [c.description] if c.description else []
         if c.read is not None:
             lines.append(f"Reads {c.read.format} `{node.read_uri}`.")
-        if c.transform is not None:
-            kinds = [
-                "SQL" if s.sql is not None else f"function `{s.function}`"
-                for s in c.transform.steps
-            ]
+        if c.steps():
+            kinds = ["SQL" if s.sql is not None else f"function `{s.function}`" for s in c.steps()]
             lines.append(f"Transforms with {len(kinds)} step(s): {', '.join(kinds)}.")
         if c.write is not None:
             lines.append(f"Writes {c.write.format} `{node.write_uri}` (mode {c.write.mode}).")

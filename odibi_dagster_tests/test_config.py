@@ -520,7 +520,7 @@ def test_a_problem_inside_a_node_names_the_node_as_well_as_its_index(tmp_path: P
         (
             8,
             "pipelines[0].nodes[1]",
-            "node 'second': a node needs at least one of `read:`, `transform:` or `write:`",
+            "node 'second': a node needs at least one of `read:`, `transformer:`, `transform:` or `write:`",
         ),
         (
             10,

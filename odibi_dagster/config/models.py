@@ -300,11 +300,21 @@ class WriteConfig(StrictModel):
 
 
 class Step(StrictModel):
-    """One transform step: a SQL query, or a registered Python function with params."""
+    """One transform step: a SQL query, or a function (registered with @transform, or a
+    built-in) with params."""
 
     sql: str | None = Field(default=None, description="A SQL query over upstream node names.")
     function: str | None = Field(
-        default=None, description="Name of a function registered with @transform."
+        default=None,
+        description="Name of a function registered with @transform, or of a built-in.",
+    )
+    operation: str | None = Field(
+        default=None,
+        description="Odibi v3: `sql` (the query in `query:` or `params.query`), or the name "
+        "of a built-in, as `function:`.",
+    )
+    query: str | None = Field(
+        default=None, description="Odibi v3: the query of an `operation: sql` step."
     )
     params: dict[str, Any] = Field(default_factory=dict, description="Function parameters.")
 
@@ -317,13 +327,33 @@ class Step(StrictModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Step:
+        if self.operation is not None:
+            if self.sql is not None or self.function is not None:
+                raise ValueError(
+                    "a step is one of `sql:`, `function:` or `operation:`; split it into steps"
+                )
+            if self.operation == "sql":
+                query = self.query if self.query is not None else self.params.get("query")
+                if not isinstance(query, str) or not query.strip():
+                    raise ValueError(
+                        "an `operation: sql` step needs its query, in `query:` (or "
+                        "`params: {query: ...}`)"
+                    )
+                self.sql = query
+                self.params = {}
+            else:
+                self.function = self.operation
+        if self.query is not None and self.operation != "sql":
+            raise ValueError("`query:` goes with `operation: sql`; for SQL write `sql:`")
         if self.sql is not None and self.function is not None:
             raise ValueError(
                 "a step is either SQL (`sql:`) or a function (`function:`), not both; split "
                 "it into two steps"
             )
         if self.sql is None and self.function is None:
-            raise ValueError("a step needs `sql:` (or a plain SQL string) or `function:`")
+            raise ValueError(
+                "a step needs `sql:` (or a plain SQL string), `function:` or `operation:`"
+            )
         if self.sql is not None and self.params:
             raise ValueError("`params:` only apply to function steps")
         if self.sql is not None and not self.sql.strip():
@@ -451,6 +481,14 @@ class NodeConfig(StrictModel):
     read: ReadConfig | None = None
     transform: TransformConfig | None = None
     write: WriteConfig | None = None
+    transformer: str | None = Field(
+        default=None,
+        description="Odibi v3: a function (built-in or @transform) applied to the node's "
+        "data before `transform.steps`.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Odibi v3: the parameters of `transformer:`."
+    )
     cache: bool = Field(
         default=False,
         description="Accepted for Odibi compatibility; every result already passes through "
@@ -504,9 +542,34 @@ class NodeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _does_something(self) -> NodeConfig:
-        if self.read is None and self.transform is None and self.write is None:
-            raise ValueError("a node needs at least one of `read:`, `transform:` or `write:`")
+        if (
+            self.read is None
+            and self.transform is None
+            and self.write is None
+            and self.transformer is None
+        ):
+            raise ValueError(
+                "a node needs at least one of `read:`, `transformer:`, `transform:` or `write:`"
+            )
         return self
+
+    def steps(self) -> list[Step]:
+        """The steps the node runs, in order: its `transformer:` (as a function step with
+        `params:`), then `transform.steps` (Odibi applies them in this order)."""
+        out = [Step(function=self.transformer, params=self.params)] if self.transformer else []
+        return out + (list(self.transform.steps) if self.transform is not None else [])
+
+    def step_paths(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """For each of :meth:`steps`, its key path under the node and the key naming its
+        function (``function``, ``operation``, or ``transformer`` for the node's own)."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        if self.transformer:
+            out.append(((), "transformer"))
+        if self.transform is not None:
+            for si, step in enumerate(self.transform.steps):
+                kind = "operation" if step.operation is not None else "function"
+                out.append((("transform", "steps", si), kind))
+        return out
 
     @property
     def where(self) -> str:

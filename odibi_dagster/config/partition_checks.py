@@ -61,6 +61,7 @@ def _is_read_only(node: NodeConfig) -> bool:
     return (
         node.read is not None
         and node.transform is None
+        and node.transformer is None
         and node.write is None
         and not node.depends_on
     )
@@ -167,12 +168,11 @@ def _placeholder_places(node: NodeConfig, npath: KeyPath) -> Iterator[tuple[KeyP
         if io is not None:
             yield (*npath, part, "path"), io.path
             yield from _strings(io.options, (*npath, part, "options"))
-    if node.transform is not None:
-        for si, step in enumerate(node.transform.steps):
-            spath: KeyPath = (*npath, "transform", "steps", si)
-            if step.sql is not None:
-                yield spath, step.sql
-            yield from _strings(step.params, (*spath, "params"))
+    for step, (sub, _) in zip(node.steps(), node.step_paths(), strict=True):
+        spath: KeyPath = (*npath, *sub)
+        if step.sql is not None:
+            yield spath, step.sql
+        yield from _strings(step.params, (*spath, "params"))
 
 
 def _check_placeholders(

@@ -7,13 +7,14 @@ import difflib
 import re
 from collections.abc import Callable
 
+from odibi_dagster.builtins import check_builtin_params, get_builtin
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
 from odibi_dagster.resources.new_files import same_path
-from odibi_dagster.transforms import check_params, get_function, registered_functions
+from odibi_dagster.transforms import check_params, get_function, unknown_function
 from odibi_dagster.vocabulary import KEYED_MODES
 
 
@@ -250,7 +251,12 @@ def _check_pipeline(
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))
-        write_only = node.write is not None and node.read is None and node.transform is None
+        write_only = (
+            node.write is not None
+            and node.read is None
+            and node.transform is None
+            and node.transformer is None
+        )
         if write_only and len(node.depends_on) != 1:
             problems.append(
                 smap.problem(
@@ -260,8 +266,7 @@ def _check_pipeline(
                     "`transform:` that combines them",
                 )
             )
-        if node.transform is not None:
-            problems.extend(_check_functions(node, npath, smap))
+        problems.extend(_check_functions(node, npath, smap))
         if node.read is not None and node.read.options.get("partition_by"):
             problems.append(
                 smap.problem(
@@ -324,28 +329,37 @@ def _check_keyed_write(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> lis
 
 
 def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[Problem]:
+    """The functions of `transformer:` and the steps exist (a @transform function or a
+    built-in) and take the params given."""
     problems: list[Problem] = []
-    assert node.transform is not None
-    for si, step in enumerate(node.transform.steps):
+    if node.params and node.transformer is None and getattr(node, "pattern", None) is None:
+        problems.append(
+            smap.problem(
+                (*npath, "params"),
+                f"node '{node.name}' has `params:` but no `transformer:` they are for; add "
+                "`transformer: <name>` or remove `params:`",
+            )
+        )
+    for step, (sub, kind) in zip(node.steps(), node.step_paths(), strict=True):
         if step.function is None:
             continue
-        spath: KeyPath = (*npath, "transform", "steps", si, "function")
+        fpath: KeyPath = (*npath, *sub, kind)
+        ppath: KeyPath = (*npath, *sub, "params")
         func = get_function(step.function)
-        if func is None:
-            known = sorted(registered_functions())
-            problems.append(
-                smap.problem(
-                    spath,
-                    f"unknown function '{step.function}'{suggest(step.function, known)}. "
-                    "Register it with @odibi_dagster.transform in transforms.py beside the "
-                    "project file, or in a module your definitions.py imports before "
-                    "load_definitions" + (f" (registered: {', '.join(known)})" if known else ""),
+        if func is not None:
+            why = check_params(func, step.params)
+        else:
+            builtin = get_builtin(step.function)
+            if builtin is None:
+                problems.append(
+                    smap.problem(fpath, f"node '{node.name}': {unknown_function(step.function)}")
                 )
-            )
-            continue
-        why = check_params(func, step.params)
+                continue
+            why = check_builtin_params(builtin, step.params)
         if why:
-            problems.append(smap.problem((*npath, "transform", "steps", si, "params"), why))
+            problems.append(
+                smap.problem(ppath if step.params else fpath, f"node '{node.name}': {why}")
+            )
     return problems
 
 

@@ -1,0 +1,111 @@
+"""Deduplicating, mapping, hashing and key built-ins (Odibi v3's
+``odibi/transformers/advanced.py``), SQL over the engine's seam."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from odibi_dagster.builtins import BuiltinContext, Params, register
+
+Frame = Any
+
+_RN = "__odibi_rn__"
+
+
+class DeduplicateParams(Params):
+    keys: list[str] = Field(min_length=1, description="Columns that identify a row.")
+    order_by: str | None = Field(
+        default=None,
+        description="SQL ORDER BY of the rows of one key; the first is kept, e.g. "
+        "`updated_at DESC`.",
+    )
+
+
+def deduplicate(ctx: BuiltinContext, p: DeduplicateParams) -> Frame:
+    """One row per keys: the first by order_by (without it, any one)."""
+    ctx.require(p.keys, "keys")
+    q = ctx.q
+    cols = ctx.columns()
+    order = p.order_by or ", ".join(q(k) for k in p.keys)
+    return ctx.sql(
+        f"SELECT {', '.join(q(c) for c in cols)} FROM (SELECT *, ROW_NUMBER() OVER "
+        f"(PARTITION BY {', '.join(q(k) for k in p.keys)} ORDER BY {order}) AS {q(_RN)} "
+        f"FROM df) AS t WHERE {q(_RN)} = 1"
+    )
+
+
+class DictMappingParams(Params):
+    column: str
+    mapping: dict[str, str | int | float | bool | None]
+    default: str | int | float | bool | None = None
+    output_column: str | None = None
+
+
+def dict_based_mapping(ctx: BuiltinContext, p: DictMappingParams) -> Frame:
+    """Set output_column (default: column itself) to mapping[column's value as text];
+    default (or null) where the value is not in mapping."""
+    ctx.require([p.column], "column")
+    if not p.mapping:
+        return ctx.project({p.output_column or p.column: ctx.lit(p.default)})
+    key = f"CAST({ctx.q(p.column)} AS STRING)"
+    whens = " ".join(f"WHEN {ctx.lit(k)} THEN {ctx.lit(v)}" for k, v in p.mapping.items())
+    return ctx.project(
+        {p.output_column or p.column: f"CASE {key} {whens} ELSE {ctx.lit(p.default)} END"}
+    )
+
+
+class RegexReplaceParams(Params):
+    column: str
+    pattern: str
+    replacement: str
+
+
+def regex_replace(ctx: BuiltinContext, p: RegexReplaceParams) -> Frame:
+    """Replace every match of a regular expression in a text column."""
+    ctx.require([p.column], "column")
+    args = f"{ctx.q(p.column)}, {ctx.lit(p.pattern)}, {ctx.lit(p.replacement)}"
+    expr = f"regexp_replace({args})" if ctx.dialect == "spark" else f"regexp_replace({args}, 'g')"
+    return ctx.project({p.column: expr})
+
+
+class HashParams(Params):
+    columns: list[str] = Field(min_length=1)
+    algorithm: Literal["sha256", "md5"] = "sha256"
+
+
+def hash_columns(ctx: BuiltinContext, p: HashParams) -> Frame:
+    """Replace each column by the hex sha256 (or md5) of its text; null stays null."""
+    ctx.require(p.columns, "columns")
+
+    def h(c: str) -> str:
+        text = f"CAST({ctx.q(c)} AS STRING)"
+        if p.algorithm == "md5":
+            return f"md5({text})"
+        return f"sha2({text}, 256)" if ctx.dialect == "spark" else f"sha256({text})"
+
+    return ctx.project({c: h(c) for c in p.columns})
+
+
+class SurrogateKeyParams(Params):
+    columns: list[str] = Field(min_length=1)
+    separator: str = "-"
+    output_col: str = "surrogate_key"
+
+
+def generate_surrogate_key(ctx: BuiltinContext, p: SurrogateKeyParams) -> Frame:
+    """Add output_col: md5 of the columns' text joined by separator (null as empty)."""
+    ctx.require(p.columns, "columns")
+    parts = ", ".join(f"COALESCE(CAST({ctx.q(c)} AS STRING), '')" for c in p.columns)
+    return ctx.project({p.output_col: f"md5(concat_ws({ctx.lit(p.separator)}, {parts}))"})
+
+
+for _fn, _model in (
+    (deduplicate, DeduplicateParams),
+    (dict_based_mapping, DictMappingParams),
+    (regex_replace, RegexReplaceParams),
+    (hash_columns, HashParams),
+    (generate_surrogate_key, SurrogateKeyParams),
+):
+    register(_fn.__name__, _fn, _model)
