@@ -200,6 +200,9 @@ def run_builtin(builtin: Builtin, ctx: BuiltinContext, params: Mapping[str, Any]
 NOT_SUPPORTED: dict[str, str] = {
     "detect_deletes": "compares with the target's earlier versions",
     "cross_check": "compares several nodes' row counts and schemas",
+    "window_calculation": "write the window function in a SQL step",
+    "scd2": "compares with the write target",
+    "merge": "compares with the write target",
     "explode_list_column": "list columns",
     "unpack_struct": "struct columns",
     "parse_json": "JSON parsing into structs",

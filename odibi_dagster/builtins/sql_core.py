@@ -125,13 +125,12 @@ class SortParams(Params):
 
 
 def sort(ctx: BuiltinContext, p: SortParams) -> Frame:
-    """Sort the rows by columns (all ascending or all descending)."""
+    """Sort the rows by columns (all ascending or all descending), nulls last."""
     cols = [p.by] if isinstance(p.by, str) else p.by
     ctx.require(cols, "by")
     direction = "ASC" if p.ascending else "DESC"
-    return ctx.sql(
-        f"SELECT * FROM df ORDER BY {', '.join(f'{ctx.q(c)} {direction}' for c in cols)}"
-    )
+    order = ", ".join(f"{ctx.q(c)} {direction} NULLS LAST" for c in cols)
+    return ctx.sql(f"SELECT * FROM df ORDER BY {order}")
 
 
 class LimitParams(Params):
