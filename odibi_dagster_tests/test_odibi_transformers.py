@@ -314,6 +314,23 @@ CASES: dict[str, tuple[str, dict[str, Any], Check, Any]] = {
         lambda c, r: (len(c), by_id(r, "id")),
         (8, [2, 3]),
     ),
+    "window_calculation": (
+        "window_calculation",
+        {
+            "target_col": "running",
+            "function": "sum(qty)",
+            "partition_by": ["grp"],
+            "order_by": "id",
+        },
+        lambda c, r: by_id(r, "running"),
+        [1, 2, 4],
+    ),
+    "validate_and_flag": (
+        "validate_and_flag",
+        {"rules": {"has_amount": "amount IS NOT NULL", "small": "qty < 3"}},
+        lambda c, r: by_id(r, "_issues"),
+        [None, "has_amount", "small"],
+    ),
     "dict_based_mapping": (
         "dict_based_mapping",
         {"column": "qty", "mapping": {"1": "one", "3": "three"}, "default": "many"},
@@ -367,6 +384,7 @@ SPARK_SUBSET = [
     "regex_replace",
     "hash_sha256",
     "generate_surrogate_key",
+    "window_calculation",
 ]
 
 
@@ -746,3 +764,25 @@ def test_every_builtin_is_documented() -> None:
     for name in builtin_names():
         if not name.startswith("xform_"):
             assert f"`{name}`" in section, name
+
+
+# --------------------------------------------------------------------------- column lineage
+
+
+def test_column_lineage_follows_df_to_the_frame_it_names() -> None:
+    from odibi_dagster.column_lineage import READ, Relation
+    from odibi_dagster.column_lineage import run_steps as lineage_steps
+
+    up = {"orders": Relation.identity("orders", ["id", "total"])}
+    sql = [Step(sql="SELECT id, total * 2 AS twice FROM df")]
+    # no read: df is the first upstream node
+    rel, failure = lineage_steps(sql, up, None, "duckdb")
+    assert failure is None
+    assert rel.columns == (
+        ("id", frozenset({("orders", "id")})),
+        ("twice", frozenset({("orders", "total")})),
+    )
+    # with read data, df is what was read
+    rel, failure = lineage_steps(sql, up, Relation.identity(READ, ["id", "total"]), "duckdb")
+    assert failure is None
+    assert rel.deps("twice") == frozenset({(READ, "total")})

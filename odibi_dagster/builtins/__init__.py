@@ -200,7 +200,7 @@ def run_builtin(builtin: Builtin, ctx: BuiltinContext, params: Mapping[str, Any]
 NOT_SUPPORTED: dict[str, str] = {
     "detect_deletes": "compares with the target's earlier versions",
     "cross_check": "compares several nodes' row counts and schemas",
-    "window_calculation": "write the window function in a SQL step",
+    "split_events_by_period": "splits rows at day, hour or shift boundaries",
     "scd2": "compares with the write target",
     "merge": "compares with the write target",
     "explode_list_column": "list columns",
@@ -209,7 +209,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "normalize_json": "JSON flattening",
     "sessionize": "session windows",
     "geocode": "an external geocoding service",
-    "validate_and_flag": "use `validation:`",
 }
 
 

@@ -101,7 +101,42 @@ def generate_surrogate_key(ctx: BuiltinContext, p: SurrogateKeyParams) -> Frame:
     return ctx.project({p.output_col: f"md5(concat_ws({ctx.lit(p.separator)}, {parts}))"})
 
 
+class WindowCalculationParams(Params):
+    target_col: str
+    function: str = Field(description="A SQL window function, e.g. `sum(amount)`, `rank()`.")
+    partition_by: list[str] = Field(default_factory=list)
+    order_by: str | None = Field(default=None, description="SQL ORDER BY, e.g. `day ASC`.")
+
+
+def window_calculation(ctx: BuiltinContext, p: WindowCalculationParams) -> Frame:
+    """Add (or replace) target_col: function OVER (PARTITION BY ... ORDER BY ...)."""
+    ctx.require(p.partition_by, "partition_by")
+    over = []
+    if p.partition_by:
+        over.append("PARTITION BY " + ", ".join(ctx.q(c) for c in p.partition_by))
+    if p.order_by:
+        over.append(f"ORDER BY {p.order_by}")
+    return ctx.project({p.target_col: f"{p.function} OVER ({' '.join(over)})"})
+
+
+class ValidateAndFlagParams(Params):
+    rules: dict[str, str] = Field(
+        min_length=1, description="Rule name -> SQL condition a valid row meets."
+    )
+    flag_col: str = "_issues"
+
+
+def validate_and_flag(ctx: BuiltinContext, p: ValidateAndFlagParams) -> Frame:
+    """Add flag_col: the names of the rules a row fails, joined by ', ' (null: none)."""
+    fails = ", ".join(
+        f"CASE WHEN NOT ({cond}) THEN {ctx.lit(name)} END" for name, cond in p.rules.items()
+    )
+    return ctx.project({p.flag_col: f"NULLIF(concat_ws(', ', {fails}), '')"})
+
+
 for _fn, _model in (
+    (window_calculation, WindowCalculationParams),
+    (validate_and_flag, ValidateAndFlagParams),
     (deduplicate, DeduplicateParams),
     (dict_based_mapping, DictMappingParams),
     (regex_replace, RegexReplaceParams),
