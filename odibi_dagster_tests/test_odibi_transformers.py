@@ -685,7 +685,7 @@ def test_builtin_params_are_checked_at_load_naming_the_node(tmp_path: Path) -> N
     ]
 
 
-def test_params_without_a_transformer_and_unsupported_builtins_are_named(
+def test_params_without_a_transformer_unsupported_builtins_and_no_data_are_named(
     tmp_path: Path,
 ) -> None:
     found = problems(
@@ -697,6 +697,9 @@ def test_params_without_a_transformer_and_unsupported_builtins_are_named(
         - name: b
           depends_on: [src]
           transformer: detect_deletes
+        - name: c
+          transformer: sort
+          params: {by: id}
         """,
     )
     assert found == [
@@ -705,6 +708,8 @@ def test_params_without_a_transformer_and_unsupported_builtins_are_named(
         "project.yaml:16: node 'b': the Odibi built-in 'detect_deletes' is not supported here "
         "(compares with the target's earlier versions); write it as SQL or a @transform "
         "function",
+        "project.yaml:18: node 'c': built-in 'sort' works on the node's data, and this node "
+        "has none: give it a `read:` or a depends_on",
     ]
 
 

@@ -340,6 +340,7 @@ def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[
                 "`transformer: <name>` or remove `params:`",
             )
         )
+    no_data = node.read is None and not node.depends_on
     for step, (sub, kind) in zip(node.steps(), node.step_paths(), strict=True):
         if step.function is None:
             continue
@@ -356,6 +357,14 @@ def _check_functions(node: NodeConfig, npath: KeyPath, smap: SourceMap) -> list[
                 )
                 continue
             why = check_builtin_params(builtin, step.params)
+            if sub == node.step_paths()[0][0] and no_data:
+                problems.append(
+                    smap.problem(
+                        fpath,
+                        f"node '{node.name}': built-in '{step.function}' works on the node's "
+                        "data, and this node has none: give it a `read:` or a depends_on",
+                    )
+                )
         if why:
             problems.append(
                 smap.problem(ppath if step.params else fpath, f"node '{node.name}': {why}")
