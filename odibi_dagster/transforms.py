@@ -4,7 +4,7 @@ Odibi's signature is kept: ``f(context, **params)``, where ``context.get("<node>
 returns an upstream node's DataFrame and ``context.get("__result__")`` the previous
 step's result. A function with a parameter named ``current`` (Odibi v3) gets the current
 frame in it: the node's read data or the previous step's result, else its first upstream
-node; ``context.df`` is the same frame.
+node; ``context.df`` and ``context.get("df")`` are the same frame.
 """
 
 from __future__ import annotations
@@ -293,10 +293,10 @@ def run_steps(
         if current is not None:
             tables[RESULT_NAME] = current
         df = current_frame(frames, current)
+        if df is not None:
+            tables[CURRENT_NAME] = df
         label = f"{where}, step {i + 1}"
         if step.sql is not None:
-            if df is not None:
-                tables[CURRENT_NAME] = df
             current = engine.sql(step.sql, tables, where=label)
             if on_step is not None:
                 on_step(i, current)
