@@ -61,6 +61,7 @@ def _is_read_only(node: NodeConfig) -> bool:
     return (
         node.read is not None
         and node.transform is None
+        and node.pattern is None
         and node.write is None
         and not node.depends_on
     )

@@ -12,6 +12,7 @@ from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
+from odibi_dagster.patterns.checks import check_pattern
 from odibi_dagster.resources.new_files import same_path
 from odibi_dagster.transforms import check_params, get_function, registered_functions
 from odibi_dagster.vocabulary import KEYED_MODES
@@ -58,7 +59,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
             )
         else:
             seen_pipes[pipe.pipeline] = pi
-        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn, conns))
         problems.extend(check_partitions(pipe, ppath, smap))
     problems.extend(_check_automation(config, smap, unknown_conn))
     problems.extend(_check_alerts(config, smap))
@@ -213,6 +214,7 @@ def _check_pipeline(
     ppath: KeyPath,
     smap: SourceMap,
     unknown_conn: Callable[[KeyPath, str], None],
+    connections: list[str] | None = None,
 ) -> list[Problem]:
     problems: list[Problem] = []
     names: dict[str, int] = {}
@@ -250,7 +252,12 @@ def _check_pipeline(
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))
-        write_only = node.write is not None and node.read is None and node.transform is None
+        write_only = (
+            node.write is not None
+            and node.read is None
+            and node.transform is None
+            and node.pattern is None
+        )
         if write_only and len(node.depends_on) != 1:
             problems.append(
                 smap.problem(
@@ -262,6 +269,8 @@ def _check_pipeline(
             )
         if node.transform is not None:
             problems.extend(_check_functions(node, npath, smap))
+        if node.pattern is not None:
+            problems.extend(check_pattern(node, npath, smap, connections or []))
         if node.read is not None and node.read.options.get("partition_by"):
             problems.append(
                 smap.problem(
