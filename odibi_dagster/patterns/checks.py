@@ -216,3 +216,22 @@ def npath_of(params_path: KeyPath) -> KeyPath:
     while path and path[-1] in ("params", "pattern"):
         path.pop()
     return tuple(path)
+
+
+def pattern_connections(node: NodeConfig) -> set[str]:
+    """The connections ``node``'s pattern reads or writes besides its own read and write:
+    its target's and its quarantine's (what its runs need as resources)."""
+    pattern = node.pattern
+    if pattern is None or pattern.type not in PARAMS:
+        return set()
+    p = pattern.params
+    names = set()
+    if isinstance(p.get("connection"), str):
+        names.add(p["connection"])
+    target = p.get("target")
+    if isinstance(target, str) and "." in target:
+        names.add(target.partition(".")[0])
+    quarantine = p.get("quarantine")
+    if isinstance(quarantine, dict) and isinstance(quarantine.get("connection"), str):
+        names.add(quarantine["connection"])
+    return names
