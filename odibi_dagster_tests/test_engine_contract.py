@@ -780,3 +780,20 @@ def test_a_dimension_numbers_each_version_and_keeps_an_unknown_member(local_lake
     assert by_sk[0]["valid_to"] is None
     assert {r["source_system"] for r in rows} == {"crm"}
     assert len({r["load_timestamp"] for r in rows}) == 1  # this run's time on every row
+
+
+def test_a_date_dimension_has_the_same_calendar(local_lake: Lake):
+    from odibi_dagster.config.models import NodeConfig
+    from odibi_dagster.patterns import run_pattern
+
+    node = NodeConfig.model_validate({"name": "n", "pattern": {"type": "date_dimension"}})
+    params = {"start_date": "2024-12-30", "end_date": "2025-01-01", "fiscal_year_start_month": 10}
+    df, _ = run_pattern(local_lake.engine, node, {}, {}, None, "date_dimension", params)
+    rows = sorted(local_lake.engine.head(df, 10), key=lambda r: r["date_sk"])
+    names = ["date_sk", "day_of_week", "day_of_week_num", "week_of_year"]
+    names += ["fiscal_year", "fiscal_quarter", "is_year_end", "is_year_start"]
+    assert [tuple(r[n] for n in names) for r in rows] == [
+        (20241230, "Monday", 1, 1, 2025, 1, False, False),  # ISO week 1 of 2025
+        (20241231, "Tuesday", 2, 1, 2025, 1, True, False),
+        (20250101, "Wednesday", 3, 1, 2025, 2, False, True),
+    ]

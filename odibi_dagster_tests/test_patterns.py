@@ -525,3 +525,14 @@ def test_odibi_scd2_canonical_examples_run_and_give_the_documented_tables(
     assert (
         config["pipelines"][0]["nodes"][0]["pattern"]["params"]["target"] == "target.dim_customer"
     )
+
+
+def test_a_whole_history_written_with_mode_append_is_refused_at_load(tmp_path: Path):
+    path = project(tmp_path, DIMENSION.replace("mode: overwrite", "mode: append"))
+    with pytest.raises(OdibiConfigError) as info:
+        load_project(path)
+    (problem,) = info.value.problems
+    assert (problem.line, problem.key_path) == (19, "pipelines[0].nodes[0].write.mode")
+    assert problem.message.startswith(
+        "node 'dim_customer': pattern dimension returns the whole table it keeps"
+    )

@@ -187,6 +187,17 @@ def check_params(
                 "the incoming rows",
             )
         )
+    whole_table = kind in ("dimension", "scd2") or (
+        kind == "aggregation" and getattr(parsed, "incremental", None) is not None
+    )
+    if whole_table and same_place and w is not None and w.mode == "append":
+        problems.append(
+            smap.problem(
+                (*npath_of(params_path), "write", "mode"),
+                f"{named}{what} returns the whole table it keeps (its old rows too); writing "
+                "it with mode append would repeat them. Use mode overwrite",
+            )
+        )
     if isinstance(parsed, FactParams):
         for i, dim in enumerate(parsed.dimensions):
             if dim.dimension_table not in node.depends_on:
@@ -219,19 +230,25 @@ def npath_of(params_path: KeyPath) -> KeyPath:
 
 
 def pattern_connections(node: NodeConfig) -> set[str]:
-    """The connections ``node``'s pattern reads or writes besides its own read and write:
-    its target's and its quarantine's (what its runs need as resources)."""
-    pattern = node.pattern
-    if pattern is None or pattern.type not in PARAMS:
+    """The connections ``node``'s pattern reads or writes besides its own read and write
+    (what its runs need as resources)."""
+    if node.pattern is None:
         return set()
-    p = pattern.params
+    return params_connections(node.pattern.type, node.pattern.params)
+
+
+def params_connections(kind: str, params: dict[str, Any]) -> set[str]:
+    """The connections pattern (or transformer) ``kind`` with ``params`` reads or writes:
+    its target's and its quarantine's."""
+    if kind not in PARAMS:
+        return set()
     names = set()
-    if isinstance(p.get("connection"), str):
-        names.add(p["connection"])
-    target = p.get("target")
+    if isinstance(params.get("connection"), str):
+        names.add(params["connection"])
+    target = params.get("target")
     if isinstance(target, str) and "." in target:
         names.add(target.partition(".")[0])
-    quarantine = p.get("quarantine")
+    quarantine = params.get("quarantine")
     if isinstance(quarantine, dict) and isinstance(quarantine.get("connection"), str):
         names.add(quarantine["connection"])
     return names
