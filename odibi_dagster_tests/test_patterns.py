@@ -536,3 +536,38 @@ def test_a_whole_history_written_with_mode_append_is_refused_at_load(tmp_path: P
     assert problem.message.startswith(
         "node 'dim_customer': pattern dimension returns the whole table it keeps"
     )
+
+
+def test_the_merge_transformer_merges_into_its_target_called_as_a_function(tmp_path: Path):
+    """``TRANSFORMERS['merge'](context, **params)``: Odibi's transformer spelling of the
+    same function, here called directly with a node's context (connection + path, and an
+    Odibi maintenance key it leaves out)."""
+    import pandas as pd
+
+    from odibi_dagster.config.models import NodeConfig
+    from odibi_dagster.engines.pandas import PandasEngine
+    from odibi_dagster.patterns import TRANSFORMERS, PatternContext, run_pattern
+    from odibi_dagster.resources.local import LocalStorage
+
+    lake = LocalStorage(base_path=str(tmp_path), connection_name="lake")
+    node = NodeConfig.model_validate(
+        {"name": "n", "read": {"connection": "lake", "path": "x", "format": "csv"}}
+    )
+    params = {"connection": "lake", "path": "silver/orders", "keys": "id"}
+    for rows in ([(1, "a"), (2, "b")], [(2, "B"), (3, "c")]):
+        df = pd.DataFrame(rows, columns=["id", "v"])
+        ctx = PatternContext(engine=PandasEngine(), node=node, resources={"lake": lake}, df=df)
+        out = TRANSFORMERS["merge"](ctx, **params)
+        assert out.equals(df)  # the input goes on; the target took it
+    got = delta_rows(tmp_path / "silver" / "orders")
+    assert sorted((r["id"], r["v"]) for r in got) == [(1, "a"), (2, "B"), (3, "c")]
+    _, meta = run_pattern(
+        PandasEngine(),
+        node,
+        {"lake": lake},
+        {},
+        pd.DataFrame({"id": [4], "v": ["d"]}),
+        "merge",
+        {**params, "zorder_by": ["id"]},
+    )
+    assert (meta["odibi/merge_inserted"], meta["odibi/pattern"]) == (1, "merge")

@@ -21,7 +21,7 @@ from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Frame
 from odibi_dagster.patterns.context import PatternContext
 from odibi_dagster.patterns.dimensional import dimension, fact, scd2
-from odibi_dagster.patterns.params import PARAMS, PATTERN_TYPES
+from odibi_dagster.patterns.params import NOT_APPLIED, PARAMS, PATTERN_TYPES
 from odibi_dagster.patterns.tables import aggregation, date_dimension, merge
 
 __all__ = [
@@ -57,7 +57,9 @@ def run_pattern(
     params: Mapping[str, Any],
 ) -> tuple[Frame, dict[str, Any]]:
     """Run pattern (or transformer) ``kind`` with ``params`` on ``current``: the frame the
-    node goes on with, and what the pattern did as materialization metadata."""
+    node goes on with, and what the pattern did as materialization metadata. Odibi's keys
+    accepted and not applied (``zorder_by``, ...; noted at load) are left out."""
     ctx = PatternContext(engine=engine, node=node, resources=resources, frames=frames, df=current)
-    result = PATTERNS[kind](ctx, **dict(params))
+    given = {k: v for k, v in params.items() if k not in NOT_APPLIED}
+    result = PATTERNS[kind](ctx, **given)
     return result, {"odibi/pattern": kind, **ctx.metadata}
