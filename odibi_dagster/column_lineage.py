@@ -551,6 +551,8 @@ def static_lineage(
 def _node_columns(node: OdibiNode, keys: Mapping[int, dg.AssetKey], visit: Any) -> NodeColumns:
     dialect = DIALECTS.get(node.engine)
     c = node.config
+    if c.pattern is not None:  # a pattern reshapes the table: its lineage is unknown
+        return NodeColumns(Relation())
     writer = node.reads_from[0] if len(node.reads_from) == 1 else None
     read_key = keys[id(writer)] if writer is not None else None
     current = None
@@ -610,7 +612,7 @@ def _read_back_whole(writer: OdibiNode) -> bool:
 def column_plan(node: OdibiNode, keys: Mapping[int, dg.AssetKey]) -> ColumnPlan | None:
     """What the node's run needs to tell its lineage (None: its engine's SQL is unknown)."""
     dialect = DIALECTS.get(node.engine)
-    if dialect is None:
+    if dialect is None or node.config.pattern is not None:
         return None
     c = node.config
     writer = node.reads_from[0] if len(node.reads_from) == 1 else None

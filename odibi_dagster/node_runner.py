@@ -210,8 +210,19 @@ class NodeRunner:
                     else None
                 ),
             )
-        elif current is None:
+        elif current is None and node.depends_on:
             current = frames[node.depends_on[0]]
+        if node.pattern is not None:  # Odibi v3: the pattern builds the node's table
+            from odibi_dagster.patterns import run_pattern
+
+            pattern = node.pattern.model_copy(
+                update={"params": fill(node.pattern.params, partition, node.where)}
+            )
+            current, done_meta = run_pattern(
+                eng, node, resources, frames, current, pattern.type, pattern.params
+            )
+            meta.update(done_meta)
+            story.steps.append(f"pattern {pattern.type}")
         story.rows = eng.cheap_row_count(current)
         story.columns = eng.column_schema(current)
         if self.columns is not None:

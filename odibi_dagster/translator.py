@@ -74,6 +74,7 @@ class OdibiNode:
             c.read is not None
             and c.transform is None
             and c.transformer is None
+            and c.pattern is None
             and c.write is None
             and not c.depends_on
             and all(n.pipeline != self.pipeline for n in self.reads_from)
@@ -101,6 +102,8 @@ class OdibiTranslator:
         if c.steps():
             kinds = ["SQL" if s.sql is not None else f"function `{s.function}`" for s in c.steps()]
             lines.append(f"Transforms with {len(kinds)} step(s): {', '.join(kinds)}.")
+        if c.pattern is not None:
+            lines.append(f"Builds its table with pattern `{c.pattern.type}` (Odibi v3).")
         if c.write is not None:
             lines.append(f"Writes {c.write.format} `{node.write_uri}` (mode {c.write.mode}).")
         lines.append(f"Defined at {c._file}:{c._line} (pipeline {node.pipeline}).")

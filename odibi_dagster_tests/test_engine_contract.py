@@ -712,3 +712,88 @@ def test_an_incremental_read_names_a_missing_column_and_a_number_compared_with_a
         eng.head(
             eng.read_rows(loc, "parquet", {}, RowFilter("id", datetime(2024, 1, 1)), where=WHERE), 1
         )
+
+
+# --------------------------------------------------------------------------- patterns (Odibi v3)
+
+VERSIONS = pa.schema([("id", pa.int64()), ("g", pa.string()), ("at", pa.timestamp("us"))])
+DAY1, DAY2 = datetime(2025, 1, 1), datetime(2025, 1, 15)
+
+
+def pattern_run(
+    lake: Lake, name: str, kind: str, rows: list[dict[str, Any]], **params: Any
+) -> None:
+    """One run of a node with ``pattern: {type: kind, params}`` over ``rows`` (read from a
+    Parquet file), its result written over its Delta table ``dim``, as the node's write."""
+    from odibi_dagster.config.models import NodeConfig
+    from odibi_dagster.patterns import run_pattern
+
+    pq.write_table(pa.Table.from_pylist(rows, schema=VERSIONS), lake.root / name)
+    src = lake.engine.read(lake.loc(name), "parquet")
+    node = NodeConfig.model_validate(
+        {"name": "n", "write": {"connection": "lake", "path": "dim", "format": "delta"}}
+    )
+    result, _ = run_pattern(lake.engine, node, {"lake": lake.storage}, {}, src, kind, {**params})
+    lake.engine.write(result, lake.loc("dim"), "delta", "overwrite", where=WHERE)
+
+
+def test_scd2_closes_a_changed_version_and_opens_a_new_one(local_lake: Lake):
+    params = {"keys": ["id"], "track_cols": ["g"], "effective_time_col": "at"}
+    first = [{"id": 1, "g": "gold", "at": DAY1}, {"id": 2, "g": "silver", "at": DAY1}]
+    pattern_run(local_lake, "v1.parquet", "scd2", first, **params)
+    second = [{"id": 1, "g": "platinum", "at": DAY2}, {"id": 2, "g": "silver", "at": DAY2}]
+    for _ in range(2):  # the same input again changes nothing
+        pattern_run(local_lake, "v2.parquet", "scd2", second, **params)
+        rows = DeltaTable(str(local_lake.root / "dim")).to_pyarrow_table().to_pylist()
+        got = sorted((r["id"], r["g"], r["at"], r["valid_to"], r["is_current"]) for r in rows)
+        assert got == [
+            (1, "gold", DAY1, DAY2, False),  # closed when the change took effect
+            (1, "platinum", DAY2, None, True),
+            (2, "silver", DAY1, None, True),  # unchanged: its first version stays current
+        ]
+
+
+def test_a_dimension_numbers_each_version_and_keeps_an_unknown_member(local_lake: Lake):
+    params = {
+        "natural_key": "id",
+        "surrogate_key": "sk",
+        "scd_type": 2,
+        "track_cols": ["g"],
+        "unknown_member": True,
+        "audit": {"source_system": "crm"},
+    }
+    first = [{"id": 2, "g": "silver", "at": DAY1}, {"id": 1, "g": "gold", "at": DAY1}]
+    pattern_run(local_lake, "v1.parquet", "dimension", first, **params)
+    second = [{"id": 1, "g": "platinum", "at": DAY2}, {"id": 2, "g": "silver", "at": DAY1}]
+    pattern_run(local_lake, "v2.parquet", "dimension", second, **params)
+    rows = DeltaTable(str(local_lake.root / "dim")).to_pyarrow_table().to_pylist()
+    by_sk = {r["sk"]: r for r in rows}
+    assert sorted((sk, r["id"], r["g"], r["is_current"]) for sk, r in by_sk.items()) == [
+        (0, -1, "Unknown", True),
+        (1, 1, "gold", False),  # keys follow the natural key on the first load
+        (2, 2, "silver", True),
+        (3, 1, "platinum", True),  # the new version gets the next key
+    ]
+    assert by_sk[1]["valid_to"] == by_sk[3]["valid_from"] > by_sk[1]["valid_from"]
+    # Spark writes Delta timestamps with the UTC zone, pandas without: the same instant
+    assert by_sk[0]["valid_from"].replace(tzinfo=None) == datetime(1900, 1, 1)
+    assert by_sk[0]["valid_to"] is None
+    assert {r["source_system"] for r in rows} == {"crm"}
+    assert len({r["load_timestamp"] for r in rows}) == 1  # this run's time on every row
+
+
+def test_a_date_dimension_has_the_same_calendar(local_lake: Lake):
+    from odibi_dagster.config.models import NodeConfig
+    from odibi_dagster.patterns import run_pattern
+
+    node = NodeConfig.model_validate({"name": "n", "pattern": {"type": "date_dimension"}})
+    params = {"start_date": "2024-12-30", "end_date": "2025-01-01", "fiscal_year_start_month": 10}
+    df, _ = run_pattern(local_lake.engine, node, {}, {}, None, "date_dimension", params)
+    rows = sorted(local_lake.engine.head(df, 10), key=lambda r: r["date_sk"])
+    names = ["date_sk", "day_of_week", "day_of_week_num", "week_of_year"]
+    names += ["fiscal_year", "fiscal_quarter", "is_year_end", "is_year_start"]
+    assert [tuple(r[n] for n in names) for r in rows] == [
+        (20241230, "Monday", 1, 1, 2025, 1, False, False),  # ISO week 1 of 2025
+        (20241231, "Tuesday", 2, 1, 2025, 1, True, False),
+        (20250101, "Wednesday", 3, 1, 2025, 2, False, True),
+    ]

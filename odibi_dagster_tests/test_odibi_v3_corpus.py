@@ -23,10 +23,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
         "an azure_sql connection and Odibi's older azure_adls auth spelling (not supported)",
         "connections.adls_source.auth: unknown key 'auth'",
     ),
-    "canonical_03_scd2_step1_initial_load.yaml": (
-        "pattern: (dimension SCD2), not yet supported",
-        "unknown key 'pattern'",
-    ),
     "cheme_L00_tank_data.yaml": (
         "read.format: simulation, and path/format on a local connection (which Odibi "
         "ignores; keys are checked here)",
@@ -35,10 +31,6 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
     "diagnostics_demo_pipeline.odibi.yaml": (
         "transformer: names functions of the original project's Python, which is not in the corpus",
         "node 'enrich_data': unknown function 'enrich_customers'",
-    ),
-    "docs_canonical_03_scd2_dimension.yaml": (
-        "pattern: (dimension SCD2), not yet supported",
-        "unknown key 'pattern'",
     ),
     "docs_configuration_basic_example.yaml": (
         "a delta (metastore) connection and write.table, not supported",

@@ -35,6 +35,7 @@ from odibi_dagster.config.yaml_source import (
     load_yaml,
 )
 from odibi_dagster.errors import OdibiConfigError, Problem
+from odibi_dagster.patterns.checks import pattern_connections
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
 from odibi_dagster.transforms import import_transforms_file
@@ -76,6 +77,7 @@ class LoadedProject:
             if pipe.pipeline == pipeline:
                 for node in pipe.nodes:
                     names |= {x.connection for x in (node.read, node.write) if x is not None}
+                    names |= pattern_connections(node)
         return names
 
     def connection_resources(

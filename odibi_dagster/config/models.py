@@ -470,6 +470,17 @@ class ColumnMetadata(StrictModel):
 TAG_PATTERN = r"^[A-Za-z0-9_.-]{1,63}$"
 
 
+class PatternConfig(StrictModel):
+    """Odibi v3: a pattern that builds the node's table (see odibi_dagster.patterns)."""
+
+    type: str = Field(
+        description="dimension, fact, scd2, merge, aggregation or date_dimension.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The pattern's parameters (checked at load)."
+    )
+
+
 class NodeConfig(StrictModel):
     """One step of a pipeline: read, transform and/or write. Becomes one Dagster asset."""
 
@@ -480,6 +491,11 @@ class NodeConfig(StrictModel):
     )
     read: ReadConfig | None = None
     transform: TransformConfig | None = None
+    pattern: PatternConfig | None = Field(
+        default=None,
+        description="Odibi v3: build the node's table with a pattern (dimension, fact, scd2, "
+        "merge, aggregation, date_dimension) after its read and transform.",
+    )
     write: WriteConfig | None = None
     transformer: str | None = Field(
         default=None,
@@ -547,6 +563,7 @@ class NodeConfig(StrictModel):
             and self.transform is None
             and self.write is None
             and self.transformer is None
+            and self.pattern is None
         ):
             raise ValueError(
                 "a node needs at least one of `read:`, `transformer:`, `transform:` or `write:`"

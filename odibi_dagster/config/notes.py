@@ -61,6 +61,12 @@ ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
     (*_NODE, "post_sql"): "SQL hooks are not run",
     (*_NODE, "materialized"): "every node with write: is materialized as a table/file",
     (*_NODE, "streaming"): "nodes run as batches",
+    # Odibi's merge maintenance and registration keys (pattern merge)
+    (*_NODE, "pattern", "params", "optimize_write"): "Delta maintenance is not run after the merge",
+    (*_NODE, "pattern", "params", "zorder_by"): "Delta maintenance is not run after the merge",
+    (*_NODE, "pattern", "params", "vacuum_hours"): "Delta maintenance is not run after the merge",
+    (*_NODE, "pattern", "params", "cluster_by"): "the target is created as a plain Delta table",
+    (*_NODE, "pattern", "params", "register_table"): "tables are not registered in a metastore",
 }
 
 

@@ -62,6 +62,7 @@ def _is_read_only(node: NodeConfig) -> bool:
         node.read is not None
         and node.transform is None
         and node.transformer is None
+        and node.pattern is None
         and node.write is None
         and not node.depends_on
     )

@@ -39,7 +39,8 @@ def _accept_noted(schema: dict[str, Any]) -> None:
     """The keys accepted only for Odibi compatibility, as properties of any value, so that an
     editor does not flag an Odibi v3 file that ``validate`` accepts (with a note)."""
     for pattern, why in ACCEPTED_NOT_APPLIED.items():
-        for model in _NOTED_IN[pattern[:-1]]:
+        # keys inside a free mapping (a pattern's params) need no property of their own
+        for model in _NOTED_IN.get(pattern[:-1], ()):
             target = schema if not model else schema["$defs"].get(model)
             if target is not None and "properties" in target:
                 target["properties"][pattern[-1]] = {

@@ -13,6 +13,7 @@ from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
+from odibi_dagster.patterns.checks import check_pattern
 from odibi_dagster.resources.new_files import same_path
 from odibi_dagster.transforms import check_params, get_function, unknown_function
 from odibi_dagster.vocabulary import KEYED_MODES
@@ -59,7 +60,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
             )
         else:
             seen_pipes[pipe.pipeline] = pi
-        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn))
+        problems.extend(_check_pipeline(pipe, ppath, smap, unknown_conn, conns))
         problems.extend(check_partitions(pipe, ppath, smap))
     problems.extend(_check_automation(config, smap, unknown_conn))
     problems.extend(_check_alerts(config, smap))
@@ -214,6 +215,7 @@ def _check_pipeline(
     ppath: KeyPath,
     smap: SourceMap,
     unknown_conn: Callable[[KeyPath, str], None],
+    connections: list[str] | None = None,
 ) -> list[Problem]:
     problems: list[Problem] = []
     names: dict[str, int] = {}
@@ -256,6 +258,7 @@ def _check_pipeline(
             and node.read is None
             and node.transform is None
             and node.transformer is None
+            and node.pattern is None
         )
         if write_only and len(node.depends_on) != 1:
             problems.append(
@@ -267,6 +270,8 @@ def _check_pipeline(
                 )
             )
         problems.extend(_check_functions(node, npath, smap))
+        if node.pattern is not None:
+            problems.extend(check_pattern(node, npath, smap, connections or []))
         if node.read is not None and node.read.options.get("partition_by"):
             problems.append(
                 smap.problem(
