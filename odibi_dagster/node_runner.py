@@ -186,6 +186,22 @@ class NodeRunner:
             story.files += files
         read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
         step_columns: list[list[str]] = []  # each step's columns, for column lineage
+        if node.pattern_transformer is not None:  # Odibi v3: `transformer: scd2` and the like
+            from odibi_dagster.patterns import run_pattern
+
+            if current is None and node.depends_on:
+                current = frames[node.depends_on[0]]
+            current, done_meta = run_pattern(
+                eng,
+                node,
+                resources,
+                frames,
+                current,
+                node.pattern_transformer,
+                fill(node.params, partition, node.where),
+            )
+            meta.update(done_meta)
+            story.steps.append(f"transformer {node.pattern_transformer}")
         node_steps = node.steps()  # `transformer:` (Odibi v3) first, then transform.steps
         if node_steps:
             steps = [

@@ -18,6 +18,16 @@ WRITE_MODES: tuple[str, ...] = get_args(WriteMode)
 KEYED_MODES: tuple[str, ...] = ("upsert", "append_once", "merge")
 PARTITION_TYPES: tuple[str, ...] = get_args(PartitionType)
 
+# Odibi v3's patterns (`pattern: {type: ...}`, or `transformer: <name>`), see odibi_dagster/patterns
+PATTERN_NAMES: tuple[str, ...] = (
+    "dimension",
+    "fact",
+    "scd2",
+    "merge",
+    "aggregation",
+    "date_dimension",
+)
+
 AlertType = Literal["webhook", "slack", "teams"]
 # The events an alert is sent on: each is a Dagster run status (see odibi_dagster/alerts.py).
 AlertEvent = Literal["on_failure", "on_success", "on_start"]

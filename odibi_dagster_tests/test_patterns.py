@@ -571,3 +571,64 @@ def test_the_merge_transformer_merges_into_its_target_called_as_a_function(tmp_p
         {**params, "zorder_by": ["id"]},
     )
     assert (meta["odibi/merge_inserted"], meta["odibi/pattern"]) == (1, "merge")
+
+
+def test_a_transformer_naming_a_pattern_runs_it_before_the_steps(tmp_path: Path):
+    """Odibi's docs also write a pattern as `transformer: <type>` with `params:`; it runs
+    first, then the node's steps (Odibi's order), and its maintenance keys are noted."""
+    nodes = (
+        DIMENSION.replace(
+            "  pattern:\n    type: dimension\n    params:\n",
+            "  transformer: dimension\n  params:\n",
+        )
+        .replace("      ", "    ")
+        .replace(
+            "    unknown_member: true\n",
+            "    unknown_member: true\n    zorder_by: [customer_id]\n"
+            "  transform:\n    steps:\n"
+            # is_current exists only once the dimension has run
+            "      - sql: SELECT * FROM df WHERE is_current OR customer_sk < 3\n",
+        )
+    )
+    path = project(tmp_path, nodes)
+    notes = [str(n) for n in load_project(path).notes]
+    assert any("params.zorder_by: Delta maintenance is not run" in n for n in notes)
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    meta = materialized(run(path), "dim_customer")
+    assert meta["odibi/pattern"] == "dimension"
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V2)
+    run(path)
+    rows = delta_rows(tmp_path / "out" / "dim_customer")
+    assert sorted((r["customer_sk"], r["tier"], r["is_current"]) for r in rows) == [
+        (0, "Unknown", True),
+        (1, "Gold", False),
+        (2, "Silver", True),
+        (3, "Platinum", True),
+    ]
+
+
+def test_a_transformer_naming_a_pattern_has_its_params_checked_at_load(tmp_path: Path):
+    path = project(
+        tmp_path,
+        """\
+        - name: dim
+          read: {connection: src, format: csv, path: customers.csv}
+          transformer: scd2
+          params: {keys: [customer_id]}
+          write: {connection: out, format: delta, path: dim}
+        """,
+    )
+    with pytest.raises(OdibiConfigError) as err:
+        load_project(path)
+    problems = str(err.value).splitlines()[1:]
+    assert [p.split(": ", 2)[1:] for p in problems] == [
+        [
+            "pipelines[0].nodes[0].params.track_cols",
+            "node 'dim': transformer scd2: missing required key 'track_cols'",
+        ],
+        [
+            "pipelines[0].nodes[0].params.effective_time_col",
+            "node 'dim': transformer scd2: missing required key 'effective_time_col'",
+        ],
+    ]
+    assert all(p.strip().startswith(f"{path}:") for p in problems)

@@ -201,8 +201,6 @@ NOT_SUPPORTED: dict[str, str] = {
     "detect_deletes": "compares with the target's earlier versions",
     "cross_check": "compares several nodes' row counts and schemas",
     "split_events_by_period": "splits rows at day, hour or shift boundaries",
-    "scd2": "compares with the write target",
-    "merge": "compares with the write target",
     "explode_list_column": "list columns",
     "unpack_struct": "struct columns",
     "parse_json": "JSON parsing into structs",

@@ -33,6 +33,7 @@ from odibi_dagster.resources.kinds import CONNECTION_KINDS
 from odibi_dagster.vocabulary import (
     ALERT_EVENTS,
     ODIBI_EVENTS_NOT_SENT,
+    PATTERN_NAMES,
     AlertEvent,
     AlertType,
     ExecutorName,
@@ -570,17 +571,24 @@ class NodeConfig(StrictModel):
             )
         return self
 
+    @property
+    def pattern_transformer(self) -> str | None:
+        """`transformer:` naming one of Odibi's patterns (`transformer: scd2`, ...): it runs
+        as that pattern with `params:`, before the steps."""
+        return self.transformer if self.transformer in PATTERN_NAMES else None
+
     def steps(self) -> list[Step]:
         """The steps the node runs, in order: its `transformer:` (as a function step with
         `params:`), then `transform.steps` (Odibi applies them in this order)."""
-        out = [Step(function=self.transformer, params=self.params)] if self.transformer else []
+        own = self.transformer is not None and self.pattern_transformer is None
+        out = [Step(function=self.transformer, params=self.params)] if own else []
         return out + (list(self.transform.steps) if self.transform is not None else [])
 
     def step_paths(self) -> list[tuple[tuple[str | int, ...], str]]:
         """For each of :meth:`steps`, its key path under the node and the key naming its
         function (``function``, ``operation``, or ``transformer`` for the node's own)."""
         out: list[tuple[tuple[str | int, ...], str]] = []
-        if self.transformer:
+        if self.transformer and self.pattern_transformer is None:
             out.append(((), "transformer"))
         if self.transform is not None:
             for si, step in enumerate(self.transform.steps):

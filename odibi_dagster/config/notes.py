@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap, format_path
+from odibi_dagster.vocabulary import PATTERN_NAMES
 
 __all__ = [
     "ACCEPTED_NOT_APPLIED",
@@ -61,13 +62,19 @@ ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
     (*_NODE, "post_sql"): "SQL hooks are not run",
     (*_NODE, "materialized"): "every node with write: is materialized as a table/file",
     (*_NODE, "streaming"): "nodes run as batches",
-    # Odibi's merge maintenance and registration keys (pattern merge)
-    (*_NODE, "pattern", "params", "optimize_write"): "Delta maintenance is not run after the merge",
-    (*_NODE, "pattern", "params", "zorder_by"): "Delta maintenance is not run after the merge",
-    (*_NODE, "pattern", "params", "vacuum_hours"): "Delta maintenance is not run after the merge",
-    (*_NODE, "pattern", "params", "cluster_by"): "the target is created as a plain Delta table",
-    (*_NODE, "pattern", "params", "register_table"): "tables are not registered in a metastore",
 }
+# Odibi's merge maintenance and registration keys, under `pattern.params` (and under the
+# `params:` of a `transformer:` naming a pattern)
+PATTERN_PARAMS_NOT_APPLIED: dict[str, str] = {
+    "optimize_write": "Delta maintenance is not run after the merge",
+    "zorder_by": "Delta maintenance is not run after the merge",
+    "vacuum_hours": "Delta maintenance is not run after the merge",
+    "cluster_by": "the target is created as a plain Delta table",
+    "register_table": "tables are not registered in a metastore",
+}
+ACCEPTED_NOT_APPLIED.update(
+    {(*_NODE, "pattern", "params", k): why for k, why in PATTERN_PARAMS_NOT_APPLIED.items()}
+)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,28 @@ def take_accepted(data: Any, smap: SourceMap, notes: list[Note]) -> Any:
     """``data`` without the keys of :data:`ACCEPTED_NOT_APPLIED`; a note for each one found."""
     for pattern, why in ACCEPTED_NOT_APPLIED.items():
         data = _take(data, pattern, (), smap, why, notes)
-    return data
+    return _take_pattern_transformer_params(data, smap, notes)
+
+
+def _take_pattern_transformer_params(data: Any, smap: SourceMap, notes: list[Note]) -> Any:
+    """The same keys as under `pattern.params`, under the `params:` of a node whose
+    `transformer:` names a pattern (`transformer: merge`). Other transformers' params are
+    their functions' own, whatever their names."""
+    if not isinstance(data, dict) or not isinstance(data.get("pipelines"), list):
+        return data
+    pipelines = []
+    for pi, pipe in enumerate(data["pipelines"]):
+        if isinstance(pipe, dict) and isinstance(pipe.get("nodes"), list):
+            nodes = []
+            for ni, node in enumerate(pipe["nodes"]):
+                if isinstance(node, dict) and node.get("transformer") in PATTERN_NAMES:
+                    for key, why in PATTERN_PARAMS_NOT_APPLIED.items():
+                        path = ("pipelines", pi, "nodes", ni)
+                        node = _take(node, ("params", key), path, smap, why, notes)
+                nodes.append(node)
+            pipe = {**pipe, "nodes": nodes}
+        pipelines.append(pipe)
+    return {**data, "pipelines": pipelines}
 
 
 def _take(

@@ -13,6 +13,7 @@ from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
+from odibi_dagster.patterns.checks import check_params as check_pattern_params
 from odibi_dagster.patterns.checks import check_pattern
 from odibi_dagster.resources.new_files import same_path
 from odibi_dagster.transforms import check_params, get_function, unknown_function
@@ -272,6 +273,19 @@ def _check_pipeline(
         problems.extend(_check_functions(node, npath, smap))
         if node.pattern is not None:
             problems.extend(check_pattern(node, npath, smap, connections or []))
+        if node.pattern_transformer is not None:
+            problems.extend(
+                check_pattern_params(
+                    node,
+                    node.pattern_transformer,
+                    node.params,
+                    (*npath, "transformer"),
+                    (*npath, "params"),
+                    smap,
+                    connections or [],
+                    what=f"transformer {node.pattern_transformer}",
+                )
+            )
         if node.read is not None and node.read.options.get("partition_by"):
             problems.append(
                 smap.problem(

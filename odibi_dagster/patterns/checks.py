@@ -230,11 +230,14 @@ def npath_of(params_path: KeyPath) -> KeyPath:
 
 
 def pattern_connections(node: NodeConfig) -> set[str]:
-    """The connections ``node``'s pattern reads or writes besides its own read and write
+    """The connections ``node``'s pattern (or `transformer:` naming one) reads or writes besides its own read and write
     (what its runs need as resources)."""
-    if node.pattern is None:
-        return set()
-    return params_connections(node.pattern.type, node.pattern.params)
+    names = set()
+    if node.pattern is not None:
+        names |= params_connections(node.pattern.type, node.pattern.params)
+    if node.pattern_transformer is not None:
+        names |= params_connections(node.pattern_transformer, node.params)
+    return names
 
 
 def params_connections(kind: str, params: dict[str, Any]) -> set[str]:

@@ -20,6 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from odibi_dagster.config.notes import PATTERN_PARAMS_NOT_APPLIED
+from odibi_dagster.vocabulary import PATTERN_NAMES
+
 
 def _as_list(v: Any) -> Any:
     """``keys: id`` means ``keys: [id]`` (Odibi accepts both)."""
@@ -279,12 +282,7 @@ PARAMS: dict[str, type[Params]] = {
     "date_dimension": DateDimensionParams,
 }
 PATTERN_TYPES = tuple(PARAMS)
+assert set(PATTERN_TYPES) == set(PATTERN_NAMES), "vocabulary.PATTERN_NAMES lists the patterns"
 
 # Odibi keys taken for compatibility and given no effect (reported by ``validate``)
-NOT_APPLIED: dict[str, str] = {
-    "optimize_write": "Delta maintenance is not run after the merge",
-    "zorder_by": "Delta maintenance is not run after the merge",
-    "cluster_by": "the target is created as a plain Delta table",
-    "vacuum_hours": "Delta maintenance is not run after the merge",
-    "register_table": "tables are not registered in a metastore",
-}
+NOT_APPLIED = PATTERN_PARAMS_NOT_APPLIED
