@@ -1,0 +1,675 @@
+"""``read.format: api`` (Odibi v3): the records of a paginated JSON API as one DataFrame.
+
+A node reads an ``http`` connection (:mod:`odibi_dagster.resources.http`); its
+``read.path`` is the endpoint and its ``read.options`` say how to page through it,
+with Odibi v3's keys::
+
+    options:
+      params: {status: active}            # query parameters (GET) or body keys (POST)
+      method: GET                         # or POST, with request_body:
+      pagination:                         # none | offset_limit | page_number | cursor | link_header
+        type: offset_limit
+        offset_param: skip
+        limit_param: limit
+        limit: 1000
+        max_pages: 100
+      response:
+        items_path: results               # dotted path to the records ("" = the body is the list)
+        add_fields: {_fetched_at: $now}
+      retry: {max_retries: 3, backoff_factor: 2.0, retry_codes: [429, 500, 502, 503, 504]}
+      rate_limit: {requests_per_second: 2}
+      http: {timeout_s: 30}
+
+Nested objects are flattened into columns joined with ``_`` (``address.city`` ->
+``address_city``), as Odibi does; lists stay values. A request answered 429 or 5xx (or
+a network failure) is tried again, waiting what ``Retry-After`` says or a growing delay;
+what still fails raises an error naming the node, the URL (query values that may be
+secrets masked) and the status. No message ever holds a secret of the connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from odibi_dagster.errors import OdibiConnectionError, OdibiRunError, OdibiStorageError, redact
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from odibi_dagster.resources.base import Location
+    from odibi_dagster.resources.http import HttpSettings
+
+_log = logging.getLogger("odibi_dagster.api")
+
+MAX_WAIT_S = 300.0  # the longest a Retry-After or rate-limit reset is waited for
+BASE_DELAY_S = 1.0  # the first backoff delay (Odibi's)
+MAX_DELAY_S = 60.0  # the longest backoff delay (Odibi's)
+# query parameter names whose values are masked in messages
+SECRET_PARAM = re.compile(
+    r"(?i)key|token|secret|passw|pwd|signature|^sig$|auth|credential|session|code"
+)
+
+
+# --------------------------------------------------------------------------- options
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoPagination(_Strict):
+    """One request."""
+
+    type: Literal["none"] = "none"
+
+
+class OffsetLimitPagination(_Strict):
+    """``?offset=0&limit=100``, then ``offset=100``, ... until a short or empty page."""
+
+    type: Literal["offset_limit"]
+    offset_param: str = "offset"
+    limit_param: str = "limit"
+    limit: int = Field(default=100, gt=0)
+    start_offset: int = Field(default=0, ge=0)
+    max_pages: int = Field(default=100, gt=0)
+    stop_on_empty: bool = True
+
+
+class PageNumberPagination(_Strict):
+    """``?page=1&per_page=100``, then ``page=2``, ... until a short or empty page."""
+
+    type: Literal["page_number"]
+    page_param: str = "page"
+    page_size_param: str = "per_page"
+    page_size: int = Field(default=100, gt=0)
+    start_page: int = 1
+    max_pages: int = Field(default=100, gt=0)
+    stop_on_empty: bool = True
+
+
+class CursorPagination(_Strict):
+    """The next page's cursor is at ``cursor_path`` of a response, sent as ``cursor_param``."""
+
+    type: Literal["cursor"]
+    cursor_param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    max_pages: int = Field(default=100, gt=0)
+    stop_when_cursor_missing: bool = True
+
+
+class LinkHeaderPagination(_Strict):
+    """The next page's URL is the ``Link`` header's ``rel="next"`` (RFC 8288, GitHub style)."""
+
+    type: Literal["link_header"]
+    link_rel: str = "next"
+    max_pages: int = Field(default=100, gt=0)
+
+
+def _pagination_tag(v: Any) -> str:
+    if isinstance(v, Mapping):
+        return str(v.get("type", "none"))
+    return str(getattr(v, "type", "none"))
+
+
+PAGINATION_MODELS: dict[str, type[_Strict]] = {
+    "none": NoPagination,
+    "offset_limit": OffsetLimitPagination,
+    "page_number": PageNumberPagination,
+    "cursor": CursorPagination,
+    "link_header": LinkHeaderPagination,
+}
+PAGINATION_TYPES = tuple(PAGINATION_MODELS)
+Pagination: Any = Annotated[
+    Union[tuple(Annotated[m, Tag(t)] for t, m in PAGINATION_MODELS.items())],  # noqa: UP007
+    Discriminator(
+        _pagination_tag,
+        custom_error_type="unknown_pagination",
+        custom_error_message="pagination type must be one of: none, offset_limit, "
+        "page_number, cursor, link_header",
+    ),
+]
+
+
+class ResponseOptions(_Strict):
+    items_path: str = Field(
+        default="", description="Dotted path to the list of records; empty: the body is it."
+    )
+    add_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Columns added to every record: constants, or $now, $today, $yesterday, "
+        "$7_days_ago, $start_of_month, ... (add _compact for YYYYMMDD).",
+    )
+
+    @field_validator("items_path", mode="before")
+    @classmethod
+    def _none_is_root(cls, v: Any) -> Any:
+        return "" if v is None else v
+
+
+class RetryOptions(_Strict):
+    max_retries: int = Field(
+        default=3, ge=1, le=20, description="Attempts per request, the first included (Odibi)."
+    )
+    backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    retry_codes: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504])
+
+
+class RateLimitOptions(_Strict):
+    requests_per_second: float | None = Field(default=None, gt=0)
+
+
+class HttpOptions(_Strict):
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+
+class ApiOptions(_Strict):
+    """``read.options`` of a ``format: api`` read."""
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    method: Literal["GET", "POST"] = "GET"
+    request_body: dict[str, Any] | None = None
+    pagination: Pagination = Field(default_factory=NoPagination)
+    response: ResponseOptions = Field(default_factory=ResponseOptions)
+    retry: RetryOptions = Field(default_factory=RetryOptions)
+    rate_limit: RateLimitOptions = Field(default_factory=RateLimitOptions)
+    http: HttpOptions = Field(default_factory=HttpOptions)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("params", "response", "retry", "rate_limit", "http", mode="before")
+    @classmethod
+    def _empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+def api_options(options: Mapping[str, Any] | None, where: str = "") -> ApiOptions:
+    """``read.options`` as :class:`ApiOptions` (the loader has checked them already)."""
+    from pydantic import ValidationError
+
+    try:
+        return ApiOptions.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise OdibiRunError(f"{where}: read.options.{key}: {first['msg']}") from None
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def _date_shortcuts(now: dt.datetime) -> dict[str, str]:
+    """Odibi's ``$`` date shortcuts of add_fields and params, longest name first."""
+    today = now.date()
+    days = {
+        "today": today,
+        "date": today,
+        "yesterday": today - dt.timedelta(days=1),
+        "7_days_ago": today - dt.timedelta(days=7),
+        "30_days_ago": today - dt.timedelta(days=30),
+        "90_days_ago": today - dt.timedelta(days=90),
+        "start_of_week": today - dt.timedelta(days=today.weekday()),
+        "start_of_month": today.replace(day=1),
+        "start_of_year": today.replace(month=1, day=1),
+    }
+    out = {"$now": now.isoformat()}
+    for name, day in days.items():
+        out[f"${name}"] = day.isoformat()
+        out[f"${name}_compact"] = day.strftime("%Y%m%d")
+    return dict(sorted(out.items(), key=lambda kv: -len(kv[0])))
+
+
+def fill_dates(value: Any, shortcuts: Mapping[str, str]) -> Any:
+    if isinstance(value, str) and "$" in value:
+        for name, text in shortcuts.items():
+            value = value.replace(name, text)
+        return value
+    if isinstance(value, dict):
+        return {k: fill_dates(v, shortcuts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_dates(v, shortcuts) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass
+class FetchStats:
+    """What a read did: pages read, requests made (retries included), records."""
+
+    pages: int = 0
+    requests: int = 0
+    records: int = 0
+    stopped_at_max_pages: bool = False
+
+
+@dataclass
+class _Request:
+    url: str
+    params: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def shown_url(url: str, params: Mapping[str, Any] | None, secrets: list[str]) -> str:
+    """``url`` with ``params`` as it is requested, for messages: no user info, and the
+    value of every query parameter that may be a secret (by its name, or because it is a
+    value of the connection's secrets) masked."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    pairs: list[tuple[str, str]] = []
+    if parts.query:
+        for item in parts.query.split("&"):
+            k, _, v = item.partition("=")
+            pairs.append((k, v))
+    for k, v in (params or {}).items():
+        pairs.append((str(k), str(v)))
+    query = "&".join(
+        f"{k}={'***' if SECRET_PARAM.search(k) or v in secrets else v}" for k, v in pairs
+    )
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, query, "")), secrets)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc.rsplit("@", 1)[-1].lower()
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but send the connection's headers only to its own origin."""
+
+    def __init__(self, private: list[str]) -> None:
+        self.private = private
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            for name in self.private:
+                new.remove_header(name.capitalize())
+        return new
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), MAX_WAIT_S))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return max(0.0, min((when - dt.datetime.now(dt.timezone.utc)).total_seconds(), MAX_WAIT_S))
+
+
+class _Client:
+    """Requests to one connection with its headers, retries and rate limit."""
+
+    def __init__(
+        self, settings: HttpSettings, options: ApiOptions, where: str, stats: FetchStats
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.where = where
+        self.stats = stats
+        self.headers, self.secrets = settings.request_headers(where)
+        private = [n for n, v in self.headers.items() if v in self.secrets]
+        self.opener = urllib.request.build_opener(_SameOriginRedirects(private))
+        self._last: float | None = None
+
+    def shown(self, req: _Request) -> str:
+        return shown_url(req.url, req.params, self.secrets)
+
+    def _pace(self, headers: Mapping[str, str] | None = None) -> None:
+        rps = self.options.rate_limit.requests_per_second
+        if rps and self._last is not None:
+            wait = 1.0 / rps - (time.monotonic() - self._last)
+            if wait > 0:
+                time.sleep(wait)
+        if headers and headers.get("x-ratelimit-remaining") == "0":
+            try:
+                wait = float(headers.get("x-ratelimit-reset", "")) - time.time()
+            except ValueError:
+                wait = 0.0
+            if wait > 0:
+                _log.info("%s: rate limit reached; waiting %.1fs", self.where, wait)
+                time.sleep(min(wait, MAX_WAIT_S))
+
+    def send(self, req: _Request) -> _Response:
+        retry = self.options.retry
+        url = req.url
+        if req.params:
+            url += ("&" if "?" in url else "?") + urlencode(req.params, doseq=True)
+        data = None
+        headers = {"Accept": "application/json", **self.headers}
+        if req.body is not None:
+            data = json.dumps(req.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        attempts = retry.max_retries
+        for attempt in range(1, attempts + 1):
+            self._pace()
+            self.stats.requests += 1
+            self._last = time.monotonic()
+            request = urllib.request.Request(
+                url, data=data, headers=headers, method=self.options.method
+            )
+            status: int | None = None
+            resp_headers: dict[str, str] = {}
+            reason = ""
+            try:
+                with self.opener.open(request, timeout=self.options.http.timeout_s) as resp:
+                    raw = resp.read()
+                    resp_headers = {k.lower(): v for k, v in resp.headers.items()}
+                    return _Response(resp.status, resp_headers, self._json(raw, req, resp_headers))
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                resp_headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+                try:
+                    reason = exc.read()[:300].decode("utf-8", "replace")
+                except Exception:
+                    reason = ""
+                exc.close()
+                if status not in retry.retry_codes:
+                    raise self._status_error(req, status, reason, attempt) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                inner = getattr(exc, "reason", exc)
+                reason = f"{type(inner).__name__}: {inner}"
+            if attempt == attempts:
+                if status is not None:
+                    raise self._status_error(req, status, reason, attempt) from None
+                raise OdibiStorageError(
+                    f"{self.where}: {self.options.method} {self.shown(req)} failed after "
+                    f"{attempt} attempt(s): {redact(reason, self.secrets)}; check that "
+                    f"{self.settings.base_url} is reachable from where the run executes"
+                ) from None
+            wait = _retry_after(resp_headers)
+            if wait is None:
+                wait = min(BASE_DELAY_S * retry.backoff_factor ** (attempt - 1), MAX_DELAY_S)
+            _log.warning(
+                "%s: %s %s: %s; attempt %d of %d, trying again in %.1fs",
+                self.where,
+                self.options.method,
+                self.shown(req),
+                f"HTTP {status}" if status is not None else redact(reason, self.secrets),
+                attempt,
+                attempts,
+                wait,
+            )
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _json(self, raw: bytes, req: _Request, headers: Mapping[str, str]) -> Any:
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError:
+            kind = headers.get("content-type", "no content type")
+            raise OdibiRunError(
+                f"{self.where}: {self.options.method} {self.shown(req)} did not answer JSON "
+                f"({kind}); format: api reads JSON APIs"
+            ) from None
+
+    def _status_error(self, req: _Request, status: int, body: str, attempts: int) -> OdibiRunError:
+        hint = {
+            401: f"the API refused the credentials: check auth: / headers: of connection "
+            f"'{self.settings.connection}' and the variables they name",
+            403: f"the API refused access: check the credentials of connection "
+            f"'{self.settings.connection}' and what they may read",
+            404: "no such endpoint: check read.path and the connection's base_url",
+            429: "the API kept limiting the rate: raise retry.max_retries or set "
+            "rate_limit.requests_per_second",
+        }.get(status, "")
+        text = " ".join(body.split())[:200]
+        msg = f"{self.where}: {self.options.method} {self.shown(req)} answered HTTP {status}"
+        if attempts > 1:
+            msg += f" after {attempts} attempts"
+        if text:
+            msg += f" ({redact(text, self.secrets)})"
+        if hint:
+            msg += f"; {hint}"
+        cls = OdibiStorageError if status >= 500 or status == 429 else OdibiRunError
+        return cls(msg)
+
+
+def probe(settings: HttpSettings, describe: str) -> int:
+    """The status of one GET of the connection's base_url (what ``check`` reports)."""
+    headers, secrets = settings.request_headers(describe)
+    opener = urllib.request.build_opener(
+        _SameOriginRedirects([n for n, v in headers.items() if v in secrets])
+    )
+    request = urllib.request.Request(settings.base_url, headers=headers, method="GET")
+    try:
+        with opener.open(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        inner = getattr(exc, "reason", exc)
+        raise OdibiConnectionError(
+            f"{describe}: not reachable ({redact(f'{type(inner).__name__}: {inner}', secrets)}); "
+            "check base_url and the network"
+        ) from None
+
+
+# --------------------------------------------------------------------------- records
+
+
+def records_at(body: Any, path: str, where: str, shown: str) -> list[Any]:
+    """The records at ``path`` (dotted) of a response body."""
+    if not path:
+        if isinstance(body, list):
+            return body
+        if body == {}:
+            return []
+        keys = ", ".join(sorted(map(str, body))[:20]) if isinstance(body, dict) else ""
+        raise OdibiRunError(
+            f"{where}: the response of {shown} is a JSON {type(body).__name__}, not a list of "
+            "records; set read.options.response.items_path to the key that holds them"
+            + (f" (keys: {keys})" if keys else "")
+        )
+    obj = body
+    walked: list[str] = []
+    for key in path.split("."):
+        if isinstance(obj, dict) and key in obj:
+            obj = obj[key]
+        else:
+            at = f" under '{'.'.join(walked)}'" if walked else ""
+            keys = (
+                f"; keys there: {', '.join(sorted(map(str, obj))[:20]) or 'none'}"
+                if isinstance(obj, dict)
+                else f"; the value there is a JSON {type(obj).__name__}"
+            )
+            raise OdibiRunError(
+                f"{where}: read.options.response.items_path '{path}': key '{key}' is not in "
+                f"the response{at} of {shown}{keys}"
+            )
+        walked.append(key)
+    if obj is None:
+        return []
+    if isinstance(obj, dict):
+        return [obj]
+    if not isinstance(obj, list):
+        raise OdibiRunError(
+            f"{where}: read.options.response.items_path '{path}' is a JSON "
+            f"{type(obj).__name__} in the response of {shown}, not a list of records"
+        )
+    return obj
+
+
+def _value_at(body: Any, path: str) -> Any:
+    obj = body
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _next_link(header: str, rel: str) -> str | None:
+    for part in header.split(","):
+        m = re.match(r"\s*<([^>]*)>\s*;(.*)", part)
+        if not m:
+            continue
+        for attr in m.group(2).split(";"):
+            name, _, value = attr.strip().partition("=")
+            if name.strip().lower() == "rel" and rel in value.strip().strip('"').split():
+                return m.group(1)
+    return None
+
+
+# --------------------------------------------------------------------------- the read
+
+
+def fetch_records(
+    settings: HttpSettings,
+    path: str,
+    options: ApiOptions,
+    where: str,
+    now: dt.datetime | None = None,
+) -> tuple[list[Any], FetchStats]:
+    """Every record of every page, and what it took."""
+    shortcuts = _date_shortcuts(now or dt.datetime.now(dt.timezone.utc))
+    stats = FetchStats()
+    client = _Client(settings, options, where, stats)
+    params = fill_dates(dict(options.params), shortcuts)
+    body = fill_dates(options.request_body, shortcuts)
+    if options.method == "POST" and body is not None:
+        body, params = {**body, **params}, {}
+    page: BaseModel = options.pagination
+    in_body = body is not None
+
+    def with_(req: _Request, values: dict[str, Any]) -> _Request:
+        if in_body:
+            return _Request(req.url, dict(req.params), {**(req.body or {}), **values})
+        return _Request(req.url, {**req.params, **values}, req.body)
+
+    req: _Request | None = _Request(settings.url(path), params, body)
+    assert req is not None
+    if isinstance(page, OffsetLimitPagination):
+        offset = page.start_offset
+        req = with_(req, {page.offset_param: offset, page.limit_param: page.limit})
+    elif isinstance(page, PageNumberPagination):
+        number = page.start_page
+        req = with_(req, {page.page_param: number, page.page_size_param: page.page_size})
+    records: list[Any] = []
+    extra = fill_dates(options.response.add_fields, shortcuts)
+    while req is not None:
+        resp = client.send(req)
+        stats.pages += 1
+        items = records_at(resp.body, options.response.items_path, where, client.shown(req))
+        for item in items:
+            rec = dict(item) if isinstance(item, dict) else {"value": item}
+            rec.update(extra)
+            records.append(rec)
+        nxt: _Request | None = None
+        if isinstance(page, OffsetLimitPagination):
+            if len(items) >= page.limit:  # a short or empty page is the last
+                offset += page.limit
+                nxt = with_(req, {page.offset_param: offset})
+        elif isinstance(page, PageNumberPagination):
+            if len(items) >= page.page_size:
+                number += 1
+                nxt = with_(req, {page.page_param: number})
+        elif isinstance(page, CursorPagination):
+            cursor = _value_at(resp.body, page.cursor_path)
+            sent = (req.body if in_body else req.params) or {}
+            if cursor not in (None, "") and str(cursor) != str(sent.get(page.cursor_param)):
+                nxt = with_(req, {page.cursor_param: cursor})
+        elif isinstance(page, LinkHeaderPagination):
+            link = _next_link(resp.headers.get("link", ""), page.link_rel)
+            if link:
+                url = urljoin(req.url, link)
+                if _origin(url) != _origin(settings.base_url):
+                    raise OdibiRunError(
+                        f"{where}: the next page's link of {client.shown(req)} points to "
+                        f"another site ({_origin(url)[1]}); it is not followed with the "
+                        f"credentials of connection '{settings.connection}'"
+                    )
+                nxt = _Request(url, {}, req.body)
+        if nxt is not None and stats.pages >= getattr(page, "max_pages", 1):
+            stats.stopped_at_max_pages = True
+            _log.warning(
+                "%s: stopped after max_pages=%d pages; more pages are there",
+                where,
+                stats.pages,
+            )
+            nxt = None
+        if nxt is not None:
+            client._pace(resp.headers)
+        req = nxt
+    stats.records = len(records)
+    return records, stats
+
+
+def frame_of(records: list[Any]) -> pd.DataFrame:
+    """The records as one DataFrame, nested objects flattened into ``a_b`` columns."""
+    import pandas as pd
+
+    if not records:
+        return pd.DataFrame()
+    return pd.json_normalize(records, sep="_")
+
+
+def spark_frame(spark: Any, pdf: pd.DataFrame, where: str) -> Any:
+    """The records of an api read as a Spark DataFrame (the same columns and values)."""
+    if pdf.columns.empty:
+        from pyspark.sql.types import StructType
+
+        return spark.createDataFrame([], StructType([]))
+    # a column of missing values only has no type Spark can infer: read it as text
+    pdf = pdf.astype({c: "string" for c in pdf.columns if pdf[c].isna().all()})
+    try:
+        return spark.createDataFrame(pdf)
+    except Exception as exc:
+        raise OdibiRunError(
+            f"{where}: the API's records do not make a Spark DataFrame ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); records whose fields "
+            "change type between records need a transform step on the pandas engine"
+        ) from None
+
+
+def read_api(
+    loc: Location, options: Mapping[str, Any] | None, where: str = ""
+) -> tuple[pd.DataFrame, FetchStats]:
+    """What a ``format: api`` read of ``loc`` (on an http connection) returns."""
+    from odibi_dagster.resources.http import HttpSettings
+
+    settings = loc.storage_options.get("http")
+    if not isinstance(settings, HttpSettings):
+        raise OdibiRunError(
+            f"{where}: format: api reads an http connection; connection '{loc.connection}' "
+            "is not one"
+        )
+    opts = api_options(options, where)
+    records, stats = fetch_records(settings, loc.fs_path, opts, where)
+    return frame_of(records), stats
