@@ -152,6 +152,16 @@ class ResponseOptions(_Strict):
         description="Columns added to every record: constants, or $now, $today, $yesterday, "
         "$7_days_ago, $start_of_month, ... (add _compact for YYYYMMDD).",
     )
+    wrap_single: bool = Field(
+        default=False, description="A single JSON object at items_path is one record."
+    )
+    array_row_fields: list[str] | None = Field(
+        default=None, description="Records that are lists get these field names, in order."
+    )
+    dict_to_list: bool = Field(
+        default=False,
+        description="An object at items_path becomes one record per key (_key, _value).",
+    )
 
     @field_validator("items_path", mode="before")
     @classmethod
@@ -168,24 +178,76 @@ class RetryOptions(_Strict):
 
 
 class RateLimitOptions(_Strict):
+    type: Literal["auto", "fixed"] | None = None
     requests_per_second: float | None = Field(default=None, gt=0)
+
+
+class BackoffOptions(_Strict):
+    base_s: float = Field(default=BASE_DELAY_S, ge=0, le=MAX_WAIT_S)
+    max_s: float = Field(default=MAX_DELAY_S, ge=0, le=MAX_WAIT_S)
+    exponential_base: float = Field(default=2.0, ge=1.0, le=10.0)
+
+
+class HttpRetryOptions(_Strict):
+    """Odibi's other spelling of the retries, under ``http:``."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    backoff: BackoffOptions = Field(default_factory=BackoffOptions)
+    retry_on_status: list[int] = Field(default_factory=lambda: [429, 500, 502, 503, 504])
 
 
 class HttpOptions(_Strict):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    retries: HttpRetryOptions | None = None
+    rate_limit: RateLimitOptions | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and after how long a request is tried again."""
+
+    attempts: int
+    base_s: float
+    max_s: float
+    factor: float
+    codes: frozenset[int]
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (1-based) when no Retry-After says."""
+        return float(min(self.base_s * self.factor ** (attempt - 1), self.max_s))
 
 
 class ApiOptions(_Strict):
     """``read.options`` of a ``format: api`` read."""
 
     params: dict[str, Any] = Field(default_factory=dict)
-    method: Literal["GET", "POST"] = "GET"
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     request_body: dict[str, Any] | None = None
     pagination: Pagination = Field(default_factory=NoPagination)
     response: ResponseOptions = Field(default_factory=ResponseOptions)
     retry: RetryOptions = Field(default_factory=RetryOptions)
     rate_limit: RateLimitOptions = Field(default_factory=RateLimitOptions)
     http: HttpOptions = Field(default_factory=HttpOptions)
+
+    def policy(self) -> RetryPolicy:
+        """The retry policy: ``retry:`` (Odibi's current spelling) over ``http.retries:``
+        (its earlier one), over the defaults (3 attempts, 1s doubling up to 60s)."""
+        old = self.http.retries or HttpRetryOptions()
+        given = "retry" in self.model_fields_set
+        return RetryPolicy(
+            attempts=self.retry.max_retries if given else old.max_attempts,
+            base_s=old.backoff.base_s,
+            max_s=old.backoff.max_s,
+            factor=self.retry.backoff_factor if given else old.backoff.exponential_base,
+            codes=frozenset(self.retry.retry_codes if given else old.retry_on_status),
+        )
+
+    def requests_per_second(self) -> float | None:
+        """At most this many requests a second (``rate_limit:`` or ``http.rate_limit:``)."""
+        for limit in (self.rate_limit, self.http.rate_limit):
+            if limit is not None and limit.requests_per_second and limit.type != "auto":
+                return limit.requests_per_second
+        return None
 
     @field_validator("method", mode="before")
     @classmethod
@@ -234,15 +296,45 @@ def _date_shortcuts(now: dt.datetime) -> dict[str, str]:
     return dict(sorted(out.items(), key=lambda kv: -len(kv[0])))
 
 
-def fill_dates(value: Any, shortcuts: Mapping[str, str]) -> Any:
-    if isinstance(value, str) and "$" in value:
-        for name, text in shortcuts.items():
-            value = value.replace(name, text)
+# {expression} or {expression:format}, e.g. {-30d:%Y%m%d} (not ${...})
+_EXPRESSION = re.compile(r"(?<!\$)\{([^{}:]+)(?::([^{}]+))?\}")
+_DAYS = re.compile(r"^[+-]?\d+d$")
+
+
+def _expression(m: re.Match[str], now: dt.datetime) -> str:
+    expr, fmt = m.group(1).strip(), m.group(2)
+    today = dt.datetime.combine(now.date(), dt.time.min)
+    named = {
+        "today": today,
+        "date": today,
+        "yesterday": today - dt.timedelta(days=1),
+        "start_of_week": today - dt.timedelta(days=today.weekday()),
+        "start_of_month": today.replace(day=1),
+        "start_of_year": today.replace(month=1, day=1),
+    }
+    if expr == "now":
+        return now.strftime(fmt or "%Y-%m-%dT%H:%M:%S%z")
+    if expr in named:
+        return named[expr].strftime(fmt or "%Y-%m-%d")
+    if _DAYS.match(expr):
+        return (today + dt.timedelta(days=int(expr[:-1]))).strftime(fmt or "%Y-%m-%d")
+    return m.group(0)  # not a date expression: kept as written
+
+
+def fill_dates(value: Any, shortcuts: Mapping[str, str], now: dt.datetime) -> Any:
+    """Odibi's date variables of params, request_body and add_fields filled in:
+    ``$today``-style shortcuts and ``{-7d:%Y%m%d}``-style expressions."""
+    if isinstance(value, str):
+        if "$" in value:
+            for name, text in shortcuts.items():
+                value = value.replace(name, text)
+        if "{" in value:
+            value = _EXPRESSION.sub(lambda m: _expression(m, now), value)
         return value
     if isinstance(value, dict):
-        return {k: fill_dates(v, shortcuts) for k, v in value.items()}
+        return {k: fill_dates(v, shortcuts, now) for k, v in value.items()}
     if isinstance(value, list):
-        return [fill_dates(v, shortcuts) for v in value]
+        return [fill_dates(v, shortcuts, now) for v in value]
     return value
 
 
@@ -349,7 +441,7 @@ class _Client:
         return shown_url(req.url, req.params, self.secrets)
 
     def _pace(self, headers: Mapping[str, str] | None = None) -> None:
-        rps = self.options.rate_limit.requests_per_second
+        rps = self.options.requests_per_second()
         if rps and self._last is not None:
             wait = 1.0 / rps - (time.monotonic() - self._last)
             if wait > 0:
@@ -364,16 +456,16 @@ class _Client:
                 time.sleep(min(wait, MAX_WAIT_S))
 
     def send(self, req: _Request) -> _Response:
-        retry = self.options.retry
+        retry = self.options.policy()
         url = req.url
         if req.params:
-            url += ("&" if "?" in url else "?") + urlencode(req.params, doseq=True)
+            url += ("&" if "?" in url else "?") + urlencode(req.params, doseq=True, safe="+:[]")
         data = None
         headers = {"Accept": "application/json", **self.headers}
         if req.body is not None:
             data = json.dumps(req.body).encode()
             headers.setdefault("Content-Type", "application/json")
-        attempts = retry.max_retries
+        attempts = retry.attempts
         for attempt in range(1, attempts + 1):
             self._pace()
             self.stats.requests += 1
@@ -397,7 +489,7 @@ class _Client:
                 except Exception:
                     reason = ""
                 exc.close()
-                if status not in retry.retry_codes:
+                if status not in retry.codes:
                     raise self._status_error(req, status, reason, attempt) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 inner = getattr(exc, "reason", exc)
@@ -412,7 +504,7 @@ class _Client:
                 ) from None
             wait = _retry_after(resp_headers)
             if wait is None:
-                wait = min(BASE_DELAY_S * retry.backoff_factor ** (attempt - 1), MAX_DELAY_S)
+                wait = retry.delay(attempt)
             _log.warning(
                 "%s: %s %s: %s; attempt %d of %d, trying again in %.1fs",
                 self.where,
@@ -484,45 +576,68 @@ def probe(settings: HttpSettings, describe: str) -> int:
 # --------------------------------------------------------------------------- records
 
 
-def records_at(body: Any, path: str, where: str, shown: str) -> list[Any]:
-    """The records at ``path`` (dotted) of a response body."""
-    if not path:
-        if isinstance(body, list):
-            return body
-        if body == {}:
-            return []
-        keys = ", ".join(sorted(map(str, body))[:20]) if isinstance(body, dict) else ""
-        raise OdibiRunError(
-            f"{where}: the response of {shown} is a JSON {type(body).__name__}, not a list of "
-            "records; set read.options.response.items_path to the key that holds them"
-            + (f" (keys: {keys})" if keys else "")
-        )
+_STEP = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
+
+
+def path_steps(path: str) -> list[str | int]:
+    """``series[0].data`` -> ``["series", 0, "data"]``; ``[1]`` -> ``[1]``."""
+    return [int(i) if i else k for k, i in _STEP.findall(path)]
+
+
+def _shown_step(step: str | int) -> str:
+    return f"[{step}]" if isinstance(step, int) else f"'{step}'"
+
+
+def records_at(body: Any, response: ResponseOptions, where: str, shown: str) -> list[Any]:
+    """The records of a response body: what ``items_path`` (dotted, with ``[n]`` list
+    indexes) points to, shaped as ``response`` says."""
+    path = response.items_path
     obj = body
-    walked: list[str] = []
-    for key in path.split("."):
-        if isinstance(obj, dict) and key in obj:
-            obj = obj[key]
+    walked = ""
+    for step in path_steps(path):
+        by_index = isinstance(step, int) and isinstance(obj, list) and -len(obj) <= step < len(obj)
+        by_key = isinstance(step, str) and isinstance(obj, dict) and step in obj
+        if by_index or by_key:
+            obj = obj[step]
         else:
-            at = f" under '{'.'.join(walked)}'" if walked else ""
-            keys = (
-                f"; keys there: {', '.join(sorted(map(str, obj))[:20]) or 'none'}"
-                if isinstance(obj, dict)
-                else f"; the value there is a JSON {type(obj).__name__}"
-            )
+            at = f" under '{walked}'" if walked else ""
+            if isinstance(obj, dict):
+                there = f"keys there: {', '.join(sorted(map(str, obj))[:20]) or 'none'}"
+            elif isinstance(obj, list):
+                there = f"the value there is a list of {len(obj)}"
+            else:
+                there = f"the value there is a JSON {type(obj).__name__}"
+            what = "index" if isinstance(step, int) else "key"
             raise OdibiRunError(
-                f"{where}: read.options.response.items_path '{path}': key '{key}' is not in "
-                f"the response{at} of {shown}{keys}"
+                f"{where}: read.options.response.items_path '{path}': {what} "
+                f"{_shown_step(step)} is not in the response{at} of {shown}; {there}"
             )
-        walked.append(key)
+        walked += f"[{step}]" if isinstance(step, int) else (f".{step}" if walked else step)
     if obj is None:
         return []
     if isinstance(obj, dict):
-        return [obj]
+        if response.dict_to_list:
+            return [
+                {"_key": k, **v} if isinstance(v, dict) else {"_key": k, "_value": v}
+                for k, v in obj.items()
+            ]
+        if (path and obj) or response.wrap_single:
+            return [obj]
+        if not obj:
+            return []
+        raise OdibiRunError(
+            f"{where}: the response of {shown} is a JSON object, not a list of records; set "
+            "read.options.response.items_path to the key that holds them (keys: "
+            f"{', '.join(sorted(map(str, obj))[:20])}), or wrap_single: true for one record"
+        )
     if not isinstance(obj, list):
         raise OdibiRunError(
             f"{where}: read.options.response.items_path '{path}' is a JSON "
             f"{type(obj).__name__} in the response of {shown}, not a list of records"
         )
+    fields = response.array_row_fields
+    if fields:
+        return [dict(zip(fields, r, strict=False)) if isinstance(r, list) else r for r in obj]
     return obj
 
 
@@ -558,15 +673,16 @@ def fetch_records(
     now: dt.datetime | None = None,
 ) -> tuple[list[Any], FetchStats]:
     """Every record of every page, and what it took."""
-    shortcuts = _date_shortcuts(now or dt.datetime.now(dt.timezone.utc))
+    when = now or dt.datetime.now(dt.timezone.utc)
+    shortcuts = _date_shortcuts(when)
     stats = FetchStats()
     client = _Client(settings, options, where, stats)
-    params = fill_dates(dict(options.params), shortcuts)
-    body = fill_dates(options.request_body, shortcuts)
-    if options.method == "POST" and body is not None:
-        body, params = {**body, **params}, {}
+    params = fill_dates(dict(options.params), shortcuts, when)
+    body = fill_dates(options.request_body, shortcuts, when)
+    in_body = options.method in ("POST", "PUT", "PATCH") and body is not None
+    if in_body:  # parameters and pagination go into the JSON body (as Odibi does)
+        body, params = {**(body or {}), **params}, {}
     page: BaseModel = options.pagination
-    in_body = body is not None
 
     def with_(req: _Request, values: dict[str, Any]) -> _Request:
         if in_body:
@@ -582,11 +698,11 @@ def fetch_records(
         number = page.start_page
         req = with_(req, {page.page_param: number, page.page_size_param: page.page_size})
     records: list[Any] = []
-    extra = fill_dates(options.response.add_fields, shortcuts)
+    extra = fill_dates(options.response.add_fields, shortcuts, when)
     while req is not None:
         resp = client.send(req)
         stats.pages += 1
-        items = records_at(resp.body, options.response.items_path, where, client.shown(req))
+        items = records_at(resp.body, options.response, where, client.shown(req))
         for item in items:
             rec = dict(item) if isinstance(item, dict) else {"value": item}
             rec.update(extra)

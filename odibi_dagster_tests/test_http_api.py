@@ -21,7 +21,14 @@ import pandas as pd
 import pytest
 
 from odibi_dagster import OdibiConfigError, load_project
-from odibi_dagster.api_read import ApiOptions, fetch_records, frame_of, shown_url
+from odibi_dagster.api_read import (
+    ApiOptions,
+    ResponseOptions,
+    fetch_records,
+    frame_of,
+    records_at,
+    shown_url,
+)
 from odibi_dagster.cli import main
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiRunError, OdibiStorageError
@@ -53,6 +60,7 @@ class Api:
     auth: tuple[str, str] = ("Authorization", f"Bearer {TOKEN}")
     requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
     failures: dict[str, list[tuple[int, str | None]]] = field(default_factory=dict)
+    bodies: list[str] = field(default_factory=list)
 
     def count(self, path: str) -> int:
         return sum(1 for p, _, _ in self.requests if p == path)
@@ -114,6 +122,17 @@ class _Handler(BaseHTTPRequestHandler):
             )
         status, body, headers = api.answer(parts.path, q)
         self._send(status, body, headers)
+
+    def do_POST(self) -> None:
+        api = self.server.api  # type: ignore[attr-defined]
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        api.bodies.append(raw.decode())
+        api.requests.append((urlsplit(self.path).path, {}, dict(self.headers.items())))
+        if self.headers.get(api.auth[0]) != api.auth[1]:
+            return self._send(401, {"error": "unauthorized"}, {})
+        body = json.loads(raw)
+        start, rows = body["start"], body["rows"]
+        self._send(200, {"result": RECORDS[:5][start : start + rows]}, {})
 
     def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
         raw = json.dumps(body).encode()
@@ -266,6 +285,14 @@ def test_api_key_and_basic_auth_send_their_headers(api: Api) -> None:
         auth={"mode": "basic", "username": "me", "password": f"${{{KEY_VAR}}}"},
     )
     assert len(read(conn, "v1/one", {"response": {"items_path": "results"}})) == 3
+    # Odibi's config-model spelling: the key in value_template, header Authorization
+    api.auth = ("Authorization", f"Token {KEY}")
+    conn = HttpConnection(
+        connection_name="svc",
+        base_url=api.url,
+        auth={"mode": "api_key", "value_template": f"Token ${{{KEY_VAR}}}"},
+    )
+    assert len(read(conn, "v1/one", {"response": {"items_path": "results"}})) == 3
     # a header written ${VAR} (Odibi's other way to send a key) is filled in and secret
     api.auth = ("X-Api-Key", KEY)
     conn = HttpConnection(
@@ -301,6 +328,25 @@ def test_429_and_500_are_tried_again_honouring_retry_after(api: Api) -> None:
     assert api.count("/v1/one") == 4
 
 
+def test_odibis_earlier_http_retries_spelling_backs_off_without_retry_after(api: Api) -> None:
+    api.failures["/v1/one"] = [(502, None), (504, None)]
+    options = {
+        "response": {"items_path": "results"},
+        "http": {
+            "timeout_s": 5,
+            "retries": {"max_attempts": 3, "backoff": {"base_s": 0.01, "max_s": 0.05}},
+            "rate_limit": {"type": "fixed", "requests_per_second": 50},
+        },
+    }
+    assert len(read(bearer(api), "one", options)) == 3
+    assert api.count("/v1/one") == 3
+    policy = ApiOptions.model_validate(options).policy()
+    assert (policy.attempts, policy.delay(1), policy.delay(5)) == (3, 0.01, 0.05)
+    # retry: (Odibi's current spelling) wins over http.retries
+    both = ApiOptions.model_validate({**options, "retry": {"max_retries": 5, "retry_codes": [503]}})
+    assert (both.policy().attempts, both.policy().codes) == (5, frozenset({503}))
+
+
 def test_failing_after_every_attempt_names_node_url_and_status(api: Api) -> None:
     api.failures["/v1/one"] = [(503, "0")] * 10
     with pytest.raises(OdibiStorageError) as err:  # may be retried by a run retry policy
@@ -333,6 +379,36 @@ def test_a_records_path_not_in_the_response_names_the_key(api: Api) -> None:
     assert "under 'data'" in msg and "keys there: items" in msg
     with pytest.raises(OdibiRunError, match=r"set read\.options\.response\.items_path.*keys: data"):
         read(bearer(api), "pages", {})
+
+
+def test_response_shapes_odibi_documents() -> None:
+    def rec(body: Any, **response: Any) -> list[Any]:
+        return records_at(body, ResponseOptions(**response), "n", "URL")
+
+    assert rec([{"meta": 1}, [{"id": 1}, {"id": 2}]], items_path="[1]") == [{"id": 1}, {"id": 2}]
+    assert rec({"series": [{"data": [{"id": 7}]}]}, items_path="series[0].data") == [{"id": 7}]
+    assert rec({"temperature": 72}, wrap_single=True) == [{"temperature": 72}]
+    rows = rec([[1640000000, 50000.5]], array_row_fields=["ts", "open"])
+    assert rows == [{"ts": 1640000000, "open": 50000.5}]
+    rates = rec({"rates": {"USD": 1.0, "EUR": 0.85}}, items_path="rates", dict_to_list=True)
+    assert rates == [{"_key": "USD", "_value": 1.0}, {"_key": "EUR", "_value": 0.85}]
+    assert rec({"data": None}, items_path="data") == []
+    with pytest.raises(OdibiRunError, match=r"index \[3\] is not in the response under 'series'"):
+        rec({"series": [1]}, items_path="series[3].data")
+
+
+def test_date_variables_in_params_are_filled_in(api: Api) -> None:
+    read(
+        bearer(api),
+        "echo",
+        {"params": {"a": "$today_compact", "b": "{-1d:%Y%m%d}", "c": "x:[{today}+TO+{now:%Y}]"}},
+    )
+    _, sent, _ = api.requests[-1]
+    today = pd.Timestamp.now(tz="UTC")
+    assert sent["a"] == [today.strftime("%Y%m%d")]
+    assert sent["b"] == [(today - pd.Timedelta(days=1)).strftime("%Y%m%d")]
+    # + : [ ] are sent unescaped, as Odibi sends them (openFDA's search syntax)
+    assert sent["c"] == [f"x:[{today.date().isoformat()} TO {today.year}]"]
 
 
 def test_url_shown_in_messages_masks_secret_parameters() -> None:
@@ -506,6 +582,11 @@ pipelines:
             "auth.token must reference an environment variable",
         ),
         (
+            "auth: {mode: api_key, header_name: X-Key, value_template: plain-key-123}",
+            "read: {connection: api, format: api, path: x}",
+            "auth.value_template must reference an environment variable",
+        ),
+        (
             "auth: {mode: oauth}",
             "read: {connection: api, format: api, path: x}",
             "auth mode 'oauth' is not supported",
@@ -553,6 +634,51 @@ def test_odibi_spellings_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert conn.auth == {"token": f"${{{TOKEN_VAR}}}"}
     opts = ApiOptions.model_validate(cfg.pipelines[0].nodes[0].read.options)
     assert opts.retry.max_retries == 5 and opts.pagination.type == "offset_limit"
+
+
+def test_odibis_quick_reference_options_are_accepted() -> None:
+    opts = ApiOptions.model_validate(
+        {
+            "method": "POST",
+            "params": {"key": "value"},
+            "request_body": {"filters": {"status": ["active"]}},
+            "pagination": {"type": "offset_limit", "max_pages": 100, "start_offset": 0},
+            "response": {"items_path": "results", "add_fields": {"_fetched_at": "2024-01-01"}},
+            "http": {
+                "timeout_s": 60,
+                "retries": {
+                    "max_attempts": 5,
+                    "backoff": {"base_s": 1.0, "max_s": 60.0, "exponential_base": 2.0},
+                    "retry_on_status": [429, 500, 502, 503, 504],
+                },
+                "rate_limit": {"type": "auto"},
+            },
+        }
+    )
+    assert opts.policy().attempts == 5 and opts.requests_per_second() is None
+
+
+def test_post_sends_parameters_and_pages_in_the_json_body(api: Api) -> None:
+    df = read(
+        bearer(api),
+        "search",
+        {
+            "method": "POST",
+            "params": {"q": "x"},
+            "request_body": {"filters": {"status": ["active"]}},
+            "pagination": {
+                "type": "offset_limit",
+                "offset_param": "start",
+                "limit_param": "rows",
+                "limit": 2,
+            },
+            "response": {"items_path": "result"},
+        },
+    )
+    bodies = [json.loads(b) for b in api.bodies]
+    assert bodies[0] == {"filters": {"status": ["active"]}, "q": "x", "start": 0, "rows": 2}
+    assert [b["start"] for b in bodies] == [0, 2, 4]
+    assert list(df["id"]) == [1, 2, 3, 4, 5]
 
 
 def test_fetch_records_reports_pages_and_requests(api: Api) -> None:

@@ -40,9 +40,12 @@ SECRET_AUTH_KEYS = frozenset({"token", "password", "api_key"})
 REQUIRED_AUTH_KEYS: dict[str, tuple[str, ...]] = {
     "bearer": ("token",),
     "basic": ("username", "password"),
-    "api_key": ("api_key",),
 }
+# api_key mode: the header is X-API-Key when only `api_key` is given (Odibi's connection),
+# Authorization when a `value_template` is (Odibi's config model)
 DEFAULT_API_KEY_HEADER = "X-API-Key"
+DEFAULT_TEMPLATE_HEADER = "Authorization"
+_PLACEHOLDER = re.compile(r"\{(api_key|token)\}")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -83,9 +86,20 @@ def auth_problem(auth: Mapping[str, Any]) -> str | None:
     name = auth.get("header_name")
     if name is not None and not _HEADER_NAME.match(str(name)):
         return f"auth.header_name '{name}' is not a valid HTTP header name"
-    template = auth.get("value_template")
-    if template is not None and not re.search(r"\{(api_key|token)\}", str(template)):
-        return "auth.value_template must hold {api_key} (or {token}), e.g. 'Bearer {api_key}'"
+    if mode == "api_key":
+        template = auth.get("value_template")
+        if template is None:
+            if not auth.get("api_key"):
+                return "auth mode api_key needs api_key (or value_template)"
+        elif _PLACEHOLDER.search(str(template)):
+            if not auth.get("api_key"):
+                return "auth.value_template holds {api_key}: give api_key: ${API_KEY} too"
+        elif not ENV_REF.search(str(template)):
+            return (
+                "auth.value_template must reference an environment variable, like "
+                "'Bearer ${API_KEY}', or hold {api_key} (with api_key: ${API_KEY}); a secret "
+                "written in the file would be committed with it"
+            )
     return None
 
 
@@ -150,10 +164,12 @@ class HttpSettings:
             secrets.append(pair)
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         elif mode == "api_key":
-            secrets.append(got["api_key"])
-            template = got.get("value_template", "{api_key}")
-            value = template.replace("{api_key}", got["api_key"]).replace("{token}", got["api_key"])
-            headers[got.get("header_name") or DEFAULT_API_KEY_HEADER] = value
+            key = got.get("api_key", "")
+            template = got.get("value_template")
+            default = DEFAULT_API_KEY_HEADER if template is None else DEFAULT_TEMPLATE_HEADER
+            value = key if template is None else _PLACEHOLDER.sub(lambda _: key, template)
+            secrets += [key, value]
+            headers[got.get("header_name") or default] = value
         for name, value in list(headers.items()):
             if any(ord(c) < 32 or ord(c) == 127 for c in value):
                 raise OdibiRunError(
@@ -229,8 +245,7 @@ class HttpConnection(ConnectionResource):
     auth: dict[str, str] = Field(
         default_factory=dict,
         description="Odibi v3: mode none | bearer (token) | basic (username, password) | "
-        "api_key (api_key, header_name: X-API-Key, value_template: '{api_key}'); token, "
-        "password and api_key must be written ${VAR}.",
+        "api_key (api_key, header_name, value_template); secrets must be written ${VAR}.",
     )
 
     _base_url = field_validator("base_url")(valid_base_url)
