@@ -69,7 +69,7 @@ class Api:
         def one(name: str, default: int) -> int:
             return int(q.get(name, [default])[0])
 
-        if path == "/v1/offset":  # {"meta":..., "results": [...]}, skip/limit
+        if path in ("/v1/offset", "/food/enforcement.json"):  # {"results": [...]}, skip/limit
             skip, limit = one("skip", 0), one("limit", 10)
             return 200, {"meta": {"total": 25}, "results": RECORDS[skip : skip + limit]}, {}
         if path == "/v1/pages":  # {"data": {"items": [...]}}, page/per_page from 1
@@ -513,6 +513,25 @@ def test_a_failed_read_fails_the_node_with_a_clear_message_and_no_secret(
     assert "/v1/offset?source=test&skip=0&limit=10 answered HTTP 500 after 3 attempts" in text
     assert TOKEN not in text
     assert not (tmp_path / "lake/bronze/recalls.parquet").exists()
+
+
+def test_odibis_quick_start_runs_unchanged_against_a_local_api(
+    tmp_path: Path, api: Api, dagster_home: Path
+) -> None:
+    corpus = Path(__file__).parent / "odibi_v3_corpus"
+    for name in ("docs_api_data_sources_quick_start", "docs_api_ingestion_fixed_quick_start"):
+        text = (corpus / f"{name}.yaml").read_text()
+        path = tmp_path / name / "project.yaml"
+        path.parent.mkdir()
+        path.write_text(text.replace("https://api.fda.gov", api.url))  # only the address
+        api.auth = ("User-Agent", "my-app/1.0")  # no auth: the header it sends is checked
+        result = run_job(path, "fetch_fda_data")
+        assert result.success, failure_text(result)
+        df = pd.read_parquet(path.parent / "data/bronze/fda_recalls.parquet")
+        assert list(df["id"]) == list(range(1, 26)) and "address_geo_lat" in df.columns
+    sent = [q for p, q, _ in api.requests if p == "/food/enforcement.json"]
+    assert [(q["skip"], q["limit"]) for q in sent] == [(["0"], ["1000"])] * 2
+    assert "_fetched_at" in df.columns and "_load_date" in df.columns
 
 
 @pytest.mark.spark

@@ -92,7 +92,7 @@ def _option_problems(options: dict[str, Any], path: KeyPath, smap: SourceMap) ->
                 known = list(model.model_fields)
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                msg = f"unknown key '{key}'{hint} (format: api takes: {', '.join(known)})"
+                msg = f"unknown key '{key}'{hint} (it takes: {', '.join(known)})"
             else:
                 msg = str(err["msg"])
             out.append(smap.problem((*path, *loc), msg))
