@@ -316,6 +316,24 @@ def test_refused_credentials_fail_naming_node_url_and_status_without_the_secret(
     assert api.count("/v1/one") == 1  # 401 is not tried again
 
 
+def test_connection_check_reports_reachable_refused_and_unreachable(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from odibi_dagster.errors import OdibiConnectionError
+    from odibi_dagster.setup_helpers import check_connections
+
+    assert bearer(api).check() == f"{api.url}/v1 answered HTTP 404"
+    monkeypatch.setenv(TOKEN_VAR, "wrong")
+    with pytest.raises(OdibiConnectionError, match=r"refused the credentials \(HTTP 401\)"):
+        bearer(api).check()
+    monkeypatch.delenv(TOKEN_VAR)
+    (status,) = check_connections({"svc": bearer(api)})
+    assert not status.ok and f"environment variable {TOKEN_VAR}" in status.detail
+    down = HttpConnection(connection_name="down", base_url="http://127.0.0.1:9")
+    with pytest.raises(OdibiConnectionError, match="not reachable"):
+        down.check()
+
+
 # --------------------------------------------------------------------------- retries
 
 

@@ -284,7 +284,12 @@ class HttpConnection(ConnectionResource):
         not refuse the credentials."""
         from odibi_dagster.api_read import probe
 
-        status = probe(self.settings(), self.describe())
+        try:
+            status = probe(self.settings(), self.describe())
+        except OdibiConnectionError:
+            raise
+        except OdibiRunError as exc:  # a variable not set
+            raise OdibiConnectionError(str(exc).removeprefix(": ")) from None
         if status in (401, 403):
             raise OdibiConnectionError(
                 f"{self.describe()}: the API refused the credentials (HTTP {status}); check "
