@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
@@ -349,6 +350,31 @@ class FetchStats:
     requests: int = 0
     records: int = 0
     stopped_at_max_pages: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        """What a node's materialization shows of its API read."""
+        meta: dict[str, Any] = {
+            "odibi/api_pages": self.pages,
+            "odibi/api_requests": self.requests,
+            "odibi/api_records": self.records,
+        }
+        if self.stopped_at_max_pages:
+            meta["odibi/api_stopped_at_max_pages"] = True
+        return meta
+
+    def label(self) -> str:
+        """``3 pages, 4 requests``: beside the read in the run story."""
+        more = ", stopped at max_pages" if self.stopped_at_max_pages else ""
+        return f"{self.pages} page(s), {self.requests} request(s){more}"
+
+
+# what the last api read of this thread (context) did, for its node's metadata and story
+_LAST_FETCH: ContextVar[FetchStats | None] = ContextVar("odibi_last_api_fetch", default=None)
+
+
+def last_fetch() -> FetchStats | None:
+    """What the last ``format: api`` read in this context did (None: none yet)."""
+    return _LAST_FETCH.get()
 
 
 @dataclass
@@ -787,5 +813,7 @@ def read_api(
             "is not one"
         )
     opts = api_options(options, where)
+    _LAST_FETCH.set(None)
     records, stats = fetch_records(settings, loc.fs_path, opts, where)
+    _LAST_FETCH.set(stats)
     return frame_of(records), stats

@@ -507,6 +507,10 @@ def test_a_project_reads_the_api_and_keeps_the_token_out_of_everything(
         {"city": "Oslo", "n": 9},
     ]
     assert api.count("/v1/offset") == 4  # 3 pages, the first tried twice
+    (mat,) = [m for m in result.asset_materializations_for_node("p__recalls")]
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert (meta["odibi/api_pages"], meta["odibi/api_requests"]) == (3, 4)
+    assert meta["odibi/api_records"] == 25
     # the token is nowhere: events (metadata), run config, stories, the loaded config
     events = json.dumps([str(e) for e in result.all_events])
     run = result.dagster_run
@@ -517,6 +521,7 @@ def test_a_project_reads_the_api_and_keeps_the_token_out_of_everything(
     seen += capsys.readouterr().out
     assert "stories" in str(list((tmp_path / "lake").iterdir()))
     assert TOKEN not in seen
+    assert "read /offset (3 page(s), 4 request(s))" in seen  # the story says what it took
     assert f"${{{TOKEN_VAR}}}" in str(load_project(path).config.connections["fda"])
 
 
@@ -531,6 +536,41 @@ def test_a_failed_read_fails_the_node_with_a_clear_message_and_no_secret(
     assert "/v1/offset?source=test&skip=0&limit=10 answered HTTP 500 after 3 attempts" in text
     assert TOKEN not in text
     assert not (tmp_path / "lake/bronze/recalls.parquet").exists()
+
+
+def test_a_read_only_api_node_feeds_its_consumers(
+    tmp_path: Path, api: Api, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ODIBI_TEST_STATE", "all")
+    path = tmp_path / "project.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            project: src
+            connections:
+              gh: {{type: http, base_url: "{api.url}/v1", auth: {{token: "${{{TOKEN_VAR}}}"}}}}
+              lake: {{type: local, base_path: ./lake}}
+            pipelines:
+              - pipeline: p
+                nodes:
+                  - name: issues
+                    read:
+                      connection: gh
+                      format: api
+                      path: link
+                      options: {{params: {{state: "${{ODIBI_TEST_STATE}}"}}, pagination: {{type: link_header}}}}
+                  - name: lima
+                    depends_on: [issues]
+                    transform: {{steps: ["SELECT id FROM issues WHERE address_city = 'Lima'"]}}
+                    write: {{connection: lake, format: csv, path: lima.csv}}
+            """
+        )
+    )
+    result = run_job(path)
+    assert result.success, failure_text(result)
+    assert pd.read_csv(tmp_path / "lake/lima.csv")["id"].tolist() == [2, 5, 8, 11, 14, 17, 20, 23]
+    first = next(q for p, q, _ in api.requests if p == "/v1/link")
+    assert first == {"state": ["all"]}
 
 
 def test_odibis_quick_start_runs_unchanged_against_a_local_api(
