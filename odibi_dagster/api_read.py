@@ -59,9 +59,7 @@ MAX_WAIT_S = 300.0  # the longest a Retry-After or rate-limit reset is waited fo
 BASE_DELAY_S = 1.0  # the first backoff delay (Odibi's)
 MAX_DELAY_S = 60.0  # the longest backoff delay (Odibi's)
 # query parameter names whose values are masked in messages
-SECRET_PARAM = re.compile(
-    r"(?i)key|token|secret|passw|pwd|signature|^sig$|auth|credential|session|code"
-)
+SECRET_PARAM = re.compile(r"(?i)key|token|secret|passw|pwd|signature|^sig$|auth|credential|session")
 
 
 # --------------------------------------------------------------------------- options
@@ -704,6 +702,9 @@ def fetch_records(
     stats = FetchStats()
     client = _Client(settings, options, where, stats)
     params = fill_dates(dict(options.params), shortcuts, when)
+    # a parameter named like a secret (api_key=...) is masked in every message, even
+    # where an answer echoes it
+    client.secrets += [str(v) for k, v in params.items() if SECRET_PARAM.search(str(k)) and v]
     body = fill_dates(options.request_body, shortcuts, when)
     in_body = options.method in ("POST", "PUT", "PATCH") and body is not None
     if in_body:  # parameters and pagination go into the JSON body (as Odibi does)

@@ -118,7 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, retry_after = queue.pop(0)
             headers = {"Retry-After": retry_after} if retry_after is not None else {}
             return self._send(
-                status, {"error": "try later", "echo": self.headers.get(name)}, headers
+                status,
+                {"error": "try later", "echo": self.headers.get(name), "path": self.path},
+                headers,
             )
         status, body, headers = api.answer(parts.path, q)
         self._send(status, body, headers)
@@ -371,12 +373,16 @@ def test_failing_after_every_attempt_names_node_url_and_status(api: Api) -> None
         read(
             bearer(api),
             "one",
-            {"params": {"token": TOKEN}, "retry": {"max_retries": 3}, "http": {"timeout_s": 5}},
+            {
+                "params": {"token": TOKEN, "apiKey": KEY},
+                "retry": {"max_retries": 3},
+                "http": {"timeout_s": 5},
+            },
         )
     msg = str(err.value)
     assert "node 'n' (p.yaml:3): GET " in msg
-    assert "/v1/one?token=*** answered HTTP 503 after 3 attempts" in msg
-    assert TOKEN not in msg  # the server echoed the header: redacted
+    assert "/v1/one?token=***&apiKey=*** answered HTTP 503 after 3 attempts" in msg
+    assert TOKEN not in msg and KEY not in msg  # the answer echoed both: redacted
     assert api.count("/v1/one") == 3
 
 
