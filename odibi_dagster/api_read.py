@@ -716,14 +716,20 @@ def fetch_records(
             return _Request(req.url, dict(req.params), {**(req.body or {}), **values})
         return _Request(req.url, {**req.params, **values}, req.body)
 
-    req: _Request | None = _Request(settings.url(path), params, body)
-    assert req is not None
+    first = _Request(settings.url(path), params, body)
+    if _origin(first.url) != _origin(settings.base_url):
+        raise OdibiRunError(
+            f"{where}: read.path {shown_url(first.url, {}, client.secrets)} is on another "
+            f"site than connection '{settings.connection}' ({settings.base_url}); its "
+            "credentials are sent only there: declare a connection for that site"
+        )
     if isinstance(page, OffsetLimitPagination):
         offset = page.start_offset
-        req = with_(req, {page.offset_param: offset, page.limit_param: page.limit})
+        first = with_(first, {page.offset_param: offset, page.limit_param: page.limit})
     elif isinstance(page, PageNumberPagination):
         number = page.start_page
-        req = with_(req, {page.page_param: number, page.page_size_param: page.page_size})
+        first = with_(first, {page.page_param: number, page.page_size_param: page.page_size})
+    req: _Request | None = first
     records: list[Any] = []
     extra = fill_dates(options.response.add_fields, shortcuts, when)
     while req is not None:

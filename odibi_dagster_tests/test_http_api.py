@@ -386,6 +386,15 @@ def test_failing_after_every_attempt_names_node_url_and_status(api: Api) -> None
     assert api.count("/v1/one") == 3
 
 
+def test_credentials_go_only_to_the_connections_site(api: Api) -> None:
+    with pytest.raises(OdibiRunError, match="is on another site than connection 'svc'"):
+        read(bearer(api), "http://localhost:1/v1/one", {})
+    assert api.requests == []  # nothing was sent anywhere
+    # an absolute address on the connection's own site is read (as Odibi allows)
+    df = read(bearer(api), f"{api.url}/v1/one", {"response": {"items_path": "results"}})
+    assert len(df) == 3 and api.count("/v1/one") == 1
+
+
 def test_a_server_that_is_not_there_fails_clearly(api: Api) -> None:
     conn = HttpConnection(connection_name="svc", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(OdibiStorageError, match=r"GET http://127.0.0.1:9/v1/x failed after 1"):
