@@ -10,6 +10,7 @@ import base64
 import json
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -94,6 +95,9 @@ class Api:
             return 200, items, headers
         if path == "/v1/one":
             return 200, {"results": RECORDS[:3]}, {}
+        if path == "/v1/slow":  # answers later than a client with a short timeout waits
+            time.sleep(0.5)
+            return 200, [{"id": 1}], {}
         if path == "/v1/echo":  # what the request sent, as one record
             return 200, [{k: v[0] for k, v in q.items()}], {}
         return 404, {"error": "no such endpoint"}, {}
@@ -393,6 +397,14 @@ def test_credentials_go_only_to_the_connections_site(api: Api) -> None:
     # an absolute address on the connection's own site is read (as Odibi allows)
     df = read(bearer(api), f"{api.url}/v1/one", {"response": {"items_path": "results"}})
     assert len(df) == 3 and api.count("/v1/one") == 1
+
+
+def test_a_request_that_times_out_is_tried_again_then_fails_clearly(api: Api) -> None:
+    options = {"http": {"timeout_s": 0.1}, "retry": {"max_retries": 2}}
+    with pytest.raises(OdibiStorageError) as err:
+        read(bearer(api), "slow", options)
+    assert f"GET {api.url}/v1/slow failed after 2 attempt(s): TimeoutError" in str(err.value)
+    assert api.count("/v1/slow") == 2
 
 
 def test_a_server_that_is_not_there_fails_clearly(api: Api) -> None:
