@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks, incremental
+from odibi_dagster.api_read import last_fetch
 from odibi_dagster.column_lineage import ColumnPlan
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
@@ -182,6 +183,10 @@ class NodeRunner:
             if done is not None:
                 meta.update(done.metadata())
                 label += f" ({done.label()})"
+            fetched = last_fetch() if read.format == "api" else None
+            if fetched is not None:  # Odibi v3 format: api: pages and requests
+                meta.update(fetched.metadata())
+                label += f" ({fetched.label()})"
             story.inputs[label] = eng.cheap_row_count(current)
             story.files += files
         read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None

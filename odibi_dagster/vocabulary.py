@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Format = Literal["csv", "parquet", "json", "delta"]
+# what a read may name: a file format, or api (Odibi v3: an http connection's JSON API)
+ReadFormat = Literal["csv", "parquet", "json", "delta", "api"]
 WriteMode = Literal["overwrite", "append", "error", "ignore", "upsert", "append_once", "merge"]
 ExecutorName = Literal["in_process", "multiprocess"]
 PartitionType = Literal["hourly", "daily", "weekly", "monthly", "static"]

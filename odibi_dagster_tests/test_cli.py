@@ -55,7 +55,7 @@ def test_validate_prints_one_located_line_per_problem_and_exits_1(tmp_path: Path
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "bad.yaml:7: pipelines[0].nodes[0].read.format: node 'a': unsupported format 'excel'; "
-        "use one of: 'csv', 'parquet', 'json', 'delta'",
+        "use one of: 'csv', 'parquet', 'json', 'delta', 'api'",
     ]
     bad.write_text(bad.read_text().replace("excel", "csv"))
     result = run_cli("odibi-dagster", "validate", bad, cwd=tmp_path)

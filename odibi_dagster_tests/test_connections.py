@@ -99,7 +99,7 @@ def test_a_local_check_says_what_is_wrong(tmp_path: Path):
 
 
 def test_every_kind_has_a_yaml_model_with_its_fields_and_type():
-    assert set(CONNECTION_MODELS) == set(CONNECTION_KINDS) == {"local", "azure_adls"}
+    assert set(CONNECTION_MODELS) == set(CONNECTION_KINDS) == {"local", "azure_adls", "http"}
     for name, resource in CONNECTION_KINDS.items():
         fields = set(CONNECTION_MODELS[name].model_fields)
         assert fields == {"type"} | set(resource.model_fields) - set(resource.runtime_fields)

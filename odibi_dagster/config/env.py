@@ -17,13 +17,19 @@ from odibi_dagster.resources.kinds import CONNECTION_KINDS
 # Fields whose values are secrets: a ``${VAR}`` there is kept as a reference, never
 # replaced by the value, so the secret stays out of the loaded config and run config.
 SECRET_KEYS = frozenset().union(*(kind.secret_fields for kind in CONNECTION_KINDS.values()))
+# Mappings of a connection whose every value is kept so (an http connection's auth and
+# headers, Odibi v3)
+SECRET_MAPS = frozenset(name for kind in CONNECTION_KINDS.values() for name in kind.secret_maps)
 
 
 def is_secret_path(path: KeyPath) -> bool:
-    """Whether the value at ``path`` is a secret: a connection's secret field, an alert's
+    """Whether the value at ``path`` is a secret: a connection's secret field or a value of
+    its secret mappings (an http connection's ``auth:`` and ``headers:``), an alert's
     webhook URL (which carries its token; read when an alert is sent), or a Spark Connect
     URL (``spark: {remote: ...}``, which may carry one; read where the run executes)."""
     if path[-2:] == ("spark", "remote") and (len(path) == 2 or path[0] == "pipelines"):
+        return True
+    if len(path) == 4 and path[0] == "connections" and path[2] in SECRET_MAPS:
         return True
     if len(path) != 3:
         return False

@@ -39,6 +39,7 @@ from odibi_dagster.vocabulary import (
     ExecutorName,
     Format,
     PartitionType,
+    ReadFormat,
     WriteMode,
 )
 
@@ -276,7 +277,10 @@ class ReadConfig(StrictModel):
 
     connection: str = Field(description="Name of a connection under `connections:`.")
     path: str = Field(description="Path relative to the connection's base path / prefix.")
-    format: Format = Field(description="Data format: csv, parquet, json or delta.")
+    format: ReadFormat = Field(
+        description="Data format: csv, parquet, json or delta; api (Odibi v3) on an http "
+        "connection, read.path being the endpoint."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Format options passed to the reader."
     )

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 from odibi_dagster.builtins import check_builtin_params, get_builtin
+from odibi_dagster.config.api_checks import check_api_use
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.partition_checks import check_partitions
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
@@ -65,6 +66,7 @@ def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
         problems.extend(check_partitions(pipe, ppath, smap))
     problems.extend(_check_automation(config, smap, unknown_conn))
     problems.extend(_check_alerts(config, smap))
+    problems.extend(check_api_use(config, smap))
     return problems
 
 

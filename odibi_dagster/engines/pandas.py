@@ -81,6 +81,10 @@ class PandasEngine:
         where: str = "",
     ) -> pd.DataFrame:
         """Read the data at ``loc`` in format ``fmt`` into a DataFrame."""
+        if fmt == "api":  # Odibi v3: a JSON API on an http connection
+            from odibi_dagster.api_read import read_api
+
+            return read_api(loc, options, where)[0]
         check_format(fmt, where)
         opts = dict(options or {})
         if fmt == "delta":

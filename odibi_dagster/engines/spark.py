@@ -289,6 +289,10 @@ class SparkEngine:
         where: str = "",
     ) -> Any:
         """A DataFrame over the data at ``loc`` in format ``fmt`` (lazy where Spark is)."""
+        if fmt == "api":  # Odibi v3: a JSON API on an http connection, fetched on the driver
+            from odibi_dagster.api_read import read_api, spark_frame
+
+            return spark_frame(self.spark, read_api(loc, options, where)[0], where)
         return self._read([loc], fmt, options, where)
 
     def read_rows(

@@ -105,6 +105,9 @@ class ConnectionResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     # Fields holding a secret: in YAML they must be written ${VAR}, and they stay an
     # EnvVar (the variable's name is all that run config and the UI ever show).
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # Mappings whose every value is kept as written (${VAR} unresolved) when the YAML
+    # loads, and filled in where a request is made (an http connection's auth, headers).
+    secret_maps: ClassVar[tuple[str, ...]] = ()
     # Fields holding a local path: a relative one in YAML is resolved against the
     # directory of the YAML file that declares it.
     path_fields: ClassVar[tuple[str, ...]] = ()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from odibi_dagster.resources.azure_adls import AzureADLS
 from odibi_dagster.resources.connection import ConnectionResource
+from odibi_dagster.resources.http import HttpConnection
 from odibi_dagster.resources.local import LocalStorage
 
 CONNECTION_KINDS: dict[str, type[ConnectionResource]] = {
-    cls.yaml_type: cls for cls in (LocalStorage, AzureADLS)
+    cls.yaml_type: cls for cls in (LocalStorage, AzureADLS, HttpConnection)
 }
