@@ -97,6 +97,8 @@ class OdibiTranslator:
         lines = [c.description] if c.description else []
         if c.read is not None:
             lines.append(f"Reads {c.read.format} `{node.read_uri}`.")
+        if c.simulation is not None:
+            lines.append("Generates its rows (`format: simulation`).")
         if c.transform is not None:
             kinds = [
                 "SQL" if s.sql is not None else f"function `{s.function}`"

@@ -250,7 +250,12 @@ def _check_pipeline(
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))
-        write_only = node.write is not None and node.read is None and node.transform is None
+        write_only = (
+            node.write is not None
+            and node.read is None
+            and node.simulation is None
+            and node.transform is None
+        )
         if write_only and len(node.depends_on) != 1:
             problems.append(
                 smap.problem(
