@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,7 +115,7 @@ def generate(
     cols, ent_order = column_order(spec, entities)
     by_name = {c.name: c for c in spec.columns}
     index = {e: i for i, e in enumerate(entities)}
-    compiled: dict[int, Compiled] = {}
+    compiled: dict[int, Compiled] = {}  # each derived generator's expression, parsed once
     for c in spec.columns:
         for gen in (c.generator, *c.entity_overrides.values()):
             if isinstance(gen, DerivedGenerator):
@@ -129,11 +129,11 @@ def generate(
         (ev.entity, parse_time(ev.start_time), parse_time(ev.end_time))
         for ev in (spec.chaos.downtime_events if spec.chaos else [])
     ]
-    events = [
-        (ev, parse_time(ev.start_time), parse_time(ev.end_time) if ev.end_time else None)
-        for ev in spec.scheduled_events
-        if ev.type == "forced_value"  # the only type Odibi's generator applies
-    ]
+    events: dict[str, list[tuple[Any, datetime, datetime | None]]] = {}
+    for ev in spec.scheduled_events:
+        if ev.type == "forced_value":  # the only type Odibi's generator applies
+            end = parse_time(ev.end_time) if ev.end_time else None
+            events.setdefault(ev.column, []).append((ev, parse_time(ev.start_time), end))
 
     rows: list[dict[str, Any]] = []
     for i in range(total):
@@ -141,10 +141,11 @@ def generate(
         row_number = done_before + i
         tick: dict[str, dict[str, Any]] = {}
         for ent in ent_order:
-            if any((e is None or e == ent) and a <= ts <= b for e, a, b in downtime):
+            if downtime and any((e is None or e == ent) and a <= ts <= b for e, a, b in downtime):
                 continue
             rng = rngs[ent]
             row: dict[str, Any] = {}
+            ctx = EvalContext(row, ent, row_number, ts, state[ent], tick, _draw(rng))
             for name in cols:
                 col = by_name[name]
                 gen = col.entity_overrides.get(ent, col.generator)
@@ -159,8 +160,7 @@ def generate(
                         rng,
                         row,
                         walk_now[ent],
-                        state[ent],
-                        tick,
+                        ctx,
                         compiled,
                     )
                 except OdibiRunError:
@@ -172,9 +172,8 @@ def generate(
                     ) from None
                 forced = [
                     ev
-                    for ev, a, b in events
-                    if ev.column == name
-                    and (ev.entity is None or ev.entity == ent)
+                    for ev, a, b in events.get(name, ())
+                    if (ev.entity is None or ev.entity == ent)
                     and a <= ts
                     and (b is None or ts <= b)
                 ]
@@ -303,8 +302,7 @@ def _value(
     rng: np.random.Generator,
     row: dict[str, Any],
     walk: dict[str, float],
-    state: dict[str, Any],
-    tick: Mapping[str, Mapping[str, Any]],
+    ctx: EvalContext,
     compiled: Mapping[int, Compiled],
 ) -> Any:
     if isinstance(gen, RangeGenerator):
@@ -381,17 +379,12 @@ def _value(
         lat, lon = float(rng.uniform(lat0, lat1)), float(rng.uniform(lon0, lon1))
         return (lat, lon) if gen.format == "tuple" else {"lat": lat, "lon": lon}
     if isinstance(gen, DerivedGenerator):
-        ctx = EvalContext(
-            row=row,
-            entity=ent,
-            row_index=row_number,
-            timestamp=ts,
-            state=state,
-            others=tick,
-            random=lambda: float(rng.random()),
-        )
         return evaluate(compiled[id(gen)], ctx)
     raise TypeError(f"unknown generator {gen!r}")
+
+
+def _draw(rng: np.random.Generator) -> Callable[[], float]:
+    return lambda: float(rng.random())
 
 
 def _daily(gen: DailyProfileGenerator, ts: datetime, rng: np.random.Generator) -> float:

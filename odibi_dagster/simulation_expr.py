@@ -374,8 +374,7 @@ def _eval(node: ast.expr, ctx: EvalContext, comp: Compiled) -> Any:
         return None if other is None else other.get(node.attr)
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, ctx, comp), _eval(node.right, ctx, comp)
-        if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > 1000:
-            raise ExpressionError(f"expression {comp.text!r}: exponent {right} is too large")
+        _bounded(node.op, left, right, comp)
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         v = _eval(node.operand, ctx, comp)
@@ -416,6 +415,23 @@ def _eval(node: ast.expr, ctx: EvalContext, comp: Compiled) -> Any:
         assert isinstance(node.func, ast.Name)
         return _call(node, node.func.id, ctx, comp)
     raise ExpressionError(f"expression {comp.text!r}: cannot evaluate {ast.unparse(node)}")
+
+
+_MAX_BITS = 100_000  # an integer result this large is a mistake, not a measurement
+_MAX_LENGTH = 100_000  # nor is text (or a list) this long
+
+
+def _bounded(op: ast.operator, left: Any, right: Any, comp: Compiled) -> None:
+    """Refuse a power or a repetition whose result would take unbounded time or memory."""
+    if isinstance(op, ast.Pow) and isinstance(right, (int, float)) and not isinstance(right, bool):
+        base = left if isinstance(left, int) else 2
+        if abs(right) > 1000 or abs(base).bit_length() * abs(right) > _MAX_BITS:
+            raise ExpressionError(f"expression {comp.text!r}: the power is too large")
+    if isinstance(op, ast.Mult):
+        for seq, n in ((left, right), (right, left)):
+            long = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
+            if long and len(seq) * n > _MAX_LENGTH:
+                raise ExpressionError(f"expression {comp.text!r}: the result is too long")
 
 
 def _call(node: ast.Call, fn: str, ctx: EvalContext, comp: Compiled) -> Any:

@@ -459,9 +459,27 @@ def test_derived_expressions_read_columns_state_and_other_entities() -> None:
     ],
 )
 def test_expressions_outside_the_grammar_are_refused(expression: str, refused: str) -> None:
-    with pytest.raises(ExpressionError, match=None) as exc:
+    with pytest.raises(ExpressionError) as exc:
         parse_expression(expression)
     assert refused in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "expression", ["((10 ** 1000) ** 1000) ** 1000", "'x' * 1000000000", "[0] * 10 ** 9"]
+)
+def test_expressions_that_would_exhaust_time_or_memory_fail_fast(expression: str) -> None:
+    bad = spec(
+        [
+            {
+                "name": "x",
+                "data_type": "string",
+                "generator": {"type": "derived", "expression": expression},
+            }
+        ],
+        row_count=1,
+    )
+    with pytest.raises(OdibiRunError, match=r"is too large|is too long"):
+        generate(bad, where="node 'gen'")
 
 
 def test_an_expression_failing_at_run_time_names_the_node_column_and_row() -> None:
