@@ -587,7 +587,13 @@ SIM = """\
             },
             17,
             "read.options.simulation.columns[0].generator.jitter",
-            "unknown key 'jitter'",
+            "unknown key 'jitter' (allowed here: type, start, min, max, volatility,",
+        ),
+        (
+            {"generator": "{type: random_walk, start: 1, min: 0, max: 2, mean_revert: 0.1}"},
+            17,
+            "read.options.simulation.columns[0].generator.mean_revert",
+            "unknown key 'mean_revert' (did you mean 'mean_reversion'?)",
         ),
     ],
 )
@@ -620,6 +626,11 @@ def test_an_override_for_an_unknown_entity_and_a_non_timestamp_incremental_colum
     assert f"{tmp_path / 'p.yaml'}:8: pipelines[0].nodes[0].read: node 'gen': " in problem
     assert (
         "incremental column 'x' must be the simulation's timestamp column (it has none" in problem
+    )
+    bad = read + "          incremental: {mode: rolling_window, column: x}\n"
+    (problem,) = load_problems(tmp_path, bad)
+    assert (
+        "read.incremental.mode: node 'gen': a simulation's incremental mode is stateful" in problem
     )
 
 

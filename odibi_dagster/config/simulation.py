@@ -555,7 +555,7 @@ class SimulationIncremental(StrictModel):
     """``read.incremental`` of a simulation: only ``stateful`` on the timestamp column
     means something for generated rows (each run continues after the last one)."""
 
-    mode: Literal["stateful"] = Field(
+    mode: str = Field(
         description="stateful: continue after the last successful run's largest timestamp."
     )
     column: str = Field(
@@ -566,6 +566,17 @@ class SimulationIncremental(StrictModel):
     state_key: str | None = Field(
         default=None, description="Accepted for Odibi compatibility: the mark is the asset's."
     )
+
+    @field_validator("mode")
+    @classmethod
+    def _stateful(cls, v: str) -> str:
+        if v != "stateful":
+            raise ValueError(
+                f"a simulation's incremental mode is stateful (each run continues after the "
+                f"last one), not {v!r}: generated rows have no stored history for a time "
+                "window to select from"
+            )
+        return v
 
 
 class SimulationRead(StrictModel):
