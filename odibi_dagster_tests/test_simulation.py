@@ -147,6 +147,121 @@ def test_odibis_simulation_example_gives_what_its_comments_promise() -> None:
     assert not generate(other, where="x").frame["humidity"].equals(df["humidity"])
 
 
+# Odibi's docs/features/stateful_simulation.md @ 2917eb8, "Complete Example: Battery Energy
+# Storage" (the YAML block, unchanged)
+BATTERY = """\
+simulation:
+  scope:
+    start_time: "2026-01-01T00:00:00Z"
+    timestep: "5m"
+    row_count: 100  # ~8 hours
+    seed: 42
+
+  entities:
+    count: 1
+    id_prefix: "BESS_Module_"
+
+  columns:
+    # Time tracking
+    - name: timestamp
+      data_type: timestamp
+      generator: {type: timestamp}
+
+    - name: row_num
+      data_type: int
+      generator:
+        type: derived
+        expression: "prev('row_num', -1) + 1"
+
+    # Battery constants
+    - name: capacity_ah
+      data_type: float
+      generator: {type: constant, value: 100.0}
+
+    # Operating cycle (charge → discharge → idle)
+    - name: charge_current_a
+      data_type: float
+      generator:
+        type: derived
+        expression: "20.0 if row_num < 40 else (-15.0 if row_num < 80 else 0.0)"
+
+    # SOC INTEGRATION (requires prev!)
+    - name: soc_pct
+      data_type: float
+      generator:
+        type: derived
+        expression: >
+          max(0, min(100,
+            prev('soc_pct', 50) +
+            (charge_current_a * (5/60)) / capacity_ah * 100
+          ))
+
+    # Thermal model
+    - name: ambient_temp_c
+      data_type: float
+      generator: {type: range, min: 20, max: 30}
+
+    - name: temp_setpoint_c
+      data_type: float
+      generator: {type: constant, value: 25.0}
+
+    - name: heat_gen_w
+      data_type: float
+      generator:
+        type: derived
+        expression: "0.01 * charge_current_a * charge_current_a"
+
+    - name: module_temp_c
+      data_type: float
+      generator:
+        type: derived
+        expression: >
+          prev('module_temp_c', 25) +
+          0.03 * (heat_gen_w / 100) +
+          0.05 * (ambient_temp_c - prev('module_temp_c', 25)) -
+          0.04 * (prev('cooling_pct', 0) / 100) * (prev('module_temp_c', 25) - 20)
+
+    # PID COOLING CONTROL
+    - name: cooling_pct
+      data_type: float
+      generator:
+        type: derived
+        expression: >
+          pid(
+            pv=module_temp_c,
+            sp=temp_setpoint_c,
+            Kp=4.0,
+            Ki=0.15,
+            Kd=0.8,
+            dt=300
+          )
+
+    # Smoothed temperature for dashboards
+    - name: temp_display_c
+      data_type: float
+      generator:
+        type: derived
+        expression: "ema('module_temp_c', alpha=0.2, default=25)"
+"""
+
+
+def test_odibis_battery_example_integrates_charge_as_its_docs_describe() -> None:
+    sim = SimulationSpec.model_validate(yaml.safe_load(BATTERY)["simulation"])
+    df = generate(sim, where="x").frame
+    assert len(df) == 100 and list(df["row_num"]) == list(range(100))
+    soc = df["soc_pct"]
+    # charging at 20 A: +20 * 5/60 / 100 * 100 = 1.667 % per 5 minutes from 50 %, held at 100
+    assert soc[0] == pytest.approx(50 + 20 * 5 / 60)
+    assert soc[:40].is_monotonic_increasing and soc[39] == 100
+    # discharging at 15 A: -1.25 % per step for 40 steps, then idle
+    assert soc[79] == pytest.approx(100 - 40 * 1.25)
+    assert set(soc[80:]) == {soc[79]}
+    assert df["cooling_pct"].between(0, 100).all()  # pid's default output limits
+    assert df["temp_display_c"][0] == 25  # ema's default first
+    temp, shown = df["module_temp_c"], df["temp_display_c"]
+    assert shown[1:].to_numpy() == pytest.approx((0.2 * temp + 0.8 * shown.shift(1))[1:].to_numpy())
+
+
 # --------------------------------------------------------------------------- generators
 
 
