@@ -53,8 +53,10 @@ from odibi_dagster.config.simulation import (
     UuidGenerator,
     entity_names,
     parse_time,
+    spec_problems,
     timestep_seconds,
 )
+from odibi_dagster.config.yaml_source import format_path
 from odibi_dagster.engines.base import Engine
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.simulation_expr import (
@@ -100,6 +102,10 @@ def generate(
 ) -> Generated:
     """The rows of ``spec``; with ``after`` (the last run's largest timestamp), those from
     one timestep later on, random walks continuing from ``walks``."""
+    found = spec_problems(spec)  # checked when a project loads; here for direct calls
+    if found:
+        path, message = found[0]
+        raise OdibiRunError(f"{where}: options.simulation.{format_path(path)}: {message}")
     scope = spec.scope
     step = timestep_seconds(scope.timestep)
     start = parse_time(scope.start_time)

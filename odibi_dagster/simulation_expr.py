@@ -43,7 +43,12 @@ __all__ = [
 
 
 class ExpressionError(ValueError):
-    """A derived expression outside the grammar, or one that cannot be computed."""
+    """A derived expression outside the grammar, or one that cannot be computed;
+    ``path``: where, under ``options.simulation`` (when known)."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 # name -> (smallest, largest) number of positional arguments
@@ -209,8 +214,11 @@ def _check(
             _check(v, text, names, stateful, refs)
     elif isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise bad(f"calling '{called}'")
+            if isinstance(node.func, ast.Attribute):
+                raise bad(f"calling the method '.{node.func.attr}()'")
+            if isinstance(node.func, ast.Name):
+                raise bad(f"calling '{node.func.id}'")
+            raise bad(f"calling '{ast.unparse(node.func)}'")
         fn = node.func.id
         lo, hi = FUNCTIONS[fn]
         if not lo <= len(node.args) <= hi:
@@ -261,9 +269,14 @@ def column_order(spec: SimulationSpec, entities: Iterable[str]) -> tuple[list[st
     colset, entset = set(cols), set(ents)
     deps: dict[str, set[str]] = {c: set() for c in cols}
     ent_deps: dict[str, set[str]] = {e: set() for e in ents}
-    for c in spec.columns:
+    for ci, c in enumerate(spec.columns):
         gens = [(None, c.generator), *c.entity_overrides.items()]
         for ent, gen in gens:
+            where: tuple[str | int, ...] = (
+                ("columns", ci, "generator", "expression")
+                if ent is None
+                else ("columns", ci, "entity_overrides", ent, "expression")
+            )
             if isinstance(gen, RandomWalkGenerator) and gen.mean_reversion_to:
                 deps[c.name].add(gen.mean_reversion_to)
             if not isinstance(gen, DerivedGenerator):
@@ -278,25 +291,29 @@ def column_order(spec: SimulationSpec, entities: Iterable[str]) -> tuple[list[st
                     )
                     raise ExpressionError(
                         f"column '{c.name}': expression {comp.text!r} names '{n}', which is "
-                        f"not a column ({', '.join(cols)}){hint}"
+                        f"not a column ({', '.join(cols)}){hint}",
+                        path=where,
                     )
                 deps[c.name].add(n)
             for n in comp.stateful_columns:
                 if n not in colset:
                     raise ExpressionError(
                         f"column '{c.name}': expression {comp.text!r} names column '{n}' in "
-                        f"prev()/ema(), which is not a column ({', '.join(cols)})"
+                        f"prev()/ema(), which is not a column ({', '.join(cols)})",
+                        path=where,
                     )
             for other, col in comp.entity_refs:
                 if other not in entset:
                     raise ExpressionError(
                         f"column '{c.name}': expression {comp.text!r} reads '{other}.{col}', "
-                        f"but '{other}' is not an entity ({', '.join(ents[:10])})"
+                        f"but '{other}' is not an entity ({', '.join(ents[:10])})",
+                        path=where,
                     )
                 if col not in colset:
                     raise ExpressionError(
                         f"column '{c.name}': expression {comp.text!r} reads '{other}.{col}', "
-                        f"but '{col}' is not a column ({', '.join(cols)})"
+                        f"but '{col}' is not a column ({', '.join(cols)})",
+                        path=where,
                     )
             users = [ent] if ent is not None else [e for e in ents if e not in c.entity_overrides]
             for user in users:
@@ -304,10 +321,21 @@ def column_order(spec: SimulationSpec, entities: Iterable[str]) -> tuple[list[st
                 if comp.guard is not None and ent is None and comp.guard != user:
                     refs = refs - comp.guarded_refs
                 ent_deps[user] |= {o for o, _ in refs if o != user}
-    return _topo(cols, deps, "column"), _topo(ents, ent_deps, "entity")
+    paths = {
+        c.name: ("columns", i, "generator", "expression")
+        if isinstance(c.generator, DerivedGenerator)
+        else ("columns", i, "generator")
+        for i, c in enumerate(spec.columns)
+    }
+    return _topo(cols, deps, "column", paths), _topo(ents, ent_deps, "entity", {})
 
 
-def _topo(items: list[str], deps: Mapping[str, set[str]], what: str) -> list[str]:
+def _topo(
+    items: list[str],
+    deps: Mapping[str, set[str]],
+    what: str,
+    paths: Mapping[str, tuple[str | int, ...]],
+) -> list[str]:
     out: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
@@ -318,7 +346,8 @@ def _topo(items: list[str], deps: Mapping[str, set[str]], what: str) -> list[str
             cycle = " -> ".join([*path[path.index(x) :], x])
             raise ExpressionError(
                 f"circular {what} references: {cycle}; use prev() to read the previous "
-                "row's value instead"
+                "row's value instead",
+                path=paths.get(x, ()),
             )
         state[x] = 1
         for d in sorted(deps.get(x, ())):

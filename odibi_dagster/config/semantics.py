@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.partition_checks import check_partitions
+from odibi_dagster.config.simulation import read_problems
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
@@ -247,6 +248,11 @@ def _check_pipeline(
                 )
         if node.read is not None:
             unknown_conn((*npath, "read", "connection"), node.read.connection)
+        if node.simulation is not None:
+            problems.extend(
+                smap.problem((*npath, "read", *path), f"node '{node.name}': {message}")
+                for path, message in read_problems(node.simulation)
+            )
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))

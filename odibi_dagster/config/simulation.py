@@ -40,6 +40,8 @@ __all__ = [
     "SimulationSpec",
     "entity_names",
     "parse_time",
+    "read_problems",
+    "spec_problems",
     "timestep_seconds",
 ]
 
@@ -465,50 +467,88 @@ class SimulationSpec(StrictModel):
         default_factory=list, description="Values forced over a time window."
     )
 
-    @model_validator(mode="after")
-    def _references(self) -> SimulationSpec:
-        names = [c.name for c in self.columns]
-        dups = sorted({n for n in names if names.count(n) > 1})
-        if dups:
-            raise ValueError(f"duplicate column names: {', '.join(dups)}")
-        ents = entity_names(self.entities, self.scope.seed)
-        known = set(ents)
-        for c in self.columns:
-            for ent in c.entity_overrides:
-                if ent not in known:
-                    raise ValueError(
-                        f"column '{c.name}': entity_overrides names entity '{ent}', which is "
-                        f"not one of the entities ({_listed(ents)})"
+
+SubPath = tuple[str | int, ...]
+
+
+def spec_problems(spec: SimulationSpec) -> list[tuple[SubPath, str]]:
+    """The checks across the keys of ``options.simulation``: each problem with the path
+    of its key under the spec. Empty: :func:`odibi_dagster.simulation.generate` can run."""
+    out: list[tuple[SubPath, str]] = []
+    names = [c.name for c in spec.columns]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            out.append((("columns", i, "name"), f"duplicate column name '{n}'"))
+    ents = entity_names(spec.entities, spec.scope.seed)
+    known = set(ents)
+
+    def entity(path: SubPath, what: str, ent: str | None) -> None:
+        if ent is not None and ent not in known:
+            out.append(
+                (
+                    path,
+                    f"{what} names entity '{ent}', which is not one of the entities "
+                    f"({_listed(ents)})",
+                )
+            )
+
+    for ci, c in enumerate(spec.columns):
+        for ent in c.entity_overrides:
+            entity(("columns", ci, "entity_overrides", ent), "entity_overrides", ent)
+        gens: list[tuple[SubPath, Any]] = [(("generator",), c.generator)]
+        gens += [(("entity_overrides", e), g) for e, g in c.entity_overrides.items()]
+        for sub, gen in gens:
+            target = gen.mean_reversion_to if isinstance(gen, RandomWalkGenerator) else None
+            if target is not None and target not in names:
+                out.append(
+                    (
+                        ("columns", ci, *sub, "mean_reversion_to"),
+                        f"mean_reversion_to names column '{target}', which is not a column "
+                        f"({', '.join(names)})",
                     )
-            for gen in (c.generator, *c.entity_overrides.values()):
-                target = gen.mean_reversion_to if isinstance(gen, RandomWalkGenerator) else None
-                if target is not None and target not in names:
-                    raise ValueError(
-                        f"column '{c.name}': mean_reversion_to names column '{target}', which "
-                        f"is not a column ({', '.join(names)})"
-                    )
-        for ev in self.scheduled_events:
-            if ev.column not in names:
-                raise ValueError(
-                    f"a scheduled event sets column '{ev.column}', which is not a column "
-                    f"({', '.join(names)})"
                 )
-            if ev.entity is not None and ev.entity not in known:
-                raise ValueError(
-                    f"a scheduled event names entity '{ev.entity}', which is not one of the "
-                    f"entities ({_listed(ents)})"
+    for ei, ev in enumerate(spec.scheduled_events):
+        if ev.column not in names:
+            out.append(
+                (
+                    ("scheduled_events", ei, "column"),
+                    f"the event sets column '{ev.column}', which is not a column "
+                    f"({', '.join(names)})",
                 )
-        for down in self.chaos.downtime_events if self.chaos else []:
-            if down.entity is not None and down.entity not in known:
-                raise ValueError(
-                    f"a downtime event names entity '{down.entity}', which is not one of the "
-                    f"entities ({_listed(ents)})"
-                )
+            )
+        entity(("scheduled_events", ei, "entity"), "the event", ev.entity)
+    for di, down in enumerate(spec.chaos.downtime_events if spec.chaos else []):
+        entity(("chaos", "downtime_events", di, "entity"), "the downtime event", down.entity)
+    if not out:
         try:
-            column_order(self, ents)
+            column_order(spec, ents)
         except ExpressionError as exc:
-            raise ValueError(str(exc)) from None
-        return self
+            out.append((exc.path, str(exc)))
+    return out
+
+
+def read_problems(read: SimulationRead) -> list[tuple[SubPath, str]]:
+    """:func:`spec_problems` of the read's spec (paths under ``read:``), and whether its
+    incremental column is the simulation's timestamp column."""
+    out = [(("options", "simulation", *p), m) for p, m in spec_problems(read.options.simulation)]
+    if read.incremental is not None:
+        spec = read.options.simulation
+        stamps = [c.name for c in spec.columns if isinstance(c.generator, TimestampGenerator)]
+        if read.incremental.column not in stamps:
+            out.append(
+                (
+                    ("incremental", "column"),
+                    f"incremental column '{read.incremental.column}' must be the simulation's "
+                    "timestamp column ("
+                    + (
+                        ", ".join(stamps)
+                        if stamps
+                        else "it has none: add a column with generator type: timestamp"
+                    )
+                    + ")",
+                )
+            )
+    return out
 
 
 IGNORED_WALK_KEYS = {
@@ -591,22 +631,3 @@ class SimulationRead(StrictModel):
         default=None,
         description="mode stateful: each run continues after the last run's timestamps.",
     )
-
-    @model_validator(mode="after")
-    def _incremental_column(self) -> SimulationRead:
-        if self.incremental is None:
-            return self
-        spec = self.options.simulation
-        stamps = [c.name for c in spec.columns if isinstance(c.generator, TimestampGenerator)]
-        if self.incremental.column not in stamps:
-            raise ValueError(
-                f"incremental column '{self.incremental.column}' must be the simulation's "
-                "timestamp column ("
-                + (
-                    ", ".join(stamps)
-                    if stamps
-                    else "it has none: add a column with generator type: timestamp"
-                )
-                + ")"
-            )
-        return self
