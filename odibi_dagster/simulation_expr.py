@@ -121,6 +121,7 @@ class Compiled:
     entity_refs: frozenset[tuple[str, str]]
     guard: str | None  # `... if entity_id == 'X' else ...`: the body concerns X only
     guarded_refs: frozenset[tuple[str, str]]
+    run: Callable[[EvalContext], Any]  # the value for one row (see _compile)
 
 
 def parse_expression(text: str) -> Compiled:
@@ -158,6 +159,7 @@ def parse_expression(text: str) -> Compiled:
         frozenset(refs),
         guard,
         guarded,
+        _compile(tree, text.strip()),
     )
 
 
@@ -376,141 +378,198 @@ class EvalContext:
 
 def evaluate(comp: Compiled, ctx: EvalContext) -> Any:
     """The value of a checked expression for the current row."""
-    return _eval(comp.tree, ctx, comp)
+    return comp.run(ctx)
 
 
-def _eval(node: ast.expr, ctx: EvalContext, comp: Compiled) -> Any:
+Run = Callable[[EvalContext], Any]
+
+
+def _compile(node: ast.expr, text: str) -> Run:
+    """The checked tree as nested closures (built once, called for every row): no
+    ``eval``, and no tree walk per row."""
     if isinstance(node, ast.Constant):
-        return node.value
+        value = node.value
+        return lambda ctx: value
     if isinstance(node, ast.Name):
-        n = node.id
-        if n in ctx.row:
-            return ctx.row[n]
-        if n == "entity_id":
-            return ctx.entity
-        if n == "_row_index":
-            return ctx.row_index
-        if n == "_timestamp":
-            return ctx.timestamp
-        if n in CONSTANTS:
-            return CONSTANTS[n]
-        return None  # a column of this row that is null or not generated (downtime)
+        return _name(node.id)
     if isinstance(node, ast.Attribute):
         assert isinstance(node.value, ast.Name)
-        if node.value.id == "_timestamp":
-            return getattr(ctx.timestamp, node.attr)
-        other = ctx.row if node.value.id == ctx.entity else ctx.others.get(node.value.id)
-        return None if other is None else other.get(node.attr)
+        owner, attr = node.value.id, node.attr
+        if owner == "_timestamp":
+            return lambda ctx: getattr(ctx.timestamp, attr)
+
+        def other_entity(ctx: EvalContext) -> Any:
+            row = ctx.row if owner == ctx.entity else ctx.others.get(owner)
+            return None if row is None else row.get(attr)
+
+        return other_entity
     if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, ctx, comp), _eval(node.right, ctx, comp)
-        _bounded(node.op, left, right, comp)
-        return _BINOPS[type(node.op)](left, right)
+        f, op = _BINOPS[type(node.op)], node.op
+        left, right = _compile(node.left, text), _compile(node.right, text)
+        if not isinstance(op, (ast.Pow, ast.Mult)):
+            return lambda ctx: f(left(ctx), right(ctx))
+
+        def bounded(ctx: EvalContext) -> Any:
+            a, b = left(ctx), right(ctx)
+            _bounded(op, a, b, text)
+            return f(a, b)
+
+        return bounded
     if isinstance(node, ast.UnaryOp):
-        v = _eval(node.operand, ctx, comp)
+        operand = _compile(node.operand, text)
         if isinstance(node.op, ast.Not):
-            return not v
-        return -v if isinstance(node.op, ast.USub) else +v
+            return lambda ctx: not operand(ctx)
+        if isinstance(node.op, ast.USub):
+            return lambda ctx: -operand(ctx)
+        return lambda ctx: +operand(ctx)
     if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            result: Any = True
-            for v in node.values:
-                result = _eval(v, ctx, comp)
-                if not result:
+        parts = [_compile(v, text) for v in node.values]
+        is_and = isinstance(node.op, ast.And)
+
+        def boolop(ctx: EvalContext) -> Any:
+            result: Any = is_and
+            for part in parts:
+                result = part(ctx)
+                if bool(result) != is_and:  # and: the first falsy, or: the first truthy
                     return result
             return result
-        result = False
-        for v in node.values:
-            result = _eval(v, ctx, comp)
-            if result:
-                return result
-        return result
+
+        return boolop
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, ctx, comp)
-        for op, right_node in zip(node.ops, node.comparators, strict=True):
-            right = _eval(right_node, ctx, comp)
-            if not _CMPOPS[type(op)](left, right):
-                return False
-            left = right
-        return True
+        first = _compile(node.left, text)
+        chain = [
+            (_CMPOPS[type(op)], _compile(c, text))
+            for op, c in zip(node.ops, node.comparators, strict=True)
+        ]
+
+        def compare(ctx: EvalContext) -> bool:
+            left = first(ctx)
+            for cmp, right_fn in chain:
+                right = right_fn(ctx)
+                if not cmp(left, right):
+                    return False
+                left = right
+            return True
+
+        return compare
     if isinstance(node, ast.IfExp):
-        if _eval(node.test, ctx, comp):
-            return _eval(node.body, ctx, comp)
-        return _eval(node.orelse, ctx, comp)
+        test, body, orelse = (_compile(v, text) for v in (node.test, node.body, node.orelse))
+        return lambda ctx: body(ctx) if test(ctx) else orelse(ctx)
     if isinstance(node, ast.List):
-        return [_eval(v, ctx, comp) for v in node.elts]
+        items = [_compile(v, text) for v in node.elts]
+        return lambda ctx: [i(ctx) for i in items]
     if isinstance(node, ast.Tuple):
-        return tuple(_eval(v, ctx, comp) for v in node.elts)
+        items = [_compile(v, text) for v in node.elts]
+        return lambda ctx: tuple(i(ctx) for i in items)
     if isinstance(node, ast.Call):
         assert isinstance(node.func, ast.Name)
-        return _call(node, node.func.id, ctx, comp)
-    raise ExpressionError(f"expression {comp.text!r}: cannot evaluate {ast.unparse(node)}")
+        return _compile_call(node, node.func.id, text)
+    raise ExpressionError(f"expression {text!r}: cannot evaluate {ast.unparse(node)}")
+
+
+def _name(n: str) -> Run:
+    """A name: the row's column first, then the context names, then the constants."""
+    special: Run | None = {
+        "entity_id": lambda ctx: ctx.entity,
+        "_row_index": lambda ctx: ctx.row_index,
+        "_timestamp": lambda ctx: ctx.timestamp,
+    }.get(n)
+    const = CONSTANTS.get(n)  # None also for a column of this row not generated (downtime)
+
+    def name(ctx: EvalContext) -> Any:
+        row = ctx.row
+        if n in row:
+            return row[n]
+        return special(ctx) if special is not None else const
+
+    return name
 
 
 _MAX_BITS = 100_000  # an integer result this large is a mistake, not a measurement
 _MAX_LENGTH = 100_000  # nor is text (or a list) this long
 
 
-def _bounded(op: ast.operator, left: Any, right: Any, comp: Compiled) -> None:
+def _bounded(op: ast.operator, left: Any, right: Any, text: str) -> None:
     """Refuse a power or a repetition whose result would take unbounded time or memory."""
     if isinstance(op, ast.Pow) and isinstance(right, (int, float)) and not isinstance(right, bool):
         base = left if isinstance(left, int) else 2
         if abs(right) > 1000 or abs(base).bit_length() * abs(right) > _MAX_BITS:
-            raise ExpressionError(f"expression {comp.text!r}: the power is too large")
+            raise ExpressionError(f"expression {text!r}: the power is too large")
     if isinstance(op, ast.Mult):
         for seq, n in ((left, right), (right, left)):
             long = isinstance(seq, (str, list, tuple)) and isinstance(n, int)
             if long and len(seq) * n > _MAX_LENGTH:
-                raise ExpressionError(f"expression {comp.text!r}: the result is too long")
+                raise ExpressionError(f"expression {text!r}: the result is too long")
 
 
-def _call(node: ast.Call, fn: str, ctx: EvalContext, comp: Compiled) -> Any:
-    kwargs = {kw.arg: _eval(kw.value, ctx, comp) for kw in node.keywords if kw.arg}
+_BUILTINS: dict[str, Callable[[Any], Any]] = {
+    "abs": abs,
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+}
+
+
+def _compile_call(node: ast.Call, fn: str, text: str) -> Run:
+    kw_fns = {kw.arg: _compile(kw.value, text) for kw in node.keywords if kw.arg}
+
+    def kwargs(ctx: EvalContext) -> dict[str, Any]:
+        return {k: f(ctx) for k, f in kw_fns.items()}
+
     if fn in ("prev", "ema"):
-        column = node.args[0].value  # type: ignore[attr-defined]
-        rest = [_eval(a, ctx, comp) for a in node.args[1:]]
+        first = node.args[0]
+        assert isinstance(first, ast.Constant)
+        column = str(first.value)
+        rest = [_compile(a, text) for a in node.args[1:]]
         if fn == "prev":
-            default = rest[0] if rest else kwargs.get("default")
-            return ctx.state.get(column, default)
-        alpha = float(rest[0] if rest else kwargs["alpha"])
-        default = rest[1] if len(rest) > 1 else kwargs.get("default")
+            default = rest[0] if rest else kw_fns.get("default")
+            return lambda ctx: ctx.state.get(column, default(ctx) if default else None)
         key = f"_ema_{column}"
-        current = ctx.row.get(column)
-        if current is None:
-            return ctx.state.get(key, default)
-        before = ctx.state.get(key)
-        if before is None:  # the first value: the default, as in Odibi
-            value = current if default is None else default
-        else:
-            value = alpha * current + (1 - alpha) * before
-        ctx.state[key] = value
-        return value
-    args = [_eval(a, ctx, comp) for a in node.args]
-    if fn == "coalesce":
-        return next((a for a in args if a is not None), None)
-    if fn in ("safe_div", "safe_mul"):
-        a, b = args[0], args[1]
-        default = args[2] if len(args) > 2 else kwargs.get("default")
-        if a is None or b is None or (fn == "safe_div" and b == 0):
-            return default
-        return a / b if fn == "safe_div" else a * b
+
+        def ema(ctx: EvalContext) -> Any:
+            kw = kwargs(ctx)
+            alpha = float(rest[0](ctx) if rest else kw["alpha"])
+            default = rest[1](ctx) if len(rest) > 1 else kw.get("default")
+            current = ctx.row.get(column)
+            if current is None:
+                return ctx.state.get(key, default)
+            before = ctx.state.get(key)
+            if before is None:  # the first value: the default, as in Odibi
+                value = current if default is None else default
+            else:
+                value = alpha * current + (1 - alpha) * before
+            ctx.state[key] = value
+            return value
+
+        return ema
+    arg_fns = [_compile(a, text) for a in node.args]
     if fn == "random":
-        return ctx.random()
-    if fn == "pid":
-        return _pid(node, args, kwargs, ctx)
-    if fn == "round":
-        nd = args[1] if len(args) > 1 else kwargs.get("ndigits")
-        return round(args[0]) if nd is None else round(args[0], nd)
-    if fn in ("min", "max"):
+        return lambda ctx: ctx.random()
+    if fn in _BUILTINS:
+        one, f = arg_fns[0], _BUILTINS[fn]
+        return lambda ctx: f(one(ctx))
+
+    def call(ctx: EvalContext) -> Any:
+        args = [a(ctx) for a in arg_fns]
+        kw = kwargs(ctx) if kw_fns else {}
+        if fn == "coalesce":
+            return next((a for a in args if a is not None), None)
+        if fn in ("safe_div", "safe_mul"):
+            a, b = args[0], args[1]
+            default = args[2] if len(args) > 2 else kw.get("default")
+            if a is None or b is None or (fn == "safe_div" and b == 0):
+                return default
+            return a / b if fn == "safe_div" else a * b
+        if fn == "pid":
+            return _pid(node, args, kw, ctx)
+        if fn == "round":
+            nd = args[1] if len(args) > 1 else kw.get("ndigits")
+            return round(args[0]) if nd is None else round(args[0], nd)
         values = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
         return min(values) if fn == "min" else max(values)
-    builtin: dict[str, Callable[[Any], Any]] = {
-        "abs": abs,
-        "int": int,
-        "float": float,
-        "str": str,
-        "bool": bool,
-    }
-    return builtin[fn](args[0])
+
+    return call
 
 
 _PID_ORDER = ("pv", "sp", "Kp", "Ki", "Kd", "dt", "output_min", "output_max", "anti_windup")
