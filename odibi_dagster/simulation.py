@@ -210,7 +210,7 @@ def generate(
     if stamps:
         first_col = stamps[0]
         rows.sort(key=lambda r: r[first_col] if r[first_col] is not None else datetime.min)
-    frame = _frame(spec, rows)
+    frame = _frame(spec, rows, where)
     last = None
     if stamps and rows:
         values = [r[stamps[0]] for r in rows if r[stamps[0]] is not None]
@@ -424,12 +424,20 @@ def _daily(gen: DailyProfileGenerator, ts: datetime, rng: np.random.Generator) -
     return value
 
 
-def _frame(spec: SimulationSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _frame(spec: SimulationSpec, rows: list[dict[str, Any]], where: str) -> pd.DataFrame:
     """The rows as a DataFrame, each column typed by its ``data_type``."""
     data: dict[str, Any] = {}
     for c in spec.columns:
         values = [r[c.name] for r in rows]
-        data[c.name] = _typed(values, c.data_type)
+        try:
+            data[c.name] = _typed(values, c.data_type)
+        except (TypeError, ValueError, OverflowError) as exc:
+            sample = next((v for v in values if v is not None), None)
+            raise OdibiRunError(
+                f"{where}: simulation column '{c.name}' is data_type {c.data_type}, but its "
+                f"generator gives values like {sample!r} ({exc}); change the data_type or "
+                "the generator"
+            ) from None
     return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
 
 

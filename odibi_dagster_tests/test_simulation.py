@@ -598,6 +598,24 @@ def test_expressions_that_would_exhaust_time_or_memory_fail_fast(expression: str
         generate(bad, where="node 'gen'")
 
 
+def test_values_that_do_not_fit_the_data_type_name_the_column() -> None:
+    bad = spec(
+        [
+            {
+                "name": "level",
+                "data_type": "float",
+                "generator": {"type": "derived", "expression": "'HIGH'"},
+            }
+        ]
+    )
+    with pytest.raises(OdibiRunError) as exc:
+        generate(bad, where="node 'gen' (p.yaml:3)")
+    assert str(exc.value).startswith(
+        "node 'gen' (p.yaml:3): simulation column 'level' is data_type float, but its "
+        "generator gives values like 'HIGH'"
+    )
+
+
 def test_an_expression_failing_at_run_time_names_the_node_column_and_row() -> None:
     bad = spec(
         [
