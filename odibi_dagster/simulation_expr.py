@@ -10,8 +10,9 @@ another entity's column at the same timestamp (``Tank_A.level``), the operators
 ``+ - * / // % **``, comparisons (``in`` with a literal list too), ``and or not``,
 ``x if cond else y``, and calls of the functions in :data:`FUNCTIONS`. Anything else (an
 attribute of a column, subscripts, lambdas, comprehensions, any other name or function)
-is refused when the project loads. :func:`evaluate` walks the checked tree itself, so an
-expression can do nothing but compute a value.
+is refused when the project loads. The checked tree becomes nested closures, one per
+operator (:func:`_compile`), that :func:`evaluate` calls, so an expression can do nothing
+but compute a value. A power or repetition with an enormous result is refused as it runs.
 
 Stateful functions, as in Odibi: ``prev('col', default)`` (the entity's previous value of
 a column), ``ema('col', alpha, default)`` (its exponential moving average) and
