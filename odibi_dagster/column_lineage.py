@@ -556,9 +556,9 @@ def _node_columns(node: OdibiNode, keys: Mapping[int, dg.AssetKey], visit: Any) 
     writer = node.reads_from[0] if len(node.reads_from) == 1 else None
     read_key = keys[id(writer)] if writer is not None else None
     current = None
-    if c.read is not None:
+    if c.read is not None or c.simulation is not None:  # a simulation: columns not traced
         current = Relation()
-        if writer is not None and set(c.read.options) <= _PLAIN_READ_OPTIONS:
+        if writer is not None and c.read is not None and set(c.read.options) <= _PLAIN_READ_OPTIONS:
             w = visit(writer)
             current = Relation(
                 tuple((name, frozenset({(READ, name)})) for name, _ in w.columns),

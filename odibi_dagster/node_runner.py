@@ -26,6 +26,7 @@ from odibi_dagster.partitions import Partition, fill, step_partition
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.new_files import files_for, files_metadata
+from odibi_dagster.simulation import read_simulation
 from odibi_dagster.story import STORY_RESOURCE_KEY, NodeStory, RunStoryResource, now
 from odibi_dagster.transforms import run_steps
 
@@ -189,6 +190,12 @@ class NodeRunner:
                 label += f" ({fetched.label()})"
             story.inputs[label] = eng.cheap_row_count(current)
             story.files += files
+        elif node.simulation is not None:
+            current, sim_meta, label = read_simulation(
+                eng, node.simulation, where=node.where, instance=context.instance, key=self.key
+            )
+            meta.update(sim_meta)
+            story.inputs[label] = eng.cheap_row_count(current)
         read_columns = [c for c, _ in eng.column_schema(current)] if current is not None else None
         step_columns: list[list[str]] = []  # each step's columns, for column lineage
         if node.pattern_transformer is not None:  # Odibi v3: `transformer: scd2` and the like

@@ -99,6 +99,8 @@ class OdibiTranslator:
         lines = [c.description] if c.description else []
         if c.read is not None:
             lines.append(f"Reads {c.read.format} `{node.read_uri}`.")
+        if c.simulation is not None:
+            lines.append("Generates its rows (`format: simulation`).")
         if c.steps():
             kinds = ["SQL" if s.sql is not None else f"function `{s.function}`" for s in c.steps()]
             lines.append(f"Transforms with {len(kinds)} step(s): {', '.join(kinds)}.")

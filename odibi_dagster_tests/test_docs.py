@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel
 
-from odibi_dagster.config import models
+from odibi_dagster.config import models, simulation
 from odibi_dagster.vocabulary import FORMATS, WRITE_MODES
 from odibi_dagster_tests.support.paths import REPO
 
@@ -14,8 +14,9 @@ from odibi_dagster_tests.support.paths import REPO
 def all_models() -> list[type[BaseModel]]:
     return [
         m
-        for m in vars(models).values()
-        if isinstance(m, type) and issubclass(m, models.StrictModel) and m is not models.StrictModel
+        for module, base in ((models, models.StrictModel), (simulation, simulation.StrictModel))
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, base) and m is not base
     ]
 
 

@@ -19,6 +19,7 @@ from odibi_dagster.config.models import PipelineConfig, ProjectConfig
 from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
 from odibi_dagster.config.problems import problems_from_validation, type_name
 from odibi_dagster.config.semantics import check_semantics, find_cycle
+from odibi_dagster.config.simulation import ignored_keys
 from odibi_dagster.config.v3 import (
     ENV_SELECTOR,
     apply_environment,
@@ -197,9 +198,14 @@ def load_project(
 
 def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:
     """Notes for values the models keep but this orchestrator applies only in part."""
-    out = []
+    out: list[Note] = []
     for pi, pipe in enumerate(config.pipelines):
         for ni, node in enumerate(pipe.nodes):
+            if node.simulation is not None:
+                out.extend(
+                    note_at(smap, ("pipelines", pi, "nodes", ni, "read", *path), why)
+                    for path, why in ignored_keys(node.simulation)
+                )
             if node.on_error != "fail_later":
                 out.append(
                     note_at(

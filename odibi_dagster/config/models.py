@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     AliasChoices,
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from odibi_dagster.config.simulation import SimulationRead
 from odibi_dagster.engines.registry import ENGINE_NAMES
 from odibi_dagster.env_refs import ENV_REF, WHOLE_ENV_REF
 from odibi_dagster.resources.connection import ConnectionResource
@@ -290,6 +291,26 @@ class ReadConfig(StrictModel):
     )
 
 
+def _read_tag(v: Any) -> str:
+    fmt = v.get("format") if isinstance(v, dict) else getattr(v, "format", None)
+    return "simulation" if fmt == "simulation" else "storage"
+
+
+# A node's `read:` is validated as a storage read or, with `format: simulation` (Odibi v3),
+# as a simulation; the node keeps a simulation apart (`NodeConfig.simulation`), so after
+# validation `read` is always a ReadConfig (or None), as the rest of the package expects.
+if TYPE_CHECKING:
+    NodeRead = ReadConfig | None
+else:
+    NodeRead = (
+        Annotated[
+            Annotated[ReadConfig, Tag("storage")] | Annotated[SimulationRead, Tag("simulation")],
+            Discriminator(_read_tag),
+        ]
+        | None
+    )
+
+
 class WriteConfig(StrictModel):
     """Where a node's result is written."""
 
@@ -494,7 +515,10 @@ class NodeConfig(StrictModel):
     depends_on: list[str] = Field(
         default_factory=list, description="Nodes of the same pipeline this node reads."
     )
-    read: ReadConfig | None = None
+    read: NodeRead = Field(
+        default=None,
+        description="Where the node reads its data (`format: simulation`: generates it).",
+    )
     transform: TransformConfig | None = None
     pattern: PatternConfig | None = Field(
         default=None,
@@ -540,6 +564,7 @@ class NodeConfig(StrictModel):
     _file: str = PrivateAttr(default="")
     _line: int | None = PrivateAttr(default=None)
     _key_path: tuple[str | int, ...] = PrivateAttr(default=())
+    _simulation: SimulationRead | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -563,8 +588,11 @@ class NodeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _does_something(self) -> NodeConfig:
+        if isinstance(self.read, SimulationRead):  # see NodeRead
+            self._simulation, self.read = self.read, None
         if (
             self.read is None
+            and self.simulation is None
             and self.transform is None
             and self.write is None
             and self.transformer is None
@@ -574,6 +602,11 @@ class NodeConfig(StrictModel):
                 "a node needs at least one of `read:`, `transformer:`, `transform:` or `write:`"
             )
         return self
+
+    @property
+    def simulation(self) -> SimulationRead | None:
+        """The node's ``read:`` when it is ``format: simulation`` (then ``read`` is None)."""
+        return self._simulation
 
     @property
     def pattern_transformer(self) -> str | None:

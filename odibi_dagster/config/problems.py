@@ -8,7 +8,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Discriminator, Tag, ValidationError
 
 from odibi_dagster.config.models import CONNECTION_MODELS, CONNECTION_TYPES, ProjectConfig
 from odibi_dagster.config.semantics import suggest
@@ -96,7 +96,9 @@ def _model_at(path: KeyPath, data: Any) -> type[BaseModel] | None:
             )
             if fld is None:
                 return None
-            ann = fld.annotation
+            # pydantic keeps a field's Annotated metadata (a Discriminator) apart
+            meta = [m for m in fld.metadata if isinstance(m, Discriminator)]
+            ann = typing.Annotated[(fld.annotation, *meta)] if meta else fld.annotation
         elif typing.get_origin(ann) is list and isinstance(part, int):
             ann = typing.get_args(ann)[0]
         elif typing.get_origin(ann) is dict:
@@ -113,15 +115,32 @@ def _pick(ann: Any, value: Any) -> Any:
     while True:
         origin = typing.get_origin(ann)
         if origin is typing.Annotated:
-            ann = typing.get_args(ann)[0]
+            inner, *meta = typing.get_args(ann)
+            tagged = _tagged_member(inner, meta, value)
+            ann = tagged if tagged is not None else inner
         elif origin in (typing.Union, types.UnionType):
             if isinstance(value, dict) and value.get("type") in CONNECTION_MODELS:
                 return CONNECTION_MODELS[value["type"]]
-            members = [_pick(a, None) for a in typing.get_args(ann) if a is not type(None)]
+            members = [_pick(a, value) for a in typing.get_args(ann) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             ann = models[0] if models else members[0]
         else:
             return ann
+
+
+def _tagged_member(union: Any, meta: list[Any], value: Any) -> Any:
+    """The member of a union with a callable ``Discriminator`` that ``value`` is tagged as
+    (a connection's ``type:``, a generator's, a simulation read's ``format:``)."""
+    disc = next((m for m in meta if isinstance(m, Discriminator)), None)
+    if disc is None or not callable(disc.discriminator) or value is None:
+        return None
+    tag = disc.discriminator(value)
+    for member in typing.get_args(union):
+        if typing.get_origin(member) is typing.Annotated:
+            inner, *tags = typing.get_args(member)
+            if any(isinstance(t, Tag) and t.tag == tag for t in tags):
+                return inner
+    return None
 
 
 def _allowed_keys(model: type[BaseModel]) -> list[str]:

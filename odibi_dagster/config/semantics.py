@@ -11,6 +11,7 @@ from odibi_dagster.builtins import check_builtin_params, get_builtin
 from odibi_dagster.config.api_checks import check_api_use
 from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.partition_checks import check_partitions
+from odibi_dagster.config.simulation import read_problems
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
 from odibi_dagster.errors import Problem
@@ -253,12 +254,18 @@ def _check_pipeline(
                 )
         if node.read is not None:
             unknown_conn((*npath, "read", "connection"), node.read.connection)
+        if node.simulation is not None:
+            problems.extend(
+                smap.problem((*npath, "read", *path), f"node '{node.name}': {message}")
+                for path, message in read_problems(node.simulation)
+            )
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))
         write_only = (
             node.write is not None
             and node.read is None
+            and node.simulation is None
             and node.transform is None
             and node.transformer is None
             and node.pattern is None

@@ -187,6 +187,12 @@ class Engine(Protocol):
         """Whether ``obj`` is a frame of this engine (what a function step must return)."""
         ...
 
+    def from_pandas(self, df: Any) -> Frame:
+        """A pandas DataFrame made in memory (a simulation read's rows) as this engine's
+        frame, with the same columns and types: nullable Int64, float64, boolean, object
+        text and naive (UTC) datetime64."""
+        ...
+
     # ------------------------------------------------------------------ describing
 
     def cheap_row_count(self, df: Frame) -> int | None:

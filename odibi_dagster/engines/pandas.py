@@ -234,6 +234,9 @@ class PandasEngine:
     def is_frame(self, obj: Any) -> bool:
         return isinstance(obj, pd.DataFrame)
 
+    def from_pandas(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df
+
     # ------------------------------------------------------------------ describing
 
     def cheap_row_count(self, df: pd.DataFrame) -> int | None:

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
+import pandas as pd
+
 from odibi_dagster.engines.base import MergeOutcome, Profile, RowFilter, staged_beside
 from odibi_dagster.engines.connect_fs import ClientMover, client_reaches
 from odibi_dagster.engines.delta_options import check_delta_read_options, delta_write_options
@@ -778,6 +780,37 @@ class SparkEngine:
             return False
         return isinstance(obj, DataFrame)
 
+    def from_pandas(self, df: Any) -> Any:
+        """Typed from the pandas dtypes (not inferred row by row): Int64 -> bigint,
+        float64 -> double, boolean -> boolean, datetime64 -> timestamp (the session is
+        UTC), anything else -> string; nulls stay null."""
+        from pyspark.sql import types as T
+
+        def spark_type(dtype: Any) -> Any:
+            name = str(dtype)
+            if name.lower().startswith("int"):
+                return T.LongType()
+            if name.startswith("float"):
+                return T.DoubleType()
+            if name in ("bool", "boolean"):
+                return T.BooleanType()
+            if name.startswith("datetime64"):
+                return T.TimestampType()
+            return T.StringType()
+
+        schema = T.StructType(
+            [T.StructField(str(c), spark_type(t), True) for c, t in df.dtypes.items()]
+        )
+        text = [isinstance(f.dataType, T.StringType) for f in schema.fields]
+        rows = [
+            tuple(
+                None if _is_null(v) else str(v) if as_text else _plain(v)
+                for v, as_text in zip(rec, text, strict=True)
+            )
+            for rec in df.astype(object).itertuples(index=False, name=None)
+        ]
+        return self.spark.createDataFrame(rows, schema)
+
     # --------------------------------------------------------------- describing
 
     def cheap_row_count(self, df: Any) -> int | None:
@@ -991,3 +1024,19 @@ class SparkEngine:
             fail(where, loc.spark_note or f"Spark cannot reach '{loc.uri}'")
         opened(loc.spark_uri)
         return loc.spark_uri
+
+
+def _is_null(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plain(v: Any) -> Any:
+    """A pandas/numpy scalar as the Python value Spark takes."""
+    if isinstance(v, pd.Timestamp):
+        return v.to_pydatetime()
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        return v.item()
+    return v
