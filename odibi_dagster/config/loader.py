@@ -76,6 +76,9 @@ class LoadedProject:
             if pipe.pipeline == pipeline:
                 for node in pipe.nodes:
                     names |= {x.connection for x in (node.read, node.write) if x is not None}
+                    q = node.validation.quarantine if node.validation else None
+                    if q is not None:
+                        names.add(q.connection)
         return names
 
     def connection_resources(
