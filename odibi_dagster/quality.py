@@ -34,6 +34,8 @@ _FLAG = "__odibi_t{}"
 ROWS_QUARANTINED = "odibi/rows_quarantined"
 QUARANTINE_PATH = "odibi/quarantine_path"
 ROWS_LEFT_OUT = "odibi/rows_left_out_by_gate"
+# on a gate's check result: its on_fail (what on_gate_block alerts look for)
+GATE_MARK = "odibi/gate_on_fail"
 
 
 @dataclass(frozen=True)
@@ -436,7 +438,12 @@ def evaluate(
                 ok,
                 severity,
                 desc,
-                {"pass_rate": rate, "passed_rows": passed_rows, "row_count": n},
+                {
+                    "pass_rate": rate,
+                    "passed_rows": passed_rows,
+                    "row_count": n,
+                    GATE_MARK: gate.on_fail,
+                },
             )
         )
         if not ok and gate.on_fail == "abort":

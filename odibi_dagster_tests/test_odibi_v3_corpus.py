@@ -45,9 +45,8 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
         "unsupported connection type 'delta'",
     ),
     "docs_configuration_complete_example.yaml": (
-        "the on_gate_block alert event (quality gates), delta and azure_blob connections, "
-        "transformer:, v3 validation tests, read.incremental",
-        "'on_gate_block' is not sent here",
+        "delta and azure_blob connections, write.table, transformer:",
+        "connections.landing.type: unsupported connection type 'azure_blob'",
     ),
     "docs_environments_guide.yaml": (
         "a read without format: (Odibi v3 requires format as well)",

@@ -14,6 +14,7 @@ import pytest
 import odibi_dagster
 from odibi_dagster.cli import main
 from odibi_dagster_tests.support.runs import failure_text, run_job
+from odibi_dagster_tests.support.webhook import serving
 
 ORDERS = (
     "order_id,customer_id,status,total,email\n"
@@ -301,3 +302,83 @@ pipelines:
     err = capsys.readouterr().err
     assert "p.yaml:9: pipelines[0].nodes[0].validation.tests[0]" in err
     assert message in err
+
+
+def test_gate_block_and_quarantine_alerts_are_sent_for_the_runs_that_had_them(
+    tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "orders.csv").write_text(ORDERS)
+    (tmp_path / "p.yaml").write_text(
+        """
+connections: {fs: {type: local, base_path: .}}
+alerts:
+  - type: webhook
+    url: ${ODIBI_TEST_QUALITY_URL}
+    on_events: [on_gate_block, on_quarantine]
+    metadata: {throttle_minutes: 0}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: clean
+        read: {connection: fs, path: orders.csv, format: csv}
+        validation:
+          tests:
+            - {type: not_null, columns: [customer_id], on_fail: quarantine}
+            - {type: range, column: total, min: 0, on_fail: warn}
+          quarantine: {connection: fs, path: q.parquet}
+          gate: {require_pass_rate: 0.9}
+        write: {connection: fs, path: clean.parquet, format: parquet}
+  - pipeline: fine
+    nodes:
+      - name: copy
+        read: {connection: fs, path: orders.csv, format: csv}
+        write: {connection: fs, path: copy.parquet, format: parquet}
+"""
+    )
+    with serving() as receiver:
+        monkeypatch.setenv("ODIBI_TEST_QUALITY_URL", receiver.url("/hook"))
+        defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+        sensors = {s.name: s for s in defs.sensors or []}
+        assert sorted(sensors) == [
+            "odibi_alert_0_webhook_on_gate_block_failure",
+            "odibi_alert_0_webhook_on_gate_block_success",
+            "odibi_alert_0_webhook_on_quarantine_failure",
+            "odibi_alert_0_webhook_on_quarantine_success",
+        ]
+        instance = dg.DagsterInstance.get()
+        cursors: dict[str, str | None] = {}
+
+        def tick_all() -> None:
+            for name, sensor in sensors.items():
+                ctx = dg.build_sensor_context(instance=instance, cursor=cursors.get(name))
+                cursors[name] = sensor.evaluate_tick(ctx).cursor
+
+        tick_all()  # the first tick sets the cursors
+        blocked = run_job(defs, "p", instance=instance)
+        assert not blocked.success  # the gate (abort) failed: 60% pass
+        assert not (tmp_path / "q.parquet").exists()  # nothing of a failed node is kept
+        assert run_job(defs, "fine", instance=instance).success
+        tick_all()
+        tick_all()
+        [body] = receiver.bodies
+        assert (body["event"], body["pipeline"], body["status"]) == (
+            "on_gate_block",
+            "p",
+            "FAILURE",
+        )
+        assert body["failed_nodes"] == ["p/clean"]
+        assert "pass rate 60.0% < required 90.0%" in body["error"]
+
+        # the same node without the gate: rows quarantined, the run succeeds
+        text = (tmp_path / "p.yaml").read_text().replace("gate: {require_pass_rate: 0.9}", "")
+        (tmp_path / "p.yaml").write_text(text)
+        defs = odibi_dagster.load_definitions(tmp_path / "p.yaml")
+        sensors = {s.name: s for s in defs.sensors or []}
+        assert run_job(defs, "p", instance=instance).success
+        tick_all()
+        tick_all()
+        assert [b["event"] for b in receiver.bodies] == ["on_gate_block", "on_quarantine"]
+        body = receiver.bodies[1]
+        assert body["status"] == "SUCCESS" and body["failed_nodes"] == ["p/clean"]
+        assert body["error"].startswith("p/clean: 1 rows quarantined to ")
+        assert body["error"].endswith("q.parquet")

@@ -850,7 +850,8 @@ class AlertConfig(StrictModel):
     on_events: list[Annotated[AlertEvent, BeforeValidator(_known_event)]] = Field(
         default_factory=_default_events,
         min_length=1,
-        description="Events to send on: on_failure, on_success, on_start.",
+        description="Events to send on: on_failure, on_success, on_start, on_gate_block, "
+        "on_quarantine.",
     )
     pipelines: list[str] | None = Field(
         default=None,
