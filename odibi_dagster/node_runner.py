@@ -300,8 +300,8 @@ class NodeRunner:
         meta: dict[str, Any],
     ) -> tuple[Any, Profile, Location | None]:
         """Take out the rows quarantine tests (or a write_valid_only gate) reject: append
-        them to the quarantine first, then go on with the others (Spark: staged again, the
-        first staged copy dropped). Returns the result, its profile and where it is staged."""
+        them to the quarantine first, then go on with the others (Spark: staged again, then
+        the first staged copy dropped). Returns the result, its profile and where it is staged."""
         node = self.node
         assert node.validation is not None
         q = node.validation.quarantine
@@ -325,10 +325,12 @@ class NodeRunner:
                 f"{node.where}: the gate (write_valid_only) left out {found.removed_rows} of "
                 f"{found.total_rows} rows; set validation.quarantine to keep them"
             )
+        # the rows kept are read from the first staged copy: it is dropped once they are
+        # staged in turn (if that fails, the caller drops it)
+        current, stats, kept, _ = self._materialize(context, resources, eng, keep)
         if staged is not None:
             eng.drop_intermediate(staged)
-        current, stats, staged, _ = self._materialize(context, resources, eng, keep)
-        return current, stats, staged
+        return current, stats, kept
 
     def _row_counts(self, context: Any) -> Any:
         """What tells the row counts of this asset's materializations since a time (epoch

@@ -382,3 +382,51 @@ pipelines:
         assert body["status"] == "SUCCESS" and body["failed_nodes"] == ["p/clean"]
         assert body["error"].startswith("p/clean: 1 rows quarantined to ")
         assert body["error"].endswith("q.parquet")
+
+
+@pytest.mark.spark
+def test_quarantine_on_spark_writes_the_same_rows_and_keeps_one_staged_result(
+    spark: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "orders.csv").write_text(ORDERS)
+    (tmp_path / "p.yaml").write_text(
+        """
+engine: spark
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: orders.csv, format: csv}
+      - name: checked
+        depends_on: [src]
+        transform: {steps: ["SELECT * FROM src"]}
+        validation:
+          tests:
+            - {type: not_null, columns: [customer_id], on_fail: quarantine}
+            - {type: regex_match, column: email, pattern: '^[^@]+@[^@]+\\.com$',
+               on_fail: quarantine}
+          quarantine: {connection: fs, path: quarantine, format: delta}
+      - name: report
+        depends_on: [checked]
+        write: {connection: fs, path: report, format: delta}
+"""
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p", instance=instance)
+    assert result.success, failure_text(result)
+    from deltalake import DeltaTable
+
+    assert sorted(DeltaTable(str(tmp_path / "report")).to_pandas()["order_id"]) == [1, 3, 5]
+    rows = DeltaTable(str(tmp_path / "quarantine")).to_pandas().sort_values("order_id")
+    assert list(rows["order_id"]) == [2, 4]
+    assert list(rows["_failed_tests"]) == ["not_null", "regex_match"]
+    (mat,) = [
+        m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+        if m.asset_key.path[-1] == "checked"
+    ]
+    assert mat["odibi/rows_quarantined"].value == 2 and mat["dagster/row_count"].value == 3
+    # the result staged before the split was dropped: only the kept one is there
+    store = Path(instance.storage_directory()) / "odibi_spark" / "p" / "checked"
+    assert [p.name for p in store.iterdir()] == [result.run_id]
