@@ -430,3 +430,63 @@ pipelines:
     # the result staged before the split was dropped: only the kept one is there
     store = Path(instance.storage_directory()) / "odibi_spark" / "p" / "checked"
     assert [p.name for p in store.iterdir()] == [result.run_id]
+
+
+def test_old_keys_and_tests_together_and_pii_values_are_not_shown(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text(ORDERS)
+    (tmp_path / "p.yaml").write_text(
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: clean
+        read: {connection: fs, path: orders.csv, format: csv}
+        columns: {email: {pii: true}, order_id: {}, customer_id: {}, status: {}, total: {}}
+        validation:
+          not_empty: true
+          no_nulls: [order_id]
+          schema: {required_columns: [order_id]}
+          tests:
+            - {type: schema}
+            - {type: regex_match, column: email, pattern: '@', on_fail: warn}
+        write: {connection: fs, path: clean.parquet, format: parquet}
+"""
+    )
+    result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
+    assert result.success, failure_text(result)
+    found = checks(result)
+    assert {n: c.passed for n, c in found.items()} == {
+        "not_empty": True,
+        "no_nulls_order_id": True,
+        "schema": True,
+        "schema_2": True,  # the test, named apart from the schema: check
+        "regex_match": False,
+    }
+    assert found["regex_match"].metadata["sample_failing_rows"].data == [{"email": "***"}]
+
+
+def test_tests_on_a_read_only_source_report_without_blocking(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_text(ORDERS)
+    (tmp_path / "p.yaml").write_text(
+        """
+connections: {fs: {type: local, base_path: .}}
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: src
+        read: {connection: fs, path: orders.csv, format: csv}
+        validation:
+          tests:
+            - {type: not_null, columns: [customer_id]}
+            - {type: unique, columns: [order_id]}
+      - name: copy
+        depends_on: [src]
+        write: {connection: fs, path: copy.parquet, format: parquet}
+"""
+    )
+    result = run_job(odibi_dagster.load_definitions(tmp_path / "p.yaml"), "p")
+    found = checks(result)
+    assert {n: c.passed for n, c in found.items()} == {"not_null": False, "unique": True}
+    assert found["not_null"].metadata["failing_rows"].value == 1
+    assert len(pd.read_parquet(tmp_path / "copy.parquet")) == 5
