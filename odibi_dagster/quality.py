@@ -26,6 +26,7 @@ from odibi_dagster.config.quality import (
     threshold_parts,
 )
 from odibi_dagster.engines.base import Engine
+from odibi_dagster.errors import OdibiRunError
 
 SAMPLE_ROWS = 5
 _VIEW = "odibi_validated"
@@ -305,7 +306,11 @@ def evaluate(
             aggs.append(f"MAX(CAST({d.ident(t.column)} AS TIMESTAMP)) AS m{p.index}")
     aggs.append(f"SUM(CASE WHEN {_any(row_tests)} THEN 1 ELSE 0 END) AS f_any")
     query = f"SELECT {', '.join(aggs)} FROM ({_flagged(row_tests, d)}) q"
-    got = eng.head(eng.sql(query, {_VIEW: df}, where=where), 1)[0]
+    try:
+        got = eng.head(eng.sql(query, {_VIEW: df}, where=where), 1)[0]
+    except OdibiRunError:
+        _blame_condition(eng, df, row_tests, d, where)
+        raise
     n = int(got["n"] or 0)
     failing = {p.index: int(got[f"f{p.index}"] or 0) for p in row_tests}
     now = _dt.datetime.now(_dt.UTC)
@@ -461,6 +466,28 @@ def evaluate(
             eng, df, f"SELECT COUNT(*) AS n FROM ({flagged}) q WHERE {_any(remove)}", where
         )
     return result
+
+
+def _blame_condition(
+    eng: Engine, df: Any, tests: list[PlannedTest], d: Dialect, where: str
+) -> None:
+    """Raise naming the test whose SQL fails, when the query of all of them failed (a
+    custom_sql condition naming a column that is not there, or not SQL)."""
+    for p in tests:
+        try:
+            query = (
+                f"SELECT COUNT(*) AS n FROM ({_flagged([p], d)}) q WHERE {_FLAG.format(p.index)}"
+            )
+            eng.head(eng.sql(query, {_VIEW: df}, where=""), 1)
+        except OdibiRunError as exc:
+            t: Any = p.test
+            what = f"condition {t.condition!r}" if t.type == "custom_sql" else "its SQL"
+            cause = str(exc).split(" in query starting", 1)[0].removeprefix("SQL step failed ")
+            raise OdibiRunError(
+                f"{where}: validation test '{p.label}' ({t.type}): {what} cannot be "
+                f"evaluated on the result {cause}. Fix the test; columns: "
+                + ", ".join(c for c, _ in eng.column_schema(df))
+            ) from None
 
 
 def _count(eng: Engine, df: Any, query: str, where: str) -> int:

@@ -490,3 +490,19 @@ pipelines:
     assert {n: c.passed for n, c in found.items()} == {"not_null": False, "unique": True}
     assert found["not_null"].metadata["failing_rows"].value == 1
     assert len(pd.read_parquet(tmp_path / "copy.parquet")) == 5
+
+
+def test_a_condition_that_cannot_run_names_the_test_and_the_columns(tmp_path: Path) -> None:
+    defs = project(
+        tmp_path,
+        """          tests:
+            - {type: not_null, columns: [order_id]}
+            - {type: custom_sql, name: positive, condition: "amount > 0"}""",
+    )
+    result = run_job(defs, "p")
+    assert not result.success
+    text = failure_text(result)
+    assert "node 'clean'" in text
+    assert "validation test 'positive' (custom_sql): condition 'amount > 0' cannot be" in text
+    assert "columns: order_id, customer_id, status, total, email" in text
+    assert not (tmp_path / "clean.parquet").exists()
