@@ -245,7 +245,7 @@ class NodeRunner:
             found = None
             if tests or gate:
                 found = quality.evaluate(
-                    eng, current, node, tests, gate, history=self._row_counts(context)
+                    eng, current, node, tests, gate, history=self._row_counts(context, partition)
                 )
                 results += [
                     (_check_result(self.key, c), c)
@@ -332,16 +332,19 @@ class NodeRunner:
             eng.drop_intermediate(staged)
         return current, stats, kept
 
-    def _row_counts(self, context: Any) -> Any:
-        """What tells the row counts of this asset's materializations since a time (epoch
-        seconds), newest first: the history volume_drop and the gate's change_threshold
-        compare with."""
+    def _row_counts(self, context: Any, partition: Partition | None) -> Any:
+        """What tells the row counts of this asset's materializations (of the same
+        partition) since a time (epoch seconds), newest first: the history volume_drop and
+        the gate's change_threshold compare with."""
         key = self.key
+        parts = [partition.key] if partition is not None else None
 
         def counts(since: float) -> list[int]:
             try:
                 records = context.instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=key, after_timestamp=since or None),
+                    dg.AssetRecordsFilter(
+                        asset_key=key, asset_partitions=parts, after_timestamp=since or None
+                    ),
                     limit=100,
                 ).records
             except Exception:

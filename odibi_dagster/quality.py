@@ -224,17 +224,38 @@ class QualityResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _sample(
-    eng: Engine, df: Any, p: PlannedTest, cols: list[str], d: Dialect, masked: set[str], where: str
-) -> list[dict[str, Any]]:
-    shown = [c for c in _columns_of(p, cols) if c in cols]
-    select = ", ".join(d.ident(c) for c in shown)
-    query = (
-        f"SELECT {select} FROM ({_flagged([p], d)}) q WHERE {_FLAG.format(p.index)} "
-        f"LIMIT {SAMPLE_ROWS}"
-    )
-    rows = eng.head(eng.sql(query, {_VIEW: df}, where=where), SAMPLE_ROWS)
-    return [{k: ("***" if k in masked else _plain(v)) for k, v in r.items()} for r in rows]
+def _samples(
+    eng: Engine,
+    df: Any,
+    failing: list[PlannedTest],
+    cols: list[str],
+    d: Dialect,
+    masked: set[str],
+    where: str,
+) -> dict[int, list[dict[str, Any]]]:
+    """Up to SAMPLE_ROWS failing rows of each test of ``failing`` (the columns it reads):
+    from one query of the first failing rows, and a query of its own for a test with
+    fewer there than it has."""
+    out: dict[int, list[dict[str, Any]]] = {p.index: [] for p in failing}
+    if not failing:
+        return out
+    shown = list(dict.fromkeys(c for p in failing for c in _columns_of(p, cols) if c in cols))
+    flags = [_FLAG.format(p.index) for p in failing]
+    select = ", ".join([d.ident(c) for c in shown] + flags)
+    limit = SAMPLE_ROWS * 8 * len(failing)
+    query = f"SELECT {select} FROM ({_flagged(failing, d)}) q WHERE {_any(failing)} LIMIT {limit}"
+    rows = eng.head(eng.sql(query, {_VIEW: df}, where=where), limit)
+    for p in failing:
+        mine = [r for r in rows if r[_FLAG.format(p.index)]][:SAMPLE_ROWS]
+        if len(mine) < SAMPLE_ROWS and len(rows) == limit:  # its rows may lie further on
+            own = (
+                f"SELECT {', '.join(d.ident(c) for c in shown)} FROM ({_flagged([p], d)}) q "
+                f"WHERE {_FLAG.format(p.index)} LIMIT {SAMPLE_ROWS}"
+            )
+            mine = eng.head(eng.sql(own, {_VIEW: df}, where=where), SAMPLE_ROWS)
+        keep = [c for c in _columns_of(p, cols) if c in cols]
+        out[p.index] = [{c: ("***" if c in masked else _plain(r[c])) for c in keep} for r in mine]
+    return out
 
 
 def _plain(v: Any) -> Any:
@@ -305,6 +326,8 @@ def evaluate(
         elif t.type == "freshness":
             aggs.append(f"MAX(CAST({d.ident(t.column)} AS TIMESTAMP)) AS m{p.index}")
     aggs.append(f"SUM(CASE WHEN {_any(row_tests)} THEN 1 ELSE 0 END) AS f_any")
+    quarantined = [p for p in row_tests if p.on_fail == "quarantine"]
+    aggs.append(f"SUM(CASE WHEN {_any(quarantined)} THEN 1 ELSE 0 END) AS f_quarantine")
     query = f"SELECT {', '.join(aggs)} FROM ({_flagged(row_tests, d)}) q"
     try:
         got = eng.head(eng.sql(query, {_VIEW: df}, where=where), 1)[0]
@@ -314,6 +337,9 @@ def evaluate(
     n = int(got["n"] or 0)
     failing = {p.index: int(got[f"f{p.index}"] or 0) for p in row_tests}
     now = _dt.datetime.now(_dt.UTC)
+    samples = _samples(
+        eng, df, [p for p in row_tests if failing[p.index]], columns, d, masked, where
+    )
 
     for p in tests:
         t = p.test
@@ -325,7 +351,7 @@ def evaluate(
             ok = rate <= t.threshold if t.type == "custom_sql" else bad == 0
             meta: dict[str, Any] = {"failing_rows": bad, "row_count": n, "pass_rate": 1 - rate}
             if bad:
-                meta["sample_failing_rows"] = _sample(eng, df, p, columns, d, masked, where)
+                meta["sample_failing_rows"] = samples[p.index]
             desc = (
                 f"{bad} of {n} rows fail: {p.description()}"
                 if bad
@@ -400,7 +426,9 @@ def evaluate(
             )
 
     result = QualityResult(outcomes, blocking, n)
-    remove = [p for p in row_tests if p.on_fail == "quarantine" and failing[p.index]]
+    remove = [p for p in quarantined if failing[p.index]]
+    # a row failing several tests counts once
+    removed_rows = int(got["f_quarantine"] or 0)
     gate = node.validation.gate
     if gate is not None and gate_name is not None:
         passed_rows = n - int(got["f_any"] or 0)
@@ -455,16 +483,14 @@ def evaluate(
             blocking.append(f"{gate_name}: {desc}")
         if not ok and gate.on_fail == "write_valid_only":
             remove = [p for p in row_tests if failing[p.index]]
-            result.metadata[ROWS_LEFT_OUT] = int(got["f_any"] or 0)
+            removed_rows = int(got["f_any"] or 0)
+            result.metadata[ROWS_LEFT_OUT] = removed_rows
     if can_remove and remove and not blocking:
         flagged = _flagged(remove, d)
         keep_cols = ", ".join(d.ident(c) for c in columns)
         result.keep = f"SELECT {keep_cols} FROM ({flagged}) q WHERE NOT ({_any(remove)})"
         result.reject = _rejected(remove, columns, d, node, flagged)
-        # a row failing several tests counts once
-        result.removed_rows = _count(
-            eng, df, f"SELECT COUNT(*) AS n FROM ({flagged}) q WHERE {_any(remove)}", where
-        )
+        result.removed_rows = removed_rows
     return result
 
 
@@ -488,10 +514,6 @@ def _blame_condition(
                 f"evaluated on the result {cause}. Fix the test; columns: "
                 + ", ".join(c for c, _ in eng.column_schema(df))
             ) from None
-
-
-def _count(eng: Engine, df: Any, query: str, where: str) -> int:
-    return int(eng.head(eng.sql(query, {_VIEW: df}, where=where), 1)[0]["n"] or 0)
 
 
 def _compare(v: float, op: str, bound: float) -> bool:
