@@ -58,10 +58,38 @@ _STATUS = {
     "on_success": dg.DagsterRunStatus.SUCCESS,
     "on_start": dg.DagsterRunStatus.STARTED,
 }
-_VERB = {"on_failure": "failed", "on_success": "succeeded", "on_start": "started"}
-_WHEN = {"on_failure": "fails", "on_success": "succeeds", "on_start": "starts"}
-_ICON = {"on_failure": "\u274c", "on_success": "\u2705", "on_start": "\U0001f680"}
-_TEAMS_COLOR = {"on_failure": "Attention", "on_success": "Good", "on_start": "Accent"}
+# Odibi v3's events about a run's data: looked for in each run that ended (succeeded or
+# failed), by a sensor per run status; a run without one is skipped
+_DATA_EVENTS = ("on_gate_block", "on_quarantine")
+_ENDED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)
+_VERB = {
+    "on_failure": "failed",
+    "on_success": "succeeded",
+    "on_start": "started",
+    "on_gate_block": "had a quality gate fail",
+    "on_quarantine": "quarantined rows",
+}
+_WHEN = {
+    "on_failure": "fails",
+    "on_success": "succeeds",
+    "on_start": "starts",
+    "on_gate_block": "ends with a failed quality gate",
+    "on_quarantine": "ends having quarantined rows",
+}
+_ICON = {
+    "on_failure": "\u274c",
+    "on_success": "\u2705",
+    "on_start": "\U0001f680",
+    "on_gate_block": "\U0001f6a7",
+    "on_quarantine": "\u26a0\ufe0f",
+}
+_TEAMS_COLOR = {
+    "on_failure": "Attention",
+    "on_success": "Good",
+    "on_start": "Accent",
+    "on_gate_block": "Warning",
+    "on_quarantine": "Warning",
+}
 # Longest error text put in a message (Slack limits a block's text to 3,000 characters).
 _MAX_ERROR = 500
 # Where sends are counted for throttling, in the Dagster instance's key-value store.
@@ -100,7 +128,10 @@ def alert_sensors(
         if not monitored:
             continue  # (Dagster would read an empty list as "every job")
         for event in alert.on_events:
-            sensors.append(_alert_sensor(project, index, alert, event, monitored, delivery))
+            for status in _ENDED if event in _DATA_EVENTS else (_STATUS[event],):
+                sensors.append(
+                    _alert_sensor(project, index, alert, event, monitored, delivery, status)
+                )
     return sensors
 
 
@@ -111,17 +142,20 @@ def _alert_sensor(
     event: str,
     jobs: list[dg.UnresolvedAssetJobDefinition | dg.JobDefinition],
     delivery: Delivery,
+    status: dg.DagsterRunStatus,
 ) -> dg.SensorDefinition:
     name = f"odibi_alert_{index}_{alert.type}_{event}"
+    if event in _DATA_EVENTS:  # one sensor per run status
+        name += f"_{status.value.lower()}"
     pipelines = ", ".join(j.name for j in jobs)
     description = (
         f"Sends a {alert.type} message (alerts[{index}] of {project.name}) when a run of "
         f"{pipelines} {_WHEN[event]}; the URL is read from ${{{alert.env_var}}} when it sends."
     )
-    sender = _Sender(project, index, alert, event, name, delivery)
+    sender = _Sender(project, index, alert, event, name, delivery, status)
 
     @dg.run_status_sensor(
-        run_status=_STATUS[event],
+        run_status=status,
         name=name,
         monitored_jobs=jobs,
         description=description,
@@ -168,7 +202,9 @@ class _Sender:
         event: str,
         sensor_name: str,
         delivery: Delivery,
+        status: dg.DagsterRunStatus,
     ) -> None:
+        self.status = status
         self.project = project
         self.alert = alert
         self.event = event
@@ -183,6 +219,11 @@ class _Sender:
         reason (not delivered, throttled, no URL)."""
         run = context.dagster_run
         what = f"{self.label}: {self.event} alert for run {run.run_id} of {run.job_name}"
+        found: list[tuple[str, str]] = []
+        if self.event in _DATA_EVENTS:
+            found = _data_events(context, self.event)
+            if not found:
+                return dg.SkipReason(f"{what}: nothing to send (the run had no {self.event})")
         url = os.environ.get(self.alert.env_var)
         if not url:
             why = (
@@ -207,7 +248,11 @@ class _Sender:
             return dg.SkipReason(f"{what} throttled: {throttled}")
 
         secrets = _secrets(self.project)
-        facts = run_facts(context, self.project.name, self.event, self.alert, secrets)
+        facts = run_facts(context, self.project.name, self.event, self.alert, secrets, self.status)
+        if found:
+            facts.failed_nodes = list(dict.fromkeys(node for node, _ in found))
+            text = redact("; ".join(f"{node}: {why}" for node, why in found), secrets)
+            facts.error = text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 1] + "\u2026"
         payload = build_payload(self.alert, facts)
         failure = post(url, payload, self.delivery)
         if failure:
@@ -216,7 +261,7 @@ class _Sender:
             return dg.SkipReason(why)
         _record_send(context, key, [*sent, now])
         context.log.info(f"{what} sent")
-        return DagsterRunReaction(dagster_run=run, run_status=_STATUS[self.event])
+        return DagsterRunReaction(dagster_run=run, run_status=self.status)
 
 
 # --------------------------------------------------------------------------- the run
@@ -228,6 +273,7 @@ def run_facts(
     event: str,
     alert: AlertConfig,
     secrets: Iterable[str] = (),
+    status: dg.DagsterRunStatus | None = None,
 ) -> RunFacts:
     """What happened in the run the sensor was called for: for a failure, the nodes that
     failed and the first line of the first error (secrets redacted)."""
@@ -237,7 +283,7 @@ def run_facts(
         pipeline=run.job_name,
         run_id=run.run_id,
         event=event,
-        status=_STATUS[event].value,
+        status=(status or _STATUS[event]).value,
     )
     base = alert.metadata.dagster_url
     if base:
@@ -287,6 +333,42 @@ def _failure(context: dg.RunStatusSensorContext) -> tuple[list[str], str | None]
     for step in steps:
         nodes.extend(assets.get(step) or [step])
     return list(dict.fromkeys(nodes)), error
+
+
+def _data_events(context: dg.RunStatusSensorContext, event: str) -> list[tuple[str, str]]:
+    """(asset, what happened) for each failed quality gate (``on_gate_block``) or each
+    materialization that quarantined rows (``on_quarantine``) of the run."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluation,
+    )
+
+    from odibi_dagster.quality import GATE_MARK, QUARANTINE_PATH, ROWS_QUARANTINED
+
+    kind = (
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        if event == "on_gate_block"
+        else dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    records = context.instance.get_records_for_run(
+        run_id=context.dagster_run.run_id, of_type=kind
+    ).records
+    out: list[tuple[str, str]] = []
+    for record in records:
+        data = record.event_log_entry.dagster_event
+        found: Any = data.event_specific_data if data is not None else None
+        if isinstance(found, AssetCheckEvaluation):
+            if GATE_MARK in found.metadata and not found.passed:
+                out.append((found.asset_key.to_user_string(), found.description or "gate failed"))
+            continue
+        mat: Any = getattr(found, "materialization", None)
+        if event != "on_quarantine" or mat is None:
+            continue
+        rows = mat.metadata.get(ROWS_QUARANTINED)
+        if rows is not None and isinstance(rows.value, int) and rows.value > 0:
+            where = mat.metadata.get(QUARANTINE_PATH)
+            to = f" to {where.value}" if where is not None else ""
+            out.append((mat.asset_key.to_user_string(), f"{rows.value} rows quarantined{to}"))
+    return out
 
 
 def _error_text(data: Any) -> str | None:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from odibi_dagster import quality
 from odibi_dagster.config.models import COLUMN_TYPES, ValidationConfig
 from odibi_dagster.engines.base import Engine, Profile
 
@@ -17,6 +18,7 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    severity: str = "ERROR"
 
 
 def null_check_names(columns: list[str]) -> dict[str, str]:
@@ -49,7 +51,31 @@ def check_names(validation: ValidationConfig) -> list[tuple[str, str]]:
         if schema.types:
             parts.append("types " + ", ".join(f"{c}: {t}" for c, t in schema.types.items()))
         out.append(("schema", "Schema has " + "; ".join(parts) + "."))
+    tests, gate = v3_plan(validation)
+    out += [(p.check_name, f"{p.test.type}: {p.description()}.") for p in tests]
+    if gate is not None and validation.gate is not None:
+        g = validation.gate
+        out.append(
+            (
+                gate,
+                f"Quality gate: at least {g.require_pass_rate:.0%} of rows pass every "
+                f"test (on_fail: {g.on_fail}).",
+            )
+        )
     return out
+
+
+def v3_plan(validation: ValidationConfig) -> tuple[list[quality.PlannedTest], str | None]:
+    """The Odibi v3 tests of ``validation`` and the gate's check name, named apart from
+    the checks above."""
+    used = set(null_check_names(validation.no_nulls).values())
+    if validation.not_empty:
+        used.add("not_empty")
+    schema = validation.schema_
+    if schema is not None and (schema.required_columns or schema.types):
+        used.add("schema")
+    tests = quality.planned(validation, used)
+    return tests, quality.gate_check_name(validation, used)
 
 
 def counted_columns(validation: ValidationConfig, columns: Iterable[str]) -> list[str]:

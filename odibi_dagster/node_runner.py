@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from odibi_dagster import checks, incremental
+from odibi_dagster import checks, incremental, quality
 from odibi_dagster.api_read import last_fetch
 from odibi_dagster.column_lineage import ColumnPlan
 from odibi_dagster.config.models import NodeConfig
@@ -39,22 +39,32 @@ def check_results(
     node: NodeConfig,
     key: dg.AssetKey,
     stats: Profile | None = None,
+    *,
+    with_tests: bool = True,
 ) -> list[tuple[dg.AssetCheckResult, checks.CheckOutcome]]:
     """The node's ``validation:`` evaluated on ``df``, as Dagster check results."""
     assert node.validation is not None
-    return [
-        (
-            dg.AssetCheckResult(
-                check_name=outcome.name,
-                passed=outcome.passed,
-                asset_key=key,
-                description=outcome.description,
-                metadata=outcome.metadata,
-            ),
-            outcome,
-        )
-        for outcome in checks.evaluate(engine, df, node.validation, stats)
-    ]
+    outcomes = checks.evaluate(engine, df, node.validation, stats)
+    if with_tests:  # a source's: nothing can be taken out of it
+        tests, gate = checks.v3_plan(node.validation)
+        if tests or gate:
+            found = quality.evaluate(engine, df, node, tests, gate, can_remove=False)
+            outcomes += [
+                checks.CheckOutcome(o.name, o.passed, o.description, o.metadata, o.severity)
+                for o in found.outcomes
+            ]
+    return [(_check_result(key, outcome), outcome) for outcome in outcomes]
+
+
+def _check_result(key: dg.AssetKey, outcome: checks.CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=outcome.name,
+        passed=outcome.passed,
+        asset_key=key,
+        description=outcome.description,
+        metadata=outcome.metadata,
+        severity=dg.AssetCheckSeverity(outcome.severity),
+    )
 
 
 @dataclass(frozen=True)
@@ -270,7 +280,21 @@ class NodeRunner:
             if staged is not None and samples:
                 story.sample = eng.head(current, samples, written_at=staged, fmt="parquet")
             failed = []
-            for result, outcome in check_results(eng, current, node, self.key, stats):
+            results = check_results(eng, current, node, self.key, stats, with_tests=False)
+            tests, gate = checks.v3_plan(node.validation)
+            found = None
+            if tests or gate:
+                found = quality.evaluate(
+                    eng, current, node, tests, gate, history=self._row_counts(context, partition)
+                )
+                results += [
+                    (_check_result(self.key, c), c)
+                    for c in (
+                        checks.CheckOutcome(o.name, o.passed, o.description, o.metadata, o.severity)
+                        for o in found.outcomes
+                    )
+                ]
+            for result, outcome in results:
                 story.checks.append(
                     {
                         "name": outcome.name,
@@ -279,14 +303,23 @@ class NodeRunner:
                     }
                 )
                 yield result
-                if not outcome.passed:
+                if outcome.passed:
+                    continue
+                if outcome.severity == "ERROR":
                     failed.append(f"{outcome.name}: {outcome.description}")
+                else:
+                    context.log.warning(f"{node.where}: {outcome.name}: {outcome.description}")
             if failed:
                 raise dg.Failure(
                     description=f"{node.where}: validation failed, nothing was written: "
                     + "; ".join(failed),
                     allow_retries=False,
                 )
+            if found is not None:
+                current, stats, staged = self._set_aside(
+                    context, resources, eng, current, stats, staged, found, meta
+                )
+                story.rows = stats.rows
         except BaseException:
             if staged is not None:  # nothing of a failed node is kept
                 eng.drop_intermediate(staged)
@@ -294,6 +327,77 @@ class NodeRunner:
         if staged is not None and io_manager is not None:
             io_manager.hold_materialized(context.run_id, tuple(self.key.path), staged, stats.rows)
         return current
+
+    def _set_aside(
+        self,
+        context: Any,
+        resources: dict[str, Any],
+        eng: Engine,
+        current: Any,
+        stats: Profile,
+        staged: Location | None,
+        found: quality.QualityResult,
+        meta: dict[str, Any],
+    ) -> tuple[Any, Profile, Location | None]:
+        """Take out the rows quarantine tests (or a write_valid_only gate) reject: append
+        them to the quarantine first, then go on with the others (Spark: staged again, then
+        the first staged copy dropped). Returns the result, its profile and where it is staged."""
+        node = self.node
+        assert node.validation is not None
+        q = node.validation.quarantine
+        meta.update(found.metadata)
+        if q is not None:
+            meta[quality.ROWS_QUARANTINED] = 0
+        if found.keep is None:
+            return current, stats, staged
+        keep, reject = quality.split(eng, current, found, context.run_id, node.where)
+        if q is not None:
+            meta[quality.QUARANTINE_PATH] = quality.write_quarantine(
+                eng, resources, q, reject, node.where
+            )
+            meta[quality.ROWS_QUARANTINED] = found.removed_rows
+            context.log.warning(
+                f"{node.where}: {found.removed_rows} of {found.total_rows} rows quarantined "
+                f"to {meta[quality.QUARANTINE_PATH]}"
+            )
+        else:
+            context.log.warning(
+                f"{node.where}: the gate (write_valid_only) left out {found.removed_rows} of "
+                f"{found.total_rows} rows; set validation.quarantine to keep them"
+            )
+        # the rows kept are read from the first staged copy: it is dropped once they are
+        # staged in turn (if that fails, the caller drops it)
+        current, stats, kept, _ = self._materialize(context, resources, eng, keep)
+        if staged is not None:
+            eng.drop_intermediate(staged)
+        return current, stats, kept
+
+    def _row_counts(self, context: Any, partition: Partition | None) -> Any:
+        """What tells the row counts of this asset's materializations (of the same
+        partition) since a time (epoch seconds), newest first: the history volume_drop and
+        the gate's change_threshold compare with."""
+        key = self.key
+        parts = [partition.key] if partition is not None else None
+
+        def counts(since: float) -> list[int]:
+            try:
+                records = context.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(
+                        asset_key=key, asset_partitions=parts, after_timestamp=since or None
+                    ),
+                    limit=100,
+                ).records
+            except Exception:
+                return []
+            out = []
+            for r in records:
+                m = r.asset_materialization
+                v = m.metadata.get("dagster/row_count") if m is not None else None
+                if v is not None and isinstance(v.value, int):
+                    out.append(v.value)
+            return out
+
+        return counts
 
     def _column_lineage(
         self,

@@ -31,14 +31,13 @@ PATTERN_NAMES: tuple[str, ...] = (
 )
 
 AlertType = Literal["webhook", "slack", "teams"]
-# The events an alert is sent on: each is a Dagster run status (see odibi_dagster/alerts.py).
-AlertEvent = Literal["on_failure", "on_success", "on_start"]
+# The events an alert is sent on: a Dagster run status, or (Odibi v3) what a run did to
+# its data: a failed quality gate, rows quarantined (see odibi_dagster/alerts.py).
+AlertEvent = Literal["on_failure", "on_success", "on_start", "on_gate_block", "on_quarantine"]
 
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)
 ALERT_EVENTS: tuple[str, ...] = get_args(AlertEvent)
 # Odibi's other events, and what they would need that a project here does not have.
 ODIBI_EVENTS_NOT_SENT: dict[str, str] = {
-    "on_quarantine": "quarantine tables",
-    "on_gate_block": "quality gates",
     "on_threshold_breach": "thresholds",
 }

@@ -543,6 +543,8 @@ def test_the_json_schema_describes_alerts() -> None:
         "on_failure",
         "on_success",
         "on_start",
+        "on_gate_block",
+        "on_quarantine",
     ]
     assert alert["additionalProperties"] is False
     meta = schema["$defs"]["AlertMetadata"]["properties"]

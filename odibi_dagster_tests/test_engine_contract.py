@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from odibi_dagster import checks, transform
-from odibi_dagster.config.models import Step, ValidationConfig
+from odibi_dagster import checks, quality, transform
+from odibi_dagster.config.models import NodeConfig, Step, ValidationConfig
 from odibi_dagster.engines import replace
 from odibi_dagster.engines.base import Engine, RowFilter
 from odibi_dagster.engines.messages import markdown_table
@@ -863,3 +863,70 @@ def test_a_simulation_read_gives_the_same_rows_and_types(engine: Engine) -> None
     ]
     assert rows == want
     assert any(r["x"] is None for r in rows) and any(r["x"] is not None for r in rows)
+
+
+def test_validation_tests_count_and_quarantine_the_same_rows(local_lake: Lake):
+    node = NodeConfig.model_validate(
+        {
+            "name": "n",
+            "transform": {"steps": ["SELECT 1"]},
+            "validation": {
+                "tests": [
+                    {"type": "not_null", "columns": ["x"], "on_fail": "quarantine"},
+                    {"type": "unique", "columns": ["id"], "on_fail": "warn"},
+                    {
+                        "type": "accepted_values",
+                        "column": "g",
+                        "values": ["a", "it's"],
+                        "on_fail": "warn",
+                    },
+                    {"type": "regex_match", "column": "g", "pattern": "^[a-z]", "on_fail": "warn"},
+                    {
+                        "type": "regex_match",
+                        "name": "backslash",
+                        "column": "g",
+                        "pattern": "\\\\",
+                        "on_fail": "warn",
+                    },
+                    {"type": "range", "column": "x", "min": 0, "on_fail": "quarantine"},
+                    {"type": "custom_sql", "condition": "id < 3", "threshold": 0.5},
+                ],
+                "quarantine": {"connection": "lake", "path": "q"},
+            },
+        }
+    )
+    assert node.validation is not None
+    rows = [
+        {"id": 1, "g": "a", "x": 1.5},
+        {"id": 2, "g": "it's", "x": None},
+        {"id": 3, "g": "7\\d", "x": -3.5},
+        {"id": 3, "g": "a", "x": 2.0},
+    ]
+    df = local_lake.frame(rows)
+    tests, gate = checks.v3_plan(node.validation)
+    found = quality.evaluate(local_lake.engine, df, node, tests, gate)
+    failing = {o.name: o.metadata["failing_rows"] for o in found.outcomes}
+    assert failing == {
+        "not_null": 1,
+        "unique": 2,
+        "accepted_values": 1,
+        "regex_match": 1,
+        "backslash": 3,
+        "range": 1,
+        "custom_sql": 2,
+    }
+    passed = {o.name for o in found.outcomes if o.passed}
+    assert passed == {"custom_sql"}  # 50% fail, 50% allowed
+    assert not found.blocking and found.removed_rows == 2
+    by_name = {o.name: o for o in found.outcomes}
+    assert by_name["accepted_values"].metadata["sample_failing_rows"] == [{"g": "7\\d"}]
+    keep, reject = quality.split(local_lake.engine, df, found, "run-1", WHERE)
+    assert [(r["id"], r["g"]) for r in local_lake.rows(keep)] == [(1, "a"), (3, "a")]
+    rejected = local_lake.rows(reject)
+    assert [(r["id"], r["_failed_tests"]) for r in rejected] == [(2, "not_null"), (3, "range")]
+    assert (
+        rejected[1]["_rejection_reason"]
+        == "Failed: range: x within [0, None] (on_fail: quarantine)"
+    )
+    assert {r["_source_batch_id"] for r in rejected} == {"run-1"}
+    assert "_original_node" not in rejected[0]

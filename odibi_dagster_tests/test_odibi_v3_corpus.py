@@ -42,9 +42,8 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
         "unsupported connection type 'delta'",
     ),
     "docs_configuration_complete_example.yaml": (
-        "the on_gate_block alert event (quality gates), delta and azure_blob connections, "
-        "write.table, v3 validation tests (its transformer: and function steps are fine)",
-        "'on_gate_block' is not sent here",
+        "delta and azure_blob connections, write.table, v3 validation is fine",
+        "connections.landing.type: unsupported connection type 'azure_blob'",
     ),
     "docs_environments_guide.yaml": (
         "a read without format: (Odibi v3 requires format as well)",

@@ -79,6 +79,9 @@ class LoadedProject:
                 for node in pipe.nodes:
                     names |= {x.connection for x in (node.read, node.write) if x is not None}
                     names |= pattern_connections(node)
+                    q = node.validation.quarantine if node.validation else None
+                    if q is not None:
+                        names.add(q.connection)
         return names
 
     def connection_resources(

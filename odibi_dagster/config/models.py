@@ -26,6 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from odibi_dagster.config.quality import (
+    GateConfig,
+    QuarantineConfig,
+    TestEntry,
+)
 from odibi_dagster.config.simulation import SimulationRead
 from odibi_dagster.engines.registry import ENGINE_NAMES
 from odibi_dagster.env_refs import ENV_REF, WHOLE_ENV_REF
@@ -89,6 +94,7 @@ _EMPTY_IS_DEFAULT = frozenset(
         "params",
         "depends_on",
         "no_nulls",
+        "tests",
         "required_columns",
         "types",
         "metadata",
@@ -422,6 +428,19 @@ class ValidationConfig(StrictModel):
     )
     schema_: SchemaCheck | None = Field(
         default=None, alias="schema", description="Required columns and column types."
+    )
+    # Odibi v3 (see config/quality.py and odibi_dagster/quality.py)
+    mode: Literal["fail", "warn"] = Field(
+        default="fail", description="Odibi v3: warn turns every test's on_fail: fail into warn."
+    )
+    tests: list[TestEntry] = Field(
+        default_factory=list, description="Odibi v3: typed tests, each an asset check."
+    )
+    quarantine: QuarantineConfig | None = Field(
+        default=None, description="Odibi v3: where rows failing quarantine tests are appended."
+    )
+    gate: GateConfig | None = Field(
+        default=None, description="Odibi v3: the quality gate on the whole result."
     )
 
 
@@ -956,7 +975,8 @@ class AlertConfig(StrictModel):
     on_events: list[Annotated[AlertEvent, BeforeValidator(_known_event)]] = Field(
         default_factory=_default_events,
         min_length=1,
-        description="Events to send on: on_failure, on_success, on_start.",
+        description="Events to send on: on_failure, on_success, on_start, on_gate_block, "
+        "on_quarantine.",
     )
     pipelines: list[str] | None = Field(
         default=None,

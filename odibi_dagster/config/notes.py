@@ -62,6 +62,16 @@ ACCEPTED_NOT_APPLIED: dict[tuple[str, ...], str] = {
     (*_NODE, "post_sql"): "SQL hooks are not run",
     (*_NODE, "materialized"): "every node with write: is materialized as a table/file",
     (*_NODE, "streaming"): "nodes run as batches",
+    (*_NODE, "validation", "on_fail"): "a failing test fails the run, which sends the "
+    "project's on_failure alerts; set alerts: to choose who hears",
+    (*_NODE, "validation", "fail_fast"): "every test runs, in one pass over the result",
+    (*_NODE, "validation", "cache_df"): "the result is computed once for all checks already",
+    (*_NODE, "validation", "quarantine", "retention_days"): "quarantined rows are kept until "
+    "deleted",
+    (*_NODE, "validation", "quarantine", "max_rows"): "every failing row is quarantined (none "
+    "is lost)",
+    (*_NODE, "validation", "quarantine", "sample_fraction"): "every failing row is quarantined "
+    "(none is lost)",
 }
 # Odibi's merge maintenance and registration keys, under `pattern.params` (and under the
 # `params:` of a `transformer:` naming a pattern)

@@ -31,6 +31,8 @@ _NOTED_IN: dict[tuple[str, ...], tuple[str, ...]] = {
     ("story",): ("StoryConfig",),
     ("pipelines", "*"): ("PipelineConfig",),
     ("pipelines", "*", "nodes", "*"): ("NodeConfig",),
+    ("pipelines", "*", "nodes", "*", "validation"): ("ValidationConfig",),
+    ("pipelines", "*", "nodes", "*", "validation", "quarantine"): ("QuarantineConfig",),
     ("connections", "*"): tuple(m.__name__ for m in CONNECTION_MODELS.values()),
 }
 

@@ -9,8 +9,15 @@ from collections.abc import Callable
 
 from odibi_dagster.builtins import check_builtin_params, get_builtin
 from odibi_dagster.config.api_checks import check_api_use
-from odibi_dagster.config.models import NAME_PATTERN, NodeConfig, PipelineConfig, ProjectConfig
+from odibi_dagster.config.models import (
+    NAME_PATTERN,
+    NodeConfig,
+    PipelineConfig,
+    ProjectConfig,
+    ValidationConfig,
+)
 from odibi_dagster.config.partition_checks import check_partitions
+from odibi_dagster.config.quality import ROW_TESTS
 from odibi_dagster.config.simulation import read_problems
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
 from odibi_dagster.engines.keyed import KEY_OPTION, MERGE_ONLY
@@ -259,6 +266,13 @@ def _check_pipeline(
                 smap.problem((*npath, "read", *path), f"node '{node.name}': {message}")
                 for path, message in read_problems(node.simulation)
             )
+        if node.validation is not None:
+            problems.extend(_check_tests(node, node.validation, (*npath, "validation"), smap))
+            quarantine = node.validation.quarantine
+            if quarantine is not None:
+                unknown_conn(
+                    (*npath, "validation", "quarantine", "connection"), quarantine.connection
+                )
         if node.write is not None:
             unknown_conn((*npath, "write", "connection"), node.write.connection)
             problems.extend(_check_keyed_write(node, npath, smap))
@@ -424,3 +438,37 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
                 path.append(nxt)
                 iters.append(iter(graph.get(nxt, [])))
     return None
+
+
+def _check_tests(
+    node: NodeConfig, validation: ValidationConfig, vpath: KeyPath, smap: SourceMap
+) -> list[Problem]:
+    """Odibi v3 tests: a quarantine test needs somewhere to put its rows; a gate threshold
+    names a test that is there."""
+    out = []
+    if validation.quarantine is None:
+        for i, t in enumerate(validation.tests):
+            if t.on_fail == "quarantine" and t.type in ROW_TESTS:
+                out.append(
+                    smap.problem(
+                        (*vpath, "tests", i, "on_fail"),
+                        f"node '{node.name}': {t.type} test has on_fail: quarantine but `quarantine:` is not set: "
+                        "add `quarantine: {connection: ..., path: ...}` under validation to "
+                        "say where failing rows go, or use on_fail: warn",
+                    )
+                )
+    if validation.gate is not None:
+        known = sorted(
+            {t.name or t.type for t in validation.tests} | {t.type for t in validation.tests}
+        )
+        for i, th in enumerate(validation.gate.thresholds):
+            if th.test not in known:
+                out.append(
+                    smap.problem(
+                        (*vpath, "gate", "thresholds", i, "test"),
+                        f"node '{node.name}': gate threshold names unknown test "
+                        f"'{th.test}'{suggest(th.test, known)}; tests: "
+                        + (", ".join(known) or "(none)"),
+                    )
+                )
+    return out
