@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from odibi_dagster.config.compat import apply_odibi_spellings, covered
 from odibi_dagster.config.env import interpolate_env
 from odibi_dagster.config.models import PipelineConfig, ProjectConfig
 from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
@@ -157,6 +158,11 @@ def load_project(
     data = resolve_placeholders(data, smap, problems)
     notes: list[Note] = system_notes(data, smap, problems)
     data = take_accepted(data, smap, notes)
+    compat_problems: list[Problem] = []
+    data, not_run = apply_odibi_spellings(
+        data, smap, compat_problems, notes, _project_keys(), set(CONNECTION_KINDS)
+    )
+    problems.extend(compat_problems)
     data = default_local_base_path(data)
 
     env_refs: dict[KeyPath, str] = {}
@@ -168,13 +174,17 @@ def load_project(
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
         # the checks across keys need a valid model: report what we have so far
-        problems.extend(problems_from_validation(exc, data, smap))
+        problems.extend(
+            p
+            for p in problems_from_validation(exc, data, smap)
+            if not covered(p, not_run, compat_problems)
+        )
         raise OdibiConfigError(_sorted(problems, order)) from None
 
     _apply_defaults(config, smap, problems)
     _resolve_paths(config, smap)
     _locate_nodes(config, smap)
-    problems.extend(check_semantics(config, smap))
+    problems.extend(check_semantics(config, smap, not_run=set(not_run)))
     if problems:
         raise OdibiConfigError(_sorted(problems, order))
     notes.extend(_partial_notes(config, smap))
@@ -191,6 +201,11 @@ def load_project(
         env=env,
         origin=p,
     )
+
+
+def _project_keys() -> set[str]:
+    """The top-level keys of a project, as written."""
+    return {f.alias or name for name, f in ProjectConfig.model_fields.items()}
 
 
 def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:

@@ -1,0 +1,266 @@
+"""Other spellings Odibi accepts for the project shell and its connections, applied to the YAML
+before the models see it.
+
+Odibi's own models ignore keys they do not know, and its connection factory takes several
+spellings of one connection. Here keys are checked, so each of these is either mapped onto
+ours (when it means the same), or accepted and reported once as a :class:`Note` (when it has
+no effect here), and a connection kind that cannot run here fails only where a node (or the
+story) reads or writes through it:
+
+- ``type: azure_blob`` is ``type: azure_adls`` (Odibi serves both with one class);
+  ``account_name`` is ``account``; the ``auth:`` block (``key_vault_name``/``key_vault`` +
+  ``secret_name``/``secret``, or ``account_key``, with or without ``mode:``) becomes our
+  ``auth_mode: key_vault`` / ``direct_key`` keys.
+- ``type: delta`` with ``path:`` (or ``base_path:``) is a local directory (Odibi's factory
+  does the same).
+- ``path:`` and ``format:`` on a ``type: local`` connection, and a top-level key Odibi does not
+  know (``plant:``) unless it looks like a misspelt key of ours: accepted, not applied.
+- SQL Server, Azure SQL, PostgreSQL and Delta catalog connections, and Azure auth modes other
+  than an account key: accepted, not applied (see :data:`CONNECTIONS_NOT_RUN`,
+  :data:`AZURE_AUTH_NOT_RUN`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from odibi_dagster.config.notes import ACCEPTED_NOT_APPLIED, Note, note_at
+from odibi_dagster.config.yaml_source import KeyPath, SourceMap
+from odibi_dagster.errors import Problem
+
+__all__ = [
+    "AZURE_AUTH_NOT_RUN",
+    "CONNECTIONS_NOT_RUN",
+    "IGNORED_CONNECTION_KEYS",
+    "TOP_LEVEL_WHY",
+    "apply_odibi_spellings",
+    "covered",
+]
+
+_FILES = (
+    "odibi_dagster reads and writes files and Delta tables through `local` and `azure_adls` "
+    "connections"
+)
+
+# Odibi connection type -> why a node cannot read or write through it here
+CONNECTIONS_NOT_RUN: dict[str, str] = {
+    "sql_server": f"SQL Server tables are not read or written here; {_FILES}",
+    "sqlserver": f"SQL Server tables are not read or written here; {_FILES}",
+    "azure_sql": f"Azure SQL tables are not read or written here; {_FILES}",
+    "postgres": f"PostgreSQL tables are not read or written here; {_FILES}",
+    "delta": "a Delta catalog connection (catalog + schema: tables of a Spark metastore) is not "
+    f"read or written here; {_FILES}, by path (a `delta` connection with `path:` is a local "
+    "directory)",
+}
+
+# Odibi's Azure auth modes (auth.mode / auth_mode) -> why they do not run here
+_KEY_ONLY = (
+    "odibi_dagster reaches Azure storage with the account key, from Key Vault "
+    "(auth_mode: key_vault) or an environment variable (auth_mode: direct_key)"
+)
+AZURE_AUTH_NOT_RUN: dict[str, str] = {
+    "sas": f"SAS token auth is not supported; {_KEY_ONLY}",
+    "sas_token": f"SAS token auth is not supported; {_KEY_ONLY}",
+    "aad_msi": f"managed identity auth is not supported; {_KEY_ONLY}",
+    "managed_identity": f"managed identity auth is not supported; {_KEY_ONLY}",
+    "service_principal": f"service principal auth is not supported; {_KEY_ONLY}",
+    "connection_string": f"connection string auth is not supported; {_KEY_ONLY}",
+}
+_AZURE_AUTH_MODES = {
+    "key_vault": "key_vault",
+    "account_key": "direct_key",
+    "direct_key": "direct_key",
+}
+
+# connection type -> key -> why Odibi (and so this orchestrator) gives it no effect
+IGNORED_CONNECTION_KEYS: dict[str, dict[str, str]] = {
+    "local": {
+        "path": "Odibi ignores it on a local connection: node paths are relative to "
+        "`base_path` (default ./data)",
+        "format": "Odibi ignores it on a local connection: each read and write names its format",
+    },
+    "azure_adls": {
+        "validate": "the connection is checked when a run sets it up",
+    },
+}
+
+TOP_LEVEL_WHY = "Odibi ignores a top-level key it does not know"
+
+
+def apply_odibi_spellings(
+    data: dict[str, Any],
+    smap: SourceMap,
+    problems: list[Problem],
+    notes: list[Note],
+    known_top: set[str],
+    kinds: set[str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``data`` with Odibi's other spellings mapped onto ours and the keys accepted only for
+    compatibility removed (each becoming a note), and the connections that cannot run here:
+    name -> why. A node (or the story) reading or writing one of those is a problem.
+
+    ``known_top``: the top-level keys of the project model; ``kinds``: the connection types
+    served here."""
+    data = _top_level(data, smap, notes, known_top)
+    conns = data.get("connections")
+    not_run: dict[str, str] = {}
+    if isinstance(conns, dict):
+        fixed: dict[str, Any] = {}
+        for name, conn in conns.items():
+            path: KeyPath = ("connections", name)
+            if not isinstance(conn, dict):
+                fixed[name] = conn
+                continue
+            conn, why = _connection(conn, path, smap, notes, kinds)
+            if why is None:
+                fixed[name] = conn
+            else:
+                not_run[str(name)] = why
+                notes.append(note_at(smap, path, why))
+        data = {**data, "connections": fixed}
+        if not fixed and not_run:
+            problems.append(
+                smap.problem(
+                    ("connections",),
+                    "none of these connections can be used here ("
+                    + "; ".join(f"{n}: {w}" for n, w in not_run.items())
+                    + "); add a local or azure_adls connection",
+                )
+            )
+    if not_run:
+        problems.extend(_uses(data, smap, not_run))
+    return data, not_run
+
+
+def covered(problem: Problem, not_run: dict[str, str], reported: list[Problem]) -> bool:
+    """Whether ``problem`` (from the models) is a consequence of a problem reported here: a
+    key of a read or write that goes through a connection that cannot run, or the empty
+    ``connections:`` left when none can."""
+    if not not_run:
+        return False
+    path = problem.key_path
+    if path == "connections" and any(r.key_path == "connections" for r in reported):
+        return problem not in reported
+    blocks = {r.key_path.rsplit(".", 1)[0] for r in reported if r.key_path.endswith(".connection")}
+    return any(path.startswith(b + ".") and path != b + ".connection" for b in blocks)
+
+
+def _top_level(
+    data: dict[str, Any], smap: SourceMap, notes: list[Note], known_top: set[str]
+) -> dict[str, Any]:
+    accepted = {p[0] for p in ACCEPTED_NOT_APPLIED}
+    out = {}
+    for key, value in data.items():
+        unknown = isinstance(key, str) and key not in known_top | accepted
+        if unknown and not difflib.get_close_matches(key, sorted(known_top), n=1, cutoff=0.6):
+            notes.append(note_at(smap, (key,), TOP_LEVEL_WHY))
+            continue
+        out[key] = value
+    return out
+
+
+def _connection(
+    conn: dict[str, Any], path: KeyPath, smap: SourceMap, notes: list[Note], kinds: set[str]
+) -> tuple[dict[str, Any], str | None]:
+    """The connection in our spelling, or why it cannot run here."""
+    kind = conn.get("type")
+    where = conn.get("path") or conn.get("base_path")
+    if kind == "delta" and isinstance(where, str) and where and "delta" not in kinds:
+        if "://" in where:
+            return conn, (
+                "type `delta` at a URL: a Delta directory in cloud storage is read and "
+                "written through an `azure_adls` connection (account, container, path_prefix)"
+            )
+        rest = {k: v for k, v in conn.items() if k not in ("type", "path", "base_path")}
+        conn = {"type": "local", "base_path": where, **rest}
+        kind = "local"
+    if isinstance(kind, str) and kind in CONNECTIONS_NOT_RUN and kind not in kinds:
+        return conn, f"type `{kind}`: {CONNECTIONS_NOT_RUN[kind]}"
+    if kind == "azure_blob" and "azure_blob" not in kinds:
+        conn = {**conn, "type": "azure_adls"}
+        kind = "azure_adls"
+    if kind == "azure_adls":
+        conn, why = _azure(conn)
+        if why is not None:
+            return conn, why
+    ignored = IGNORED_CONNECTION_KEYS.get(kind) if isinstance(kind, str) else None
+    if ignored:
+        for key in [k for k in conn if k in ignored]:
+            notes.append(note_at(smap, (*path, key), ignored[key]))
+        conn = {k: v for k, v in conn.items() if k not in ignored}
+    return conn, None
+
+
+def _azure(conn: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Odibi's spellings of an Azure storage connection in ours: ``account_name``, the
+    ``auth:`` block, and the auth mode Odibi would detect."""
+    conn = dict(conn)
+    if "account_name" in conn and "account" not in conn:
+        conn["account"] = conn.pop("account_name")
+    auth = conn.get("auth")
+    if "auth" in conn and not isinstance(auth, dict):
+        return conn, None  # the model reports it (unknown key)
+    auth = dict(auth or {})
+    conn.pop("auth", None)
+    mode = conn.get("auth_mode", auth.pop("mode", None))
+    for ours, theirs in (
+        ("key_vault_name", ("key_vault_name", "key_vault")),
+        ("secret_name", ("secret_name", "secret")),
+        ("account_key", ("account_key",)),
+    ):
+        for key in theirs:
+            if key in auth and ours not in conn:
+                conn[ours] = auth.pop(key)
+    if mode is None:
+        if "sas_token" in auth:
+            mode = "sas_token"
+        elif conn.get("key_vault_name") and conn.get("secret_name"):
+            mode = "key_vault"
+        elif conn.get("account_key"):
+            mode = "direct_key"
+        elif {"tenant_id", "client_id", "client_secret"} <= set(auth):
+            mode = "service_principal"
+    if isinstance(mode, str) and mode in AZURE_AUTH_NOT_RUN:
+        return conn, f"auth mode '{mode}': {AZURE_AUTH_NOT_RUN[mode]}"
+    if isinstance(mode, str):
+        conn["auth_mode"] = _AZURE_AUTH_MODES.get(mode, mode)
+    if auth:
+        # what is left is not ours: keep it under auth: so the model names it
+        conn["auth"] = auth
+    return conn, None
+
+
+def _uses(data: dict[str, Any], smap: SourceMap, not_run: dict[str, str]) -> list[Problem]:
+    """A problem for each read, write or story that goes through a connection of ``not_run``."""
+    out: list[Problem] = []
+
+    def check(path: KeyPath, name: Any, who: str) -> None:
+        if isinstance(name, str) and name in not_run:
+            out.append(
+                smap.problem(
+                    path,
+                    f"{who}connection '{name}' cannot be used here: {not_run[name]}. "
+                    "Point this at a local or azure_adls connection",
+                )
+            )
+
+    story = data.get("story")
+    if isinstance(story, dict) and story.get("enabled", True) is not False:
+        check(("story", "connection"), story.get("connection"), "the story's ")
+    pipes = data.get("pipelines")
+    for pi, pipe in enumerate(pipes if isinstance(pipes, list) else []):
+        nodes = pipe.get("nodes") if isinstance(pipe, dict) else None
+        for ni, node in enumerate(nodes if isinstance(nodes, list) else []):
+            if not isinstance(node, dict):
+                continue
+            who = f"node '{node.get('name')}': " if isinstance(node.get("name"), str) else ""
+            for part in ("read", "write"):
+                io = node.get(part)
+                if isinstance(io, dict):
+                    check(
+                        ("pipelines", pi, "nodes", ni, part, "connection"),
+                        io.get("connection"),
+                        who,
+                    )
+    return out
