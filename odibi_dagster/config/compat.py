@@ -32,6 +32,7 @@ from odibi_dagster.errors import Problem
 __all__ = [
     "AZURE_AUTH_NOT_RUN",
     "CONNECTIONS_NOT_RUN",
+    "DELTA_URL_WHY",
     "IGNORED_CONNECTION_KEYS",
     "TOP_LEVEL_WHY",
     "apply_odibi_spellings",
@@ -53,6 +54,12 @@ CONNECTIONS_NOT_RUN: dict[str, str] = {
     f"read or written here; {_FILES}, by path (a `delta` connection with `path:` is a local "
     "directory)",
 }
+
+# a `type: delta` connection whose path is a URL (abfss://...)
+DELTA_URL_WHY = (
+    "a Delta directory in cloud storage is read and written through an `azure_adls` "
+    "connection (account, container, path_prefix)"
+)
 
 # Odibi's Azure auth modes (auth.mode / auth_mode) -> why they do not run here
 _KEY_ONLY = (
@@ -168,10 +175,7 @@ def _connection(
     where = conn.get("path") or conn.get("base_path")
     if kind == "delta" and isinstance(where, str) and where and "delta" not in kinds:
         if "://" in where:
-            return conn, (
-                "type `delta` at a URL: a Delta directory in cloud storage is read and "
-                "written through an `azure_adls` connection (account, container, path_prefix)"
-            )
+            return conn, f"type `delta` at a URL: {DELTA_URL_WHY}"
         rest = {k: v for k, v in conn.items() if k not in ("type", "path", "base_path")}
         conn = {"type": "local", "base_path": where, **rest}
         kind = "local"
