@@ -129,6 +129,31 @@ CASES: list[Case] = [
         ],
     ),
     Case(
+        config="odibi_health_pipeline.yaml",
+        data={"odibi_health/patients.csv": "examples/odibi_health/data/raw/patients.csv"},
+        documented="examples/odibi_health/config/pipeline.yaml: `sensitive:` masks what "
+        "stories show (NodeConfig.sensitive in odibi/config.py), not the data, so the secure "
+        "copy holds every patient as read",
+        outputs=[
+            Output(
+                "examples/odibi_health/data/secure/patients_masked",
+                "parquet",
+                rows=100,
+                columns=[
+                    "patient_id",
+                    "name",
+                    "ssn",
+                    "phone",
+                    "email",
+                    "diagnosis_code",
+                    "bill_amount",
+                ],
+                key="patient_id",
+                values=[{"patient_id": "P-0042", "ssn": "694-77-5361", "bill_amount": 35549}],
+            )
+        ],
+    ),
+    Case(
         config="canonical_03_scd2_step1_initial_load.yaml",
         data={"scd2_demo/customers_v1.csv": "customers_v1.csv"},
         documented="docs/examples/canonical/runnable/03_scd2_demo/README.md, 'Step 1: Initial "
