@@ -207,3 +207,23 @@ def test_an_empty_node_is_reported_by_name_and_index(tmp_path: Path) -> None:
         "project.yaml:11: pipelines[0].nodes[1]: node 'nothing_here': a node needs at least "
         "one of `read:`, `transform:` or `write:`"
     ]
+
+
+def test_a_pipeline_key_at_the_top_is_misplaced_not_ignored(tmp_path: Path) -> None:
+    path = project(tmp_path, "", extra="nodes: []\n")
+    assert any("nodes: unknown key 'nodes'" in p for p in problems(path))
+
+
+def test_a_sensor_watching_a_connection_that_cannot_run_fails_at_its_line(
+    tmp_path: Path,
+) -> None:
+    pipes = PIPE.replace(
+        "    nodes:\n",
+        "    sensors:\n      - new_files: {connection: dw, path: landing}\n    nodes:\n",
+    )
+    found = problems(project(tmp_path, SQL, pipes=pipes))
+    assert len(found) == 1, found
+    assert (
+        "pipelines[0].sensors[0].new_files.connection: a new-files sensor's connection 'dw'"
+        in (found[0])
+    )

@@ -157,7 +157,7 @@ EXPECTED_FAILURES: dict[str, tuple[str, str]] = {
     "simulation_example.yaml": (
         "read.format: simulation with no connections, and no project:/pipeline: names "
         "(name: instead), which Odibi's own validator refuses too",
-        "connections: needs at least one entry",
+        "name: unknown key 'name'",
     ),
 }
 

@@ -174,6 +174,28 @@ CASES: list[Case] = [
         ],
     ),
     Case(
+        config="cheme_L00_tank_data.yaml",
+        data={},
+        documented="examples/cheme_course/L00_setup/tank_data.yaml: one tank, 100 one-minute "
+        "rows (scope.row_count, entities.count), written to tank_data.csv under the local "
+        "connection's default ./data (Odibi ignores its path:/format: keys)",
+        pending="read.format: simulation, added with the simulation reader",
+        outputs=[
+            Output(
+                "data/tank_data.csv",
+                "csv",
+                rows=100,
+                columns=[
+                    "entity_id",
+                    "timestamp",
+                    "inlet_flow_gpm",
+                    "outlet_flow_gpm",
+                    "tank_level_ft",
+                ],
+            )
+        ],
+    ),
+    Case(
         config="quarantine_workflow_config.yaml",
         data={"quarantine_workflow/fact_orders.csv": "data/fact_orders.csv"},
         documented="examples/quarantine_workflow/README.md, 'Data Quality Issues' (3 null "

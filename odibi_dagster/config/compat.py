@@ -23,6 +23,7 @@ story) reads or writes through it:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from typing import Any
 
 from odibi_dagster.config.notes import ACCEPTED_NOT_APPLIED, Note, note_at
@@ -102,14 +103,16 @@ def apply_odibi_spellings(
     notes: list[Note],
     known_top: set[str],
     kinds: set[str],
+    known_elsewhere: Collection[str] = (),
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """``data`` with Odibi's other spellings mapped onto ours and the keys accepted only for
     compatibility removed (each becoming a note), and the connections that cannot run here:
     name -> why. A node (or the story) reading or writing one of those is a problem.
 
     ``known_top``: the top-level keys of the project model; ``kinds``: the connection types
-    served here."""
-    data = _top_level(data, smap, notes, known_top)
+    served here; ``known_elsewhere``: keys of pipelines and nodes, which at the top are
+    misplaced rather than ignored (they stay errors)."""
+    data = _top_level(data, smap, notes, known_top, known_elsewhere)
     conns = data.get("connections")
     not_run: dict[str, str] = {}
     if isinstance(conns, dict):
@@ -154,12 +157,16 @@ def covered(problem: Problem, not_run: dict[str, str], reported: list[Problem]) 
 
 
 def _top_level(
-    data: dict[str, Any], smap: SourceMap, notes: list[Note], known_top: set[str]
+    data: dict[str, Any],
+    smap: SourceMap,
+    notes: list[Note],
+    known_top: set[str],
+    known_elsewhere: Collection[str],
 ) -> dict[str, Any]:
     accepted = {p[0] for p in ACCEPTED_NOT_APPLIED}
     out = {}
     for key, value in data.items():
-        unknown = isinstance(key, str) and key not in known_top | accepted
+        unknown = isinstance(key, str) and key not in known_top | accepted | set(known_elsewhere)
         if unknown and not difflib.get_close_matches(key, sorted(known_top), n=1, cutoff=0.6):
             notes.append(note_at(smap, (key,), TOP_LEVEL_WHY))
             continue
@@ -254,6 +261,12 @@ def _uses(data: dict[str, Any], smap: SourceMap, not_run: dict[str, str]) -> lis
         check(("story", "connection"), story.get("connection"), "the story's ")
     pipes = data.get("pipelines")
     for pi, pipe in enumerate(pipes if isinstance(pipes, list) else []):
+        sensors = pipe.get("sensors") if isinstance(pipe, dict) else None
+        for si, sensor in enumerate(sensors if isinstance(sensors, list) else []):
+            watch = sensor.get("new_files") if isinstance(sensor, dict) else None
+            if isinstance(watch, dict):
+                path: KeyPath = ("pipelines", pi, "sensors", si, "new_files", "connection")
+                check(path, watch.get("connection"), "a new-files sensor's ")
         nodes = pipe.get("nodes") if isinstance(pipe, dict) else None
         for ni, node in enumerate(nodes if isinstance(nodes, list) else []):
             if not isinstance(node, dict):

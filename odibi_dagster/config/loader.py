@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from odibi_dagster.config.compat import apply_odibi_spellings, covered
 from odibi_dagster.config.env import interpolate_env
-from odibi_dagster.config.models import PipelineConfig, ProjectConfig
+from odibi_dagster.config.models import NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
 from odibi_dagster.config.problems import problems_from_validation, type_name
 from odibi_dagster.config.semantics import check_semantics, find_cycle
@@ -160,7 +160,7 @@ def load_project(
     data = take_accepted(data, smap, notes)
     compat_problems: list[Problem] = []
     data, not_run = apply_odibi_spellings(
-        data, smap, compat_problems, notes, _project_keys(), set(CONNECTION_KINDS)
+        data, smap, compat_problems, notes, _project_keys(), set(CONNECTION_KINDS), _inner_keys()
     )
     problems.extend(compat_problems)
     data = default_local_base_path(data)
@@ -206,6 +206,15 @@ def load_project(
 def _project_keys() -> set[str]:
     """The top-level keys of a project, as written."""
     return {f.alias or name for name, f in ProjectConfig.model_fields.items()}
+
+
+def _inner_keys() -> set[str]:
+    """The keys of pipelines and nodes, as written."""
+    return {
+        f.alias or name
+        for model in (PipelineConfig, NodeConfig)
+        for name, f in model.model_fields.items()
+    }
 
 
 def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:
