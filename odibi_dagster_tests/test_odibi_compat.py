@@ -113,7 +113,10 @@ def test_an_unknown_key_in_the_auth_block_is_still_an_error(tmp_path: Path) -> N
             secrte: x
         """,
     )
-    assert any("connections.lake.auth" in p and "unknown key 'auth'" in p for p in problems(path))
+    assert any(
+        "connections.lake.auth: Odibi's auth block" in p and "not read: secrte" in p
+        for p in problems(path)
+    )
 
 
 def test_path_and_format_on_a_local_connection_and_an_unknown_top_level_key_are_notes(
@@ -227,3 +230,23 @@ def test_a_sensor_watching_a_connection_that_cannot_run_fails_at_its_line(
         "pipelines[0].sensors[0].new_files.connection: a new-files sensor's connection 'dw'"
         in (found[0])
     )
+
+
+def test_two_different_auth_modes_are_an_error_not_a_choice(tmp_path: Path) -> None:
+    path = project(
+        tmp_path,
+        """\
+        lake:
+          type: azure_adls
+          account: rawdata
+          container: landing
+          auth_mode: key_vault
+          auth:
+            mode: account_key
+            account_key: ${KEY}
+        """,
+    )
+    found = problems(path)
+    assert any(
+        "connections.lake.auth: Odibi's auth block" in p and "not read: mode" in p for p in found
+    ), found

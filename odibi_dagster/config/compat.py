@@ -122,7 +122,7 @@ def apply_odibi_spellings(
             if not isinstance(conn, dict):
                 fixed[name] = conn
                 continue
-            conn, why = _connection(conn, path, smap, notes, kinds)
+            conn, why = _connection(conn, path, smap, notes, problems, kinds)
             if why is None:
                 fixed[name] = conn
             else:
@@ -175,7 +175,12 @@ def _top_level(
 
 
 def _connection(
-    conn: dict[str, Any], path: KeyPath, smap: SourceMap, notes: list[Note], kinds: set[str]
+    conn: dict[str, Any],
+    path: KeyPath,
+    smap: SourceMap,
+    notes: list[Note],
+    problems: list[Problem],
+    kinds: set[str],
 ) -> tuple[dict[str, Any], str | None]:
     """The connection in our spelling, or why it cannot run here."""
     kind = conn.get("type")
@@ -195,6 +200,19 @@ def _connection(
         conn, why = _azure(conn)
         if why is not None:
             return conn, why
+        left = conn.get("auth")
+        if isinstance(left, dict):
+            problems.append(
+                smap.problem(
+                    (*path, "auth"),
+                    "Odibi's auth block is read as auth_mode, key_vault_name (key_vault), "
+                    "secret_name (secret) and account_key; not read: "
+                    + ", ".join(map(str, left))
+                    + " (a key given twice, or a second auth mode that differs from "
+                    "auth_mode). Remove them, or write the connection with our keys",
+                )
+            )
+            conn = {k: v for k, v in conn.items() if k != "auth"}
     ignored = IGNORED_CONNECTION_KEYS.get(kind) if isinstance(kind, str) else None
     if ignored:
         for key in [k for k in conn if k in ignored]:
@@ -214,7 +232,12 @@ def _azure(conn: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         return conn, None  # the model reports it (unknown key)
     auth = dict(auth or {})
     conn.pop("auth", None)
-    mode = conn.get("auth_mode", auth.pop("mode", None))
+    mode = conn.get("auth_mode")
+    written = auth.pop("mode", None)
+    if mode is None:
+        mode = written
+    elif written is not None and _AZURE_AUTH_MODES.get(written) != _AZURE_AUTH_MODES.get(mode):
+        auth["mode"] = written  # two different modes: left for the model to report
     for ours, theirs in (
         ("key_vault_name", ("key_vault_name", "key_vault")),
         ("secret_name", ("secret_name", "secret")),
@@ -237,8 +260,7 @@ def _azure(conn: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     if isinstance(mode, str):
         conn["auth_mode"] = _AZURE_AUTH_MODES.get(mode, mode)
     if auth:
-        # what is left is not ours: keep it under auth: so the model names it
-        conn["auth"] = auth
+        conn["auth"] = auth  # what is left is not read: the caller reports it
     return conn, None
 
 
