@@ -250,3 +250,55 @@ def test_two_different_auth_modes_are_an_error_not_a_choice(tmp_path: Path) -> N
     assert any(
         "connections.lake.auth: Odibi's auth block" in p and "not read: mode" in p for p in found
     ), found
+
+
+IO_PIPE = """\
+pipelines:
+  - pipeline: p
+    nodes:
+      - name: raw
+        read:
+          connection: data
+          format: delta
+          path: bronze/orders
+          streaming: false
+          time_travel: {as_of_version: 3}
+        write:
+          connection: data
+          format: delta
+          path: silver/orders
+          partition_by: [day]
+          merge_schema: true
+          zorder_by: []
+          skip_if_unchanged: false
+"""
+
+
+def test_odibi_v3_read_and_write_keys_become_options_or_notes(tmp_path: Path) -> None:
+    loaded = load_project(project(tmp_path, "", pipes=IO_PIPE))
+    node = loaded.config.pipelines[0].nodes[0]
+    assert node.read is not None and node.write is not None
+    assert node.read.options == {"versionAsOf": 3}
+    assert node.write.options == {"partition_by": ["day"], "mergeSchema": True}
+    noted = {n.key: n.why for n in loaded.notes}
+    assert set(noted) == {
+        "pipelines[0].nodes[0].read.streaming",
+        "pipelines[0].nodes[0].write.zorder_by",
+        "pipelines[0].nodes[0].write.skip_if_unchanged",
+    }
+    assert all("Odibi's default" in why for why in noted.values())
+
+
+def test_an_odibi_v3_key_that_does_something_there_is_refused_saying_what_instead(
+    tmp_path: Path,
+) -> None:
+    pipes = IO_PIPE.replace("zorder_by: []", "zorder_by: [customer_id]").replace(
+        "          partition_by: [day]\n", ""
+    )
+    pipes = pipes.replace("path: silver/orders", "table: silver.orders")
+    found = problems(project(tmp_path, "", pipes=pipes))
+    text = "\n".join(found)
+    assert "write.table: node 'raw': unknown key 'table' (Odibi v3's, not supported here): " in text
+    assert (
+        "write.zorder_by: node 'raw': unknown key 'zorder_by' (Odibi v3's, not supported " in text
+    )

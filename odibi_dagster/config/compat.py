@@ -33,8 +33,11 @@ from odibi_dagster.errors import Problem
 __all__ = [
     "AZURE_AUTH_NOT_RUN",
     "CONNECTIONS_NOT_RUN",
+    "DEFAULT_WHY",
     "DELTA_URL_WHY",
     "IGNORED_CONNECTION_KEYS",
+    "ODIBI_IO_DEFAULTS",
+    "ODIBI_KEYS_NOT_SUPPORTED",
     "TOP_LEVEL_WHY",
     "apply_odibi_spellings",
     "covered",
@@ -95,6 +98,35 @@ IGNORED_CONNECTION_KEYS: dict[str, dict[str, str]] = {
 
 TOP_LEVEL_WHY = "Odibi ignores a top-level key it does not know"
 
+_BY_PATH = "reads and writes here name a `path` and a `format` on a local or azure_adls connection"
+# model name -> Odibi v3 key it does not have -> what to write instead (the "unknown key" message)
+ODIBI_KEYS_NOT_SUPPORTED: dict[str, dict[str, str]] = {
+    "ReadConfig": {
+        "table": f"catalog and SQL tables are not read here; {_BY_PATH}",
+        "query": f"SQL source queries are not run here; {_BY_PATH}",
+        "streaming": "streaming reads are not supported: nodes run as batches",
+        "schema_ddl": "a schema for streaming reads: nodes run as batches",
+        "time_travel": "give as_of_version or as_of_timestamp (one), or write options: "
+        "{versionAsOf: N}",
+        "archive_options": "a bad-record archive (Spark badRecordsPath) is not kept here",
+    },
+    "WriteConfig": {
+        "table": f"catalog tables are not written here; {_BY_PATH}",
+        "register_table": "a written path is not registered as a catalog table here",
+        "partition_by": "give a list of columns, or write options: {partition_by: [...]}",
+        "zorder_by": "Z-ordering (OPTIMIZE ZORDER BY) is not run here",
+        "table_properties": "Delta table properties are not set here; on pandas, delta-rs "
+        "takes options: {configuration: {...}}",
+        "merge_schema": "give true or false, or write options: {mergeSchema: true}",
+        "overwrite_schema": "give true or false, or write options: {overwriteSchema: true}",
+        "skip_if_unchanged": "unchanged writes are not skipped here",
+        "add_metadata": "metadata columns (_extracted_at, _source_file) are not added here; "
+        "add them in a SQL step",
+        "first_run_query": "a first-run SQL query is not run here; read.incremental reads "
+        "everything on a first run",
+    },
+}
+
 
 def apply_odibi_spellings(
     data: dict[str, Any],
@@ -113,6 +145,7 @@ def apply_odibi_spellings(
     served here; ``known_elsewhere``: keys of pipelines and nodes, which at the top are
     misplaced rather than ignored (they stay errors)."""
     data = _top_level(data, smap, notes, known_top, known_elsewhere)
+    data = _io_keys(data, smap, notes)
     conns = data.get("connections")
     not_run: dict[str, str] = {}
     if isinstance(conns, dict):
@@ -172,6 +205,108 @@ def _top_level(
             continue
         out[key] = value
     return out
+
+
+# Odibi v3 read/write keys written at their default value, which has no effect in Odibi either
+ODIBI_IO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "read": {
+        "table": None,
+        "query": None,
+        "streaming": False,
+        "schema_ddl": None,
+        "archive_options": {},
+        "time_travel": None,
+    },
+    "write": {
+        "table": None,
+        "register_table": None,
+        "zorder_by": [],
+        "table_properties": {},
+        "skip_if_unchanged": False,
+        "add_metadata": False,
+        "first_run_query": None,
+        "partition_by": [],
+        "merge_schema": False,
+        "overwrite_schema": False,
+    },
+}
+DEFAULT_WHY = "written at Odibi's default, which has no effect there either"
+# write key -> the writer option it is here (a list or true)
+_AS_OPTION = {
+    "partition_by": "partition_by",
+    "merge_schema": "mergeSchema",
+    "overwrite_schema": "overwriteSchema",
+}
+_TIME_TRAVEL = {"as_of_version": "versionAsOf", "as_of_timestamp": "timestampAsOf"}
+
+
+def _io_keys(data: dict[str, Any], smap: SourceMap, notes: list[Note]) -> dict[str, Any]:
+    """Odibi v3 read/write keys in ours: ``write.partition_by``, ``merge_schema``,
+    ``overwrite_schema`` and ``read.time_travel`` as the writer/reader options they are; a key
+    at Odibi's default (``zorder_by: []``, ``streaming: false``) noted and removed. Any other
+    value stays, for the model to report with what to write instead."""
+    pipes = data.get("pipelines")
+    if not isinstance(pipes, list):
+        return data
+    out_pipes = []
+    for pi, pipe in enumerate(pipes):
+        nodes = pipe.get("nodes") if isinstance(pipe, dict) else None
+        if not isinstance(nodes, list):
+            out_pipes.append(pipe)
+            continue
+        out_nodes = []
+        for ni, node in enumerate(nodes):
+            if isinstance(node, dict):
+                node = dict(node)
+                for part in ("read", "write"):
+                    io = node.get(part)
+                    if isinstance(io, dict):
+                        node[part] = _io_block(
+                            io, ("pipelines", pi, "nodes", ni, part), part, smap, notes
+                        )
+            out_nodes.append(node)
+        out_pipes.append({**pipe, "nodes": out_nodes})
+    return {**data, "pipelines": out_pipes}
+
+
+def _io_block(
+    io: dict[str, Any], path: KeyPath, part: str, smap: SourceMap, notes: list[Note]
+) -> dict[str, Any]:
+    io = dict(io)
+    options = io.get("options")
+    if options is not None and not isinstance(options, dict):
+        return io  # the model reports the options
+    opts: dict[str, Any] = dict(options or {})
+    for key, default in ODIBI_IO_DEFAULTS[part].items():
+        if key not in io:
+            continue
+        value = io[key]
+        if value == default or (value is None and default in ([], {}, False)):
+            notes.append(note_at(smap, (*path, key), DEFAULT_WHY))
+            del io[key]
+            continue
+        name, given = _as_option(part, key, value)
+        if name is not None and name not in opts:
+            opts[name] = given
+            del io[key]
+    if opts != (options or {}):
+        io["options"] = opts
+    return io
+
+
+def _as_option(part: str, key: str, value: Any) -> tuple[str | None, Any]:
+    """The reader/writer option an Odibi v3 key is here, with its value; (None, None): none."""
+    if part == "write" and key == "partition_by":
+        columns = [value] if isinstance(value, str) else value
+        if isinstance(columns, list) and all(isinstance(c, str) for c in columns):
+            return "partition_by", columns
+    if part == "write" and key in ("merge_schema", "overwrite_schema") and value is True:
+        return _AS_OPTION[key], True
+    if part == "read" and key == "time_travel" and isinstance(value, dict) and len(value) == 1:
+        ((name, when),) = value.items()
+        if name in _TIME_TRAVEL:
+            return _TIME_TRAVEL[name], when
+    return None, None
 
 
 def _connection(

@@ -14,8 +14,10 @@ from pathlib import Path
 from odibi_dagster.config.compat import (
     AZURE_AUTH_NOT_RUN,
     CONNECTIONS_NOT_RUN,
+    DEFAULT_WHY,
     DELTA_URL_WHY,
     IGNORED_CONNECTION_KEYS,
+    ODIBI_IO_DEFAULTS,
     TOP_LEVEL_WHY,
 )
 from odibi_dagster.config.notes import ACCEPTED_NOT_APPLIED
@@ -37,6 +39,12 @@ def _path(pattern: tuple[str, ...]) -> str:
     return out
 
 
+def _yaml(value: object) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", False: "false", True: "true"}[value]
+    return str(value)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -56,6 +64,9 @@ def render() -> str:
         for key, why in keys.items():
             rows.append((f"`connections.*.{key}` (`type: {kind}`)", why))
     rows.append(("any other top-level key, unless it looks like a misspelt one", TOP_LEVEL_WHY))
+    for part, keys in ODIBI_IO_DEFAULTS.items():
+        shown = ", ".join(f"`{k}: {_yaml(v)}`" for k, v in keys.items())
+        rows.append((f"`{part}:` {shown}", DEFAULT_WHY))
     lines = [
         "| key | why it has no effect here |",
         "|---|---|",
