@@ -7,8 +7,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
+from odibi_dagster.cli import main
 from odibi_dagster.config.loader import load_project
 from odibi_dagster.errors import OdibiConfigError
 from odibi_dagster.resources.azure_adls import AzureADLS
@@ -302,3 +305,42 @@ def test_an_odibi_v3_key_that_does_something_there_is_refused_saying_what_instea
     assert (
         "write.zorder_by: node 'raw': unknown key 'zorder_by' (Odibi v3's, not supported " in text
     )
+
+
+def test_partition_by_and_time_travel_written_odibis_way_apply_in_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.csv").write_text("id,day\n1,2024-01-01\n2,2024-01-02\n")
+    pipes = """\
+    pipelines:
+      - pipeline: load
+        nodes:
+          - name: raw
+            read: {connection: data, format: csv, path: in.csv}
+            write:
+              connection: data
+              format: delta
+              path: lake/t
+              mode: append
+              partition_by: [day]
+      - pipeline: past
+        nodes:
+          - name: first
+            read:
+              connection: data
+              format: delta
+              path: lake/t
+              time_travel: {as_of_version: 0}
+            write: {connection: data, format: parquet, path: first.parquet}
+    """
+    path = project(tmp_path, "", pipes=pipes)
+    for _ in range(2):
+        assert main(["run", str(path), "--pipeline", "load"]) == 0
+    assert main(["run", str(path), "--pipeline", "past"]) == 0
+    capsys.readouterr()
+    table = DeltaTable(str(tmp_path / "data" / "lake" / "t"))
+    assert table.metadata().partition_columns == ["day"]
+    assert len(table.to_pandas()) == 4  # two appends
+    assert sorted(pd.read_parquet(tmp_path / "data" / "first.parquet")["id"]) == [1, 2]
