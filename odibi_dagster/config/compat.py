@@ -18,6 +18,11 @@ story) reads or writes through it:
 - SQL Server, Azure SQL, PostgreSQL and Delta catalog connections, and Azure auth modes other
   than an account key: accepted, not applied (see :data:`CONNECTIONS_NOT_RUN`,
   :data:`AZURE_AUTH_NOT_RUN`).
+- Odibi v3's reader/writer keys beside ``path:``: ``write.partition_by``, ``merge_schema``,
+  ``overwrite_schema`` and ``read.time_travel`` become the options they are; one written at
+  Odibi's default (:data:`ODIBI_IO_DEFAULTS`) is noted; any other stays, and the model's
+  "unknown key" says it is Odibi v3's and what to write instead
+  (:data:`ODIBI_KEYS_NOT_SUPPORTED`).
 """
 
 from __future__ import annotations
