@@ -44,3 +44,45 @@ def test_the_readme_make_targets_exist():
     used = set(re.findall(r"make ([a-z-]+)", readme))
     assert used and used <= targets, used - targets
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+ORIGINS = {"Odibi v2", "Odibi v3", "odibi_dagster"}
+
+
+def _key_tables(doc: str) -> list[list[str]]:
+    """The reference tables of configuration.md whose rows are YAML keys."""
+    tables: list[list[str]] = []
+    lines = doc.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        head = line.split("|")[1].strip() if line.startswith("| ") else ""
+        if head in ("key", "option", "`metadata` key") and lines[i + 1].startswith("|---"):
+            if "why it has no effect here" in line:
+                continue  # the generated list of keys accepted, not applied (all Odibi v3)
+            rows = [line]
+            for row in lines[i + 2 :]:
+                if not row.startswith("| "):
+                    break
+                rows.append(row)
+            tables.append(rows)
+    return tables
+
+
+def test_every_key_in_the_configuration_reference_says_its_origin():
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    tables = _key_tables(doc)
+    assert len(tables) >= 17
+    for rows in tables:
+        assert rows[0].rstrip().endswith("| origin |"), rows[0]
+        for row in rows[1:]:
+            origin = row.rstrip().rstrip("|").rsplit("|", 1)[1].strip()
+            assert origin in ORIGINS, row
+
+
+def test_the_accepted_not_applied_list_is_the_codes():
+    from odibi_dagster.config.notes_doc import END, START, render
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    section = doc.split(START, 1)[1].split(END, 1)[0]
+    assert section.strip() == render().strip(), (
+        "docs/configuration.md is out of date: run python -m odibi_dagster.config.notes_doc"
+    )

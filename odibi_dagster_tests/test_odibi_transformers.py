@@ -680,8 +680,44 @@ def test_builtin_params_are_checked_at_load_naming_the_node(tmp_path: Path) -> N
         "project.yaml:14: node 'a': built-in 'join': missing param right_dataset; param how: "
         "Input should be 'inner', 'left', 'right', 'full', 'cross', 'anti' or 'semi' "
         "(it accepts: right_dataset, on, how, prefix)",
-        "project.yaml:20: node 'b': built-in 'deduplicate': missing param keys; unexpected "
-        "param key (it accepts: keys, order_by)",
+        "project.yaml:20: node 'b': built-in 'deduplicate': missing param keys "
+        "(it accepts: keys, order_by)",
+    ]
+
+
+def test_a_param_odibi_ignores_is_noted_not_applied(tmp_path: Path) -> None:
+    """Odibi's built-ins ignore a param they do not have (pydantic's default), so a config
+    written for Odibi loads; `validate` says it is not applied, with the close name."""
+    project = write(
+        tmp_path,
+        "project.yaml",
+        HEAD
+        + "pipelines:\n  - pipeline: p\n    nodes:\n"
+        + "      - name: src\n        read: {connection: data, format: csv, path: in.csv}\n"
+        + textwrap.indent(
+            textwrap.dedent(
+                """\
+                - name: b
+                  depends_on: [src]
+                  transform:
+                    steps:
+                      - function: clean_text
+                        params: {columns: [name], operations: [trim, lower], cse: lower}
+                """
+            ),
+            "      ",
+        ),
+    )
+    notes = [
+        f"{n.file.rsplit('/', 1)[-1]}:{n.line}: {n.key}: {n.why}"
+        for n in load_project(project).notes
+    ]
+    assert notes == [
+        "project.yaml:16: pipelines[0].nodes[1].transform.steps[0].params.operations: Odibi's "
+        "clean_text has no param 'operations' and ignores it; it takes: columns, trim, case",
+        "project.yaml:16: pipelines[0].nodes[1].transform.steps[0].params.cse: Odibi's "
+        "clean_text has no param 'cse' and ignores it (did you mean 'case'?); it takes: "
+        "columns, trim, case",
     ]
 
 

@@ -164,10 +164,25 @@ def close_matches(name: str, options: list[str]) -> list[str]:
     return difflib.get_close_matches(name, options, n=3, cutoff=0.6)
 
 
+def ignored_params(builtin: Builtin, params: Mapping[str, Any]) -> list[str]:
+    """The params given to one of Odibi's built-ins that it does not have. Odibi's own
+    parameter models ignore such keys, so a config written for Odibi loads here too: they
+    are left out, and reported by ``validate`` as accepted, not applied. (A built-in of
+    odibi_dagster's own refuses them.)"""
+    if builtin.origin != "Odibi v3":
+        return []
+    return [k for k in params if k not in builtin.params.model_fields]
+
+
+def _applied(builtin: Builtin, params: Mapping[str, Any]) -> dict[str, Any]:
+    ignored = ignored_params(builtin, params)
+    return {k: v for k, v in params.items() if k not in ignored}
+
+
 def check_builtin_params(builtin: Builtin, params: Mapping[str, Any]) -> str | None:
     """Why ``params`` do not fit ``builtin`` (None when they do)."""
     try:
-        builtin.params.model_validate(dict(params))
+        builtin.params.model_validate(_applied(builtin, params))
     except ValidationError as exc:
         parts = []
         for err in exc.errors():
@@ -193,7 +208,7 @@ def run_builtin(builtin: Builtin, ctx: BuiltinContext, params: Mapping[str, Any]
             f"{ctx.where}: built-in '{builtin.name}' needs data to work on: give the node "
             "a `read:` or a depends_on"
         )
-    return builtin.fn(ctx, builtin.params.model_validate(dict(params)))
+    return builtin.fn(ctx, builtin.params.model_validate(_applied(builtin, params)))
 
 
 # Odibi v3 built-ins that are not here (a name of these fails at load saying so).

@@ -5,6 +5,7 @@ Every problem found is reported at once, each as ``<file>:<line>: <key path>: <m
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from collections.abc import Iterable
@@ -14,8 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from odibi_dagster.builtins import get_builtin, ignored_params
+from odibi_dagster.config.compat import apply_odibi_spellings, covered
 from odibi_dagster.config.env import interpolate_env
-from odibi_dagster.config.models import PipelineConfig, ProjectConfig
+from odibi_dagster.config.models import NodeConfig, PipelineConfig, ProjectConfig
 from odibi_dagster.config.notes import PIPELINE_KEYS, Note, note_at, take_accepted
 from odibi_dagster.config.problems import problems_from_validation, type_name
 from odibi_dagster.config.semantics import check_semantics, find_cycle
@@ -39,7 +42,7 @@ from odibi_dagster.errors import OdibiConfigError, Problem
 from odibi_dagster.patterns.checks import pattern_connections
 from odibi_dagster.resources.connection import ConnectionResource
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
-from odibi_dagster.transforms import import_transforms_file
+from odibi_dagster.transforms import get_function, import_transforms_file
 
 __all__ = ["LoadedProject", "display_name", "find_cycle", "load_project"]
 
@@ -163,6 +166,11 @@ def load_project(
     data = resolve_placeholders(data, smap, problems)
     notes: list[Note] = system_notes(data, smap, problems)
     data = take_accepted(data, smap, notes)
+    compat_problems: list[Problem] = []
+    data, not_run = apply_odibi_spellings(
+        data, smap, compat_problems, notes, _project_keys(), set(CONNECTION_KINDS), _inner_keys()
+    )
+    problems.extend(compat_problems)
     data = default_local_base_path(data)
 
     env_refs: dict[KeyPath, str] = {}
@@ -174,13 +182,17 @@ def load_project(
         config = ProjectConfig.model_validate(data)
     except ValidationError as exc:
         # the checks across keys need a valid model: report what we have so far
-        problems.extend(problems_from_validation(exc, data, smap))
+        problems.extend(
+            p
+            for p in problems_from_validation(exc, data, smap)
+            if not covered(p, not_run, compat_problems)
+        )
         raise OdibiConfigError(_sorted(problems, order)) from None
 
     _apply_defaults(config, smap, problems)
     _resolve_paths(config, smap)
     _locate_nodes(config, smap)
-    problems.extend(check_semantics(config, smap))
+    problems.extend(check_semantics(config, smap, not_run=set(not_run)))
     if problems:
         raise OdibiConfigError(_sorted(problems, order))
     notes.extend(_partial_notes(config, smap))
@@ -199,6 +211,20 @@ def load_project(
     )
 
 
+def _project_keys() -> set[str]:
+    """The top-level keys of a project, as written."""
+    return {f.alias or name for name, f in ProjectConfig.model_fields.items()}
+
+
+def _inner_keys() -> set[str]:
+    """The keys of pipelines and nodes, as written."""
+    return {
+        f.alias or name
+        for model in (PipelineConfig, NodeConfig)
+        for name, f in model.model_fields.items()
+    }
+
+
 def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:
     """Notes for values the models keep but this orchestrator applies only in part."""
     out: list[Note] = []
@@ -209,6 +235,21 @@ def _partial_notes(config: ProjectConfig, smap: SourceMap) -> list[Note]:
                     note_at(smap, ("pipelines", pi, "nodes", ni, "read", *path), why)
                     for path, why in ignored_keys(node.simulation)
                 )
+            for step, (sub, _) in zip(node.steps(), node.step_paths(), strict=True):
+                builtin = get_builtin(step.function) if step.function else None
+                if builtin is None or get_function(builtin.name) is not None:
+                    continue
+                for key in ignored_params(builtin, step.params):
+                    close = difflib.get_close_matches(key, list(builtin.params.model_fields), 1)
+                    out.append(
+                        note_at(
+                            smap,
+                            ("pipelines", pi, "nodes", ni, *sub, "params", key),
+                            f"Odibi's {builtin.name} has no param '{key}' and ignores it"
+                            + (f" (did you mean '{close[0]}'?)" if close else "")
+                            + f"; it takes: {', '.join(builtin.params.model_fields)}",
+                        )
+                    )
             if node.on_error != "fail_later":
                 out.append(
                     note_at(

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
 
+from odibi_dagster.config.compat import ODIBI_KEYS_NOT_SUPPORTED
 from odibi_dagster.config.models import CONNECTION_MODELS, CONNECTION_TYPES, ProjectConfig
 from odibi_dagster.config.semantics import suggest
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
@@ -157,6 +158,9 @@ def _message(err: Any, path: KeyPath, data: Any) -> str:
     inp = err.get("input")
     if typ == "extra_forbidden":
         parent = _model_at(path[:-1], data)
+        odibi = ODIBI_KEYS_NOT_SUPPORTED.get(parent.__name__, {}) if parent else {}
+        if str(key) in odibi:
+            return f"unknown key '{key}' (Odibi v3's, not supported here): {odibi[str(key)]}"
         hint = _did_you_mean(str(key), _allowed_keys(parent)) if parent else ""
         return f"unknown key '{key}'{hint}"
     if typ == "missing":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from odibi_dagster.builtins import check_builtin_params, get_builtin
 from odibi_dagster.config.api_checks import check_api_use
@@ -29,13 +29,16 @@ from odibi_dagster.transforms import check_params, get_function, unknown_functio
 from odibi_dagster.vocabulary import KEYED_MODES
 
 
-def check_semantics(config: ProjectConfig, smap: SourceMap) -> list[Problem]:
-    """Checks across keys: names, references, cycles, functions."""
+def check_semantics(
+    config: ProjectConfig, smap: SourceMap, not_run: Collection[str] = ()
+) -> list[Problem]:
+    """Checks across keys: names, references, cycles, functions. ``not_run``: connections
+    accepted but not run here, whose uses the loader reports already."""
     problems: list[Problem] = []
     conns = list(config.connections)
 
     def unknown_conn(path: KeyPath, name: str) -> None:
-        if name not in config.connections:
+        if name not in config.connections and name not in not_run:
             problems.append(
                 smap.problem(
                     path,
