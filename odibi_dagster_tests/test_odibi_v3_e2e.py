@@ -48,6 +48,8 @@ class Case:
     documented: str
     # why it cannot run yet here (a feature another part of odibi_dagster adds), if so
     pending: str | None = None
+    # corpus configs run first in the same directory (an earlier load the config builds on)
+    before: tuple[str, ...] = ()
 
 
 CASES: list[Case] = [
@@ -204,6 +206,161 @@ CASES: list[Case] = [
             Output("output/quarantine/orders_quarantine", "parquet", rows=8),
         ],
     ),
+    Case(
+        config="canonical_03_scd2_step2_with_changes.yaml",
+        before=("canonical_03_scd2_step1_initial_load.yaml",),
+        data={
+            "scd2_demo/customers_v1.csv": "customers_v1.csv",
+            "scd2_demo/customers_v2.csv": "customers_v2.csv",
+        },
+        documented="examples/canonical/runnable/03_scd2_demo/step2_with_changes.yaml, its "
+        "header ('Detects Alice's tier change and creates history'), run after step 1 on "
+        "customers_v2.csv (Alice Gold -> Platinum): Alice's Gold row is closed, a new current "
+        "Platinum row is added, Bob and the unknown member stay current",
+        outputs=[
+            Output(
+                "data/dim_customer",
+                "delta",
+                rows=4,
+                key="customer_sk",
+                values=[
+                    {"customer_sk": 0, "name": "Unknown", "is_current": True},
+                    {"customer_sk": 1, "name": "Alice", "tier": "Gold", "is_current": False},
+                    {"customer_sk": 2, "name": "Bob", "tier": "Silver", "is_current": True},
+                    {"customer_sk": 3, "name": "Alice", "tier": "Platinum", "is_current": True},
+                ],
+            )
+        ],
+    ),
+    Case(
+        config="docs_canonical_03_scd2_dimension.yaml",
+        data={"canonical_hello_world/customers.csv": "../sample_data/customers.csv"},
+        documented="docs/examples/canonical/runnable/README.md @ bce05b9, 'Expected Outputs', "
+        "03_scd2_dimension.yaml: the customers plus the unknown member (customer_sk=0), with "
+        "valid_from, valid_to and is_current (the README counts 5 customers; the customers.csv "
+        "it names is not in the repository, so the 3 of 01_hello_world.md's 'Sample Data' are "
+        "used)",
+        outputs=[
+            Output(
+                "data/silver/dim_customer",
+                "delta",
+                rows=4,
+                key="customer_sk",
+                values=[
+                    {"customer_sk": 0, "customer_id": -1, "name": "Unknown", "is_current": True},
+                    {"customer_sk": 1, "customer_id": 1, "name": "Alice", "is_current": True},
+                    {"customer_sk": 3, "customer_id": 3, "city": "Chicago", "is_current": True},
+                ],
+            )
+        ],
+    ),
+    Case(
+        config="canonical_04_fact_table.yaml",
+        data={
+            "canonical_hello_world/customers.csv": "../sample_data/customers.csv",
+            "canonical_sample/products.csv": "../sample_data/products.csv",
+            "canonical_sample/orders.csv": "../sample_data/orders.csv",
+        },
+        documented="docs/examples/canonical/runnable/README.md @ bce05b9, 'Expected Outputs', "
+        "04_fact_table.yaml (dim_product 6 rows, dim_date 366 rows with 19 columns, fact_sales "
+        "6 rows, customer_id=999 -> customer_sk=0) and docs/examples/canonical/04_fact_table.md "
+        "@ 05dd4ee, 'Expected Output' (the surrogate keys of O001 and O005); customers as in "
+        "docs_canonical_03_scd2_dimension.yaml",
+        outputs=[
+            Output(
+                "data/gold/dim_customer.parquet",
+                "parquet",
+                rows=4,
+                key="customer_sk",
+                values=[{"customer_sk": 0, "name": "Unknown"}],
+            ),
+            Output(
+                "data/gold/dim_product.parquet",
+                "parquet",
+                rows=6,
+                key="product_id",
+                values=[
+                    {"product_id": "P100", "product_sk": 1},
+                    {"product_id": "P200", "product_sk": 2},
+                ],
+            ),
+            Output("data/gold/dim_date.parquet", "parquet", rows=366),
+            Output(
+                "data/gold/fact_sales.parquet",
+                "parquet",
+                rows=6,
+                key="order_date",  # O005, the orphan order, is the only one of that day
+                values=[
+                    {
+                        "order_date": "2025-01-19",
+                        "order_id": "O005",
+                        "customer_id": 999,
+                        "customer_sk": 0,
+                        "product_sk": 1,
+                        "date_sk": 20250119,
+                    }
+                ],
+            ),
+            Output(
+                "data/gold/fact_sales.parquet",
+                "parquet",
+                rows=6,
+                key="amount",
+                values=[
+                    {
+                        "amount": 49.99,
+                        "order_id": "O001",
+                        "line_item_id": 1,
+                        "customer_sk": 1,
+                        "product_sk": 1,
+                        "date_sk": 20250115,
+                        "quantity": 2,
+                    },
+                    {
+                        "amount": 29.99,
+                        "order_id": "O001",
+                        "line_item_id": 2,
+                        "customer_sk": 1,
+                        "product_sk": 2,
+                        "date_sk": 20250115,
+                        "quantity": 1,
+                    },
+                ],
+            ),
+        ],
+    ),
+    Case(
+        config="cheme_L06_tank_pi.yaml",
+        data={},
+        documented="examples/cheme_course/L06_pid_basics/tank_pi.yaml: 240 one-minute rows "
+        "(scope.row_count), the setpoint steps from 10 to 12 ft at row 30, the valve output "
+        "clamped to 0-100 (output_min/output_max); written to tank_pi.parquet under the local "
+        "connection's default ./data, as for cheme_L00_tank_data.yaml",
+        outputs=[
+            Output(
+                "data/tank_pi.parquet",
+                "parquet",
+                rows=240,
+                columns=[
+                    "entity_id",
+                    "timestamp",
+                    "row_num",
+                    "level_sp_ft",
+                    "outlet_flow_gpm",
+                    "level_pv_ft",
+                    "valve_pct",
+                    "inlet_flow_gpm",
+                ],
+                key="row_num",
+                values=[
+                    {"row_num": 0, "level_sp_ft": 10.0},
+                    {"row_num": 29, "level_sp_ft": 10.0},
+                    {"row_num": 30, "level_sp_ft": 12.0},
+                    {"row_num": 239, "level_sp_ft": 12.0},
+                ],
+            )
+        ],
+    ),
 ]
 
 
@@ -254,12 +411,17 @@ def test_odibi_v3_config_runs_and_writes_what_odibi_documents(
     monkeypatch.delenv("ODIBI_ENV", raising=False)
     project = tmp_path / "project"
     project.mkdir()
-    shutil.copy(CORPUS / case.config, project / case.config)
+    for config in (*case.before, case.config):
+        shutil.copy(CORPUS / config, project / config)
     for src, dst in case.data.items():
         target = (project / dst).resolve()
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(DATA / src, target)
     monkeypatch.chdir(project)  # Odibi resolves paths against the working directory
+    for config in case.before:
+        code = main(["run", config])
+        out, err = capsys.readouterr()
+        assert code == 0, f"{config} (run before {case.config}) failed:\n{out}\n{err}"
     code = main(["run", case.config])
     out, err = capsys.readouterr()
     assert code == 0, f"{case.config} failed:\n{out}\n{err}"
@@ -269,7 +431,8 @@ def test_odibi_v3_config_runs_and_writes_what_odibi_documents(
 
 def test_every_case_is_a_corpus_config_with_its_data() -> None:
     for case in CASES:
-        assert (CORPUS / case.config).is_file(), case.config
+        for config in (*case.before, case.config):
+            assert (CORPUS / config).is_file(), config
         for src in case.data:
             assert (DATA / src).is_file(), src
     readme = (CORPUS / "README.md").read_text()
