@@ -262,7 +262,7 @@ CASES: list[Case] = [
             "canonical_sample/orders.csv": "../sample_data/orders.csv",
         },
         documented="docs/examples/canonical/runnable/README.md @ bce05b9, 'Expected Outputs', "
-        "04_fact_table.yaml (dim_product 6 rows, dim_date 366 rows with 19 columns, fact_sales "
+        "04_fact_table.yaml (dim_product 6 rows, dim_date 366 rows and 19 columns, fact_sales "
         "6 rows, customer_id=999 -> customer_sk=0) and docs/examples/canonical/04_fact_table.md "
         "@ 05dd4ee, 'Expected Output' (the surrogate keys of O001 and O005); customers as in "
         "docs_canonical_03_scd2_dimension.yaml",
@@ -284,7 +284,34 @@ CASES: list[Case] = [
                     {"product_id": "P200", "product_sk": 2},
                 ],
             ),
-            Output("data/gold/dim_date.parquet", "parquet", rows=366),
+            Output(
+                "data/gold/dim_date.parquet",
+                "parquet",
+                rows=366,
+                columns=[
+                    "date_sk",
+                    "full_date",
+                    "day_of_week",
+                    "day_of_week_num",
+                    "day_of_month",
+                    "day_of_year",
+                    "is_weekend",
+                    "week_of_year",
+                    "month",
+                    "month_name",
+                    "quarter",
+                    "quarter_name",
+                    "year",
+                    "fiscal_year",
+                    "fiscal_quarter",
+                    "is_month_start",
+                    "is_month_end",
+                    "is_year_start",
+                    "is_year_end",
+                ],
+                key="date_sk",
+                values=[{"date_sk": 20250101, "day_of_week": "Wednesday", "quarter": 1}],
+            ),
             Output(
                 "data/gold/fact_sales.parquet",
                 "parquet",
