@@ -388,6 +388,27 @@ CASES: list[Case] = [
             )
         ],
     ),
+    Case(
+        config="docs_quick_start_config.yaml",
+        data={"quick_start/input.csv": "data/input.csv"},
+        documented="docs/guides/01_QUICK_START.md @ 8d133c9, 'Step 2: Create Sample Data' (the "
+        "three rows of data/input.csv) and 'What Just Happened?' (read input.csv, wrote "
+        "output.parquet)",
+        outputs=[
+            Output(
+                "data/output.parquet",
+                "parquet",
+                rows=3,
+                columns=["ID", "Name", "Value"],
+                key="ID",
+                values=[
+                    {"ID": 1, "Name": "Alice", "Value": 100},
+                    {"ID": 2, "Name": "Bob", "Value": 200},
+                    {"ID": 3, "Name": "Charlie", "Value": 150},
+                ],
+            )
+        ],
+    ),
 ]
 
 
