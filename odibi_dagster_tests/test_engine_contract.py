@@ -221,6 +221,32 @@ def test_some_files_of_a_folder_are_read_as_one_frame(local_lake: Lake, fmt: str
     assert sorted(r["id"] for r in local_lake.engine.head(one, 100)) == [2, 3]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_read_path_with_wildcards_reads_every_file_it_matches(local_lake: Lake, fmt: str):
+    # Odibi v3: read.path: "yellow_tripdata_*.parquet" (examples/odibi_ride)
+    folder = local_lake.root / "raw"
+    folder.mkdir()
+    parts = {"trips_2024-01": ROWS[:1], "trips_2024-02": ROWS[1:], "other": [ROWS[0]]}
+    for name, rows in parts.items():
+        table = pa.Table.from_pylist(rows)
+        if fmt == "parquet":
+            pq.write_table(table, folder / f"{name}.{fmt}")
+        else:
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, folder / f"{name}.{fmt}")
+    df = local_lake.engine.read(local_lake.loc(f"raw/trips_*.{fmt}"), fmt, where=WHERE)
+    got = sorted(
+        (r["id"], r["g"], None if r["x"] in (None, "") else float(r["x"]))
+        for r in local_lake.engine.head(df, 100)
+    )
+    assert got == as_tuples(ROWS)  # other.* is not read
+    with pytest.raises(OdibiRunError) as err:
+        local_lake.engine.read(local_lake.loc(f"raw/none_*.{fmt}"), fmt, where=WHERE)
+    assert str(err.value).startswith(WHERE + ": input path ")
+    assert f"none_*.{fmt}" in str(err.value) and "does not exist" in str(err.value)
+
+
 def test_a_delta_table_is_not_read_file_by_file(local_lake: Lake):
     with pytest.raises(OdibiRunError, match="a Delta table is read whole"):
         local_lake.engine.read_files([local_lake.loc("t")], "delta", where=WHERE)

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from odibi_dagster.engines.base import MergeOutcome, Profile, RowFilter, staged_beside
 from odibi_dagster.engines.duckdb_sql import run_sql
+from odibi_dagster.engines.globs import expand, has_glob
 from odibi_dagster.engines.keyed import keyed_write
 from odibi_dagster.engines.messages import (
     check_format,
@@ -89,6 +90,9 @@ class PandasEngine:
         opts = dict(options or {})
         if fmt == "delta":
             return read_delta(loc, opts, where)
+        if has_glob(loc.fs_path) and not loc.fs.exists(loc.fs_path):
+            # Odibi v3: a path with wildcards reads every file it matches
+            return self.read_files(expand(loc, where), fmt, opts, where=where)
         if not loc.fs.exists(loc.fs_path):
             missing_input(where, loc.uri)
         if "partition_by" in opts or "partitionBy" in opts:
