@@ -24,7 +24,13 @@ Nested objects are flattened into columns joined with ``_`` (``address.city`` ->
 ``address_city``), as Odibi does; lists stay values. A request answered 429 or 5xx (or
 a network failure) is tried again, waiting what ``Retry-After`` says or a growing delay;
 what still fails raises an error naming the node, the URL (query values that may be
-secrets masked) and the status. No message ever holds a secret of the connection.
+secrets masked) and the status.
+
+A ``${VAR}`` in ``read.path``, ``params`` or ``request_body`` is a secret (an API key as
+a query parameter, a password in a body): the loader keeps it as written
+(:func:`odibi_dagster.config.env.api_read_secret_paths`) and it is filled in here, when
+the request is made. No message, warning, metadata or story ever holds such a value, a
+secret of the connection, or the value of a parameter or body key named like a secret.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import os
 import re
 import time
 import urllib.error
@@ -41,10 +48,11 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, unquote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from odibi_dagster.env_refs import ENV_REF
 from odibi_dagster.errors import OdibiConnectionError, OdibiRunError, OdibiStorageError, redact
 
 if TYPE_CHECKING:
@@ -58,8 +66,9 @@ _log = logging.getLogger("odibi_dagster.api")
 MAX_WAIT_S = 300.0  # the longest a Retry-After or rate-limit reset is waited for
 BASE_DELAY_S = 1.0  # the first backoff delay (Odibi's)
 MAX_DELAY_S = 60.0  # the longest backoff delay (Odibi's)
-# query parameter names whose values are masked in messages
+# query parameter (and request body key) names whose values are masked in messages
 SECRET_PARAM = re.compile(r"(?i)key|token|secret|passw|pwd|signature|^sig$|auth|credential|session")
+QUERY_SAFE = "+:[]"  # sent unescaped in a query, as Odibi sends them (openFDA's search syntax)
 
 
 # --------------------------------------------------------------------------- options
@@ -408,6 +417,73 @@ def shown_url(url: str, params: Mapping[str, Any] | None, secrets: list[str]) ->
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, "")), secrets)
 
 
+def secret_forms(value: Any) -> list[str]:
+    """A secret and the ways a request, or an answer echoing it, may spell it: as written,
+    URL-encoded in a query, escaped in a JSON body."""
+    text = str(value)
+    if not text:
+        return []
+    forms = {
+        text,
+        quote(text, safe=""),
+        quote_plus(text),
+        quote_plus(text, safe=QUERY_SAFE),
+        json.dumps(text)[1:-1],
+    }
+    return sorted(forms)
+
+
+def named_secrets(value: Any) -> list[str]:
+    """The values under keys named like a secret (``api_key``, ``password``, ...), in a
+    mapping of parameters or a request body, at any depth."""
+    out: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if SECRET_PARAM.search(str(k)) and not isinstance(v, (Mapping, list)):
+                out += secret_forms(v) if v not in (None, "") else []
+            else:
+                out += named_secrets(v)
+    elif isinstance(value, list):
+        for v in value:
+            out += named_secrets(v)
+    return out
+
+
+def fill_secret_refs(value: Any, what: str, where: str, secrets: list[str]) -> Any:
+    """``value`` with its ``${VAR}`` references filled in from the environment where the
+    run executes; every value filled in joins ``secrets`` (in the spellings of
+    :func:`secret_forms`)."""
+    if isinstance(value, dict):
+        return {k: fill_secret_refs(v, f"{what}.{k}", where, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_secret_refs(v, f"{what}[{i}]", where, secrets) for i, v in enumerate(value)]
+    if not isinstance(value, str) or not ENV_REF.search(value):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        got = os.environ.get(name, default)
+        if got is None:
+            raise OdibiRunError(
+                f"{where}: environment variable {name} ({what}) is not set in this process; "
+                "export it where the run executes"
+            )
+        secrets.extend(secret_forms(got))
+        return got
+
+    return ENV_REF.sub(repl, value)
+
+
+def _query_secrets(url: str) -> list[str]:
+    """The values of the query parameters of ``url`` named like a secret."""
+    out: list[str] = []
+    for item in urlsplit(url).query.split("&"):
+        k, _, v = item.partition("=")
+        if v and SECRET_PARAM.search(unquote_plus(k)):
+            out += secret_forms(v) + secret_forms(unquote_plus(v))
+    return out
+
+
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc.rsplit("@", 1)[-1].lower()
@@ -483,7 +559,7 @@ class _Client:
         retry = self.options.policy()
         url = req.url
         if req.params:
-            url += ("&" if "?" in url else "?") + urlencode(req.params, doseq=True, safe="+:[]")
+            url += ("&" if "?" in url else "?") + urlencode(req.params, doseq=True, safe=QUERY_SAFE)
         data = None
         headers = {"Accept": "application/json", **self.headers}
         if req.body is not None:
@@ -701,11 +777,16 @@ def fetch_records(
     shortcuts = _date_shortcuts(when)
     stats = FetchStats()
     client = _Client(settings, options, where, stats)
-    params = fill_dates(dict(options.params), shortcuts, when)
-    # a parameter named like a secret (api_key=...) is masked in every message, even
-    # where an answer echoes it
-    client.secrets += [str(v) for k, v in params.items() if SECRET_PARAM.search(str(k)) and v]
-    body = fill_dates(options.request_body, shortcuts, when)
+    # every value from a ${VAR} (kept as written until now), and every parameter or body
+    # value named like a secret (api_key=...), is masked in every message, even where an
+    # answer echoes it
+    secrets = client.secrets
+    url = settings.url(fill_secret_refs(path, "read.path", where, secrets))
+    params = fill_secret_refs(dict(options.params), "read.options.params", where, secrets)
+    params = fill_dates(params, shortcuts, when)
+    body = fill_secret_refs(options.request_body, "read.options.request_body", where, secrets)
+    body = fill_dates(body, shortcuts, when)
+    secrets += named_secrets(params) + named_secrets(body) + _query_secrets(url)
     in_body = options.method in ("POST", "PUT", "PATCH") and body is not None
     if in_body:  # parameters and pagination go into the JSON body (as Odibi does)
         body, params = {**(body or {}), **params}, {}
@@ -716,7 +797,7 @@ def fetch_records(
             return _Request(req.url, dict(req.params), {**(req.body or {}), **values})
         return _Request(req.url, {**req.params, **values}, req.body)
 
-    first = _Request(settings.url(path), params, body)
+    first = _Request(url, params, body)
     if _origin(first.url) != _origin(settings.base_url):
         raise OdibiRunError(
             f"{where}: read.path {shown_url(first.url, {}, client.secrets)} is on another "

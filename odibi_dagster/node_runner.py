@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from odibi_dagster import checks, incremental, quality
-from odibi_dagster.api_read import last_fetch
+from odibi_dagster.api_read import last_fetch, shown_url
 from odibi_dagster.column_lineage import ColumnPlan
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Profile
@@ -191,6 +191,8 @@ class NodeRunner:
                 else:
                     current = eng.read(loc, read.format, read.options, where=node.where)
             label = f"read {read.path}"
+            if read.format == "api":  # a query value named like a secret is masked
+                label = f"read {shown_url(read.path, None, [])}"
             if done is not None:
                 meta.update(done.metadata())
                 label += f" ({done.label()})"

@@ -136,6 +136,11 @@ class _Handler(BaseHTTPRequestHandler):
         api.requests.append((urlsplit(self.path).path, {}, dict(self.headers.items())))
         if self.headers.get(api.auth[0]) != api.auth[1]:
             return self._send(401, {"error": "unauthorized"}, {})
+        queue = api.failures.get(urlsplit(self.path).path)
+        if queue:  # the answer echoes what was sent, as some APIs do
+            status, retry_after = queue.pop(0)
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            return self._send(status, {"error": "try later", "sent": raw.decode()}, headers)
         body = json.loads(raw)
         start, rows = body["start"], body["rows"]
         self._send(200, {"result": RECORDS[:5][start : start + rows]}, {})
@@ -598,6 +603,143 @@ def test_a_read_only_api_node_feeds_its_consumers(
     assert pd.read_csv(tmp_path / "lake/lima.csv")["id"].tolist() == [2, 5, 8, 11, 14, 17, 20, 23]
     first = next(q for p, q, _ in api.requests if p == "/v1/link")
     assert first == {"state": ["all"]}
+
+
+SECRET_PARAM_VALUE = "s3cr3tAPPIDvalue"
+SECRET_BODY_VALUE = "pa55/word+body"  # characters a query or JSON would escape
+SECRET_PATH_VALUE = "c1ty-s3cr3t"
+
+
+def request_values_project(tmp_path: Path, api: Api) -> Path:
+    """Three reads whose request values come from ${VAR}: a parameter with an innocent
+    name, a request_body value (of a read-only node) and a query in read.path."""
+    path = tmp_path / "project.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            project: req
+            connections:
+              api: {{type: http, base_url: "{api.url}/v1", auth: {{token: "${{{TOKEN_VAR}}}"}}}}
+              lake: {{type: local, base_path: ./lake}}
+            story: {{connection: lake, path: stories}}
+            pipelines:
+              - pipeline: p
+                nodes:
+                  - name: weather
+                    read:
+                      connection: api
+                      format: api
+                      path: /one
+                      options:
+                        params: {{q: London, appid: "${{ODIBI_TEST_APPID}}"}}
+                        response: {{items_path: results}}
+                        retry: {{max_retries: 2}}
+                    write: {{connection: lake, format: parquet, path: weather.parquet}}
+                  - name: city
+                    read:
+                      connection: api
+                      format: api
+                      path: "/offset?city=${{ODIBI_TEST_CITY}}"
+                      options: {{response: {{items_path: results}}}}
+                    write: {{connection: lake, format: parquet, path: city.parquet}}
+                  - name: login
+                    read:
+                      connection: api
+                      format: api
+                      path: /search
+                      options:
+                        method: POST
+                        request_body: {{user: me, secret_word: "${{ODIBI_TEST_WORD}}", start: 0, rows: 5}}
+                        response: {{items_path: result}}
+                  - name: logged
+                    depends_on: [login]
+                    transform: {{steps: ["SELECT id FROM login"]}}
+                    write: {{connection: lake, format: csv, path: logged.csv}}
+            """
+        )
+    )
+    return path
+
+
+def everything_shown(tmp_path: Path, result: Any, log: str) -> str:
+    """The text of every event of the run, its run config, its stories and files of the
+    lake but the data, and the log."""
+    seen = json.dumps([str(e) for e in result.all_events]) + log
+    seen += json.dumps(result.dagster_run.run_config, default=str)
+    for f in (tmp_path / "lake").rglob("*"):
+        if f.is_file() and f.suffix != ".parquet":
+            seen += f.read_text(errors="replace")
+    return seen
+
+
+@pytest.fixture
+def request_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODIBI_TEST_APPID", SECRET_PARAM_VALUE)
+    monkeypatch.setenv("ODIBI_TEST_WORD", SECRET_BODY_VALUE)
+    monkeypatch.setenv("ODIBI_TEST_CITY", SECRET_PATH_VALUE)
+
+
+SECRETS = (SECRET_PARAM_VALUE, SECRET_BODY_VALUE, SECRET_PATH_VALUE)
+
+
+def test_request_values_from_variables_are_sent_and_kept_out_of_everything(
+    tmp_path: Path,
+    api: Api,
+    dagster_home: Path,
+    request_secrets: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = request_values_project(tmp_path, api)
+    loaded = str(load_project(path).config)  # kept as written until the request
+    assert "${ODIBI_TEST_APPID}" in loaded and "${ODIBI_TEST_CITY}" in loaded
+    assert not any(s in loaded for s in SECRETS)
+    result = run_job(path)
+    assert result.success, failure_text(result)
+    sent = {p: q for p, q, _ in api.requests}
+    assert sent["/v1/one"] == {"q": ["London"], "appid": [SECRET_PARAM_VALUE]}
+    assert sent["/v1/offset"] == {"city": [SECRET_PATH_VALUE]}
+    assert json.loads(api.bodies[0])["secret_word"] == SECRET_BODY_VALUE
+    assert pd.read_csv(tmp_path / "lake/logged.csv")["id"].tolist() == [1, 2, 3, 4, 5]
+    seen = everything_shown(tmp_path, result, caplog.text)
+    assert "read /offset?city=${ODIBI_TEST_CITY}" in seen  # the story shows it as written
+    for secret in SECRETS:
+        assert secret not in seen
+
+
+def test_request_values_from_variables_are_masked_when_the_read_fails(
+    tmp_path: Path,
+    api: Api,
+    dagster_home: Path,
+    request_secrets: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the answers echo the query and the body: a 500 tried again (a warning), a 400
+    api.failures["/v1/one"] = [(500, "0"), (400, None)]
+    api.failures["/v1/offset"] = [(400, None)]
+    api.failures["/v1/search"] = [(400, None)]
+    result = run_job(request_values_project(tmp_path, api))
+    assert not result.success
+    text = failure_text(result)
+    assert "/v1/one?q=London&appid=*** answered HTTP 400 after 2 attempts" in text
+    assert "/v1/offset?city=*** answered HTTP 400" in text
+    assert "POST " in text and "/v1/search answered HTTP 400" in text
+    assert "trying again" in caplog.text
+    seen = everything_shown(tmp_path, result, caplog.text)
+    assert "node 'login' (" in seen and "node 'city' (" in seen  # the stories of the failures
+    for secret in SECRETS:
+        assert secret not in text
+        assert secret not in seen
+    # nor escaped as the query or the JSON body spells it
+    assert "pa55%2Fword%2Bbody" not in seen and "pa55\\/word" not in seen
+
+
+def test_an_unset_variable_of_a_request_value_fails_the_read_naming_it(api: Api) -> None:
+    with pytest.raises(OdibiRunError) as err:
+        read(bearer(api), "one", {"params": {"q": "${ODIBI_TEST_NOT_SET}"}})
+    assert str(err.value) == (
+        "node 'n' (p.yaml:3): environment variable ODIBI_TEST_NOT_SET "
+        "(read.options.params.q) is not set in this process; export it where the run executes"
+    )
 
 
 def test_odibis_quick_start_runs_unchanged_against_a_local_api(

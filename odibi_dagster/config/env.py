@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from odibi_dagster.config.yaml_source import KeyPath, SourceMap
-from odibi_dagster.env_refs import ENV_REF
+from odibi_dagster.env_refs import API_REQUEST_KEYS, API_REQUEST_OPTIONS, ENV_REF
 from odibi_dagster.errors import OdibiConfigError, Problem
 from odibi_dagster.resources.kinds import CONNECTION_KINDS
 
@@ -38,6 +38,24 @@ def is_secret_path(path: KeyPath) -> bool:
     return path[0] == "alerts" and isinstance(path[1], int) and path[2] == "url"
 
 
+def api_read_secret_paths(data: Any) -> frozenset[KeyPath]:
+    """Where the ``format: api`` reads of a project (as loaded, before validation) hold
+    request values: ``read.path`` and ``read.options.params`` / ``request_body``. A
+    ``${VAR}`` there is a secret (an API key in a query parameter, a password in a body):
+    kept as written and filled in by :mod:`odibi_dagster.api_read` at the request."""
+    found: set[KeyPath] = set()
+    pipelines = data.get("pipelines") if isinstance(data, dict) else None
+    for pi, pipe in enumerate(pipelines if isinstance(pipelines, list) else []):
+        nodes = pipe.get("nodes") if isinstance(pipe, dict) else None
+        for ni, node in enumerate(nodes if isinstance(nodes, list) else []):
+            read = node.get("read") if isinstance(node, dict) else None
+            if isinstance(read, dict) and read.get("format") == "api":
+                rpath: KeyPath = ("pipelines", pi, "nodes", ni, "read")
+                found |= {(*rpath, k) for k in API_REQUEST_KEYS}
+                found |= {(*rpath, "options", k) for k in API_REQUEST_OPTIONS}
+    return frozenset(found)
+
+
 def interpolate_env(
     data: Any,
     smap: SourceMap,
@@ -45,28 +63,37 @@ def interpolate_env(
     path: KeyPath = (),
     problems: list[Problem] | None = None,
     refs: dict[KeyPath, str] | None = None,
+    kept: frozenset[KeyPath] | None = None,
 ) -> Any:
     """Replace ``${VAR}`` (or ``${VAR:-default}``) in string values with the environment.
 
-    An unset variable without a default is a problem naming it. Under a secret key the
-    reference is checked but kept as written, so the value never enters the config.
+    An unset variable without a default is a problem naming it. Under a secret key (or
+    under a path of ``kept``, by default the request values of ``format: api`` reads) the
+    reference is kept as written, so the value never enters the config.
     ``refs`` collects, for every value filled from the environment, the text as written,
     so what is shown to people (metadata, stories) can show ``${VAR}`` instead.
     """
     env = os.environ if environ is None else environ
     top = problems is None
     found: list[Problem] = [] if problems is None else problems
+    if kept is None:
+        kept = api_read_secret_paths(data) if not path else frozenset()
     result: Any
     if isinstance(data, dict):
         result = {
-            k: interpolate_env(v, smap, environ, (*path, k), found, refs) for k, v in data.items()
+            k: interpolate_env(v, smap, environ, (*path, k), found, refs, kept)
+            for k, v in data.items()
         }
     elif isinstance(data, list):
         result = [
-            interpolate_env(v, smap, environ, (*path, i), found, refs) for i, v in enumerate(data)
+            interpolate_env(v, smap, environ, (*path, i), found, refs, kept)
+            for i, v in enumerate(data)
         ]
     elif isinstance(data, str) and ENV_REF.search(data):
-        result = _interpolate_str(data, path, smap, env, found)
+        if any(path[: len(p)] == p for p in kept):
+            result = data  # a request value of an api read: see api_read_secret_paths
+        else:
+            result = _interpolate_str(data, path, smap, env, found)
         if refs is not None:
             refs[path] = data
     else:

@@ -8,7 +8,8 @@ enters the loaded config, run config, metadata or stories; every message that co
 hold it is redacted. A header value written ``${VAR}`` is treated as a secret too.
 
 What a node reads (endpoint, parameters, pagination, records path, retries) is in its
-``read.options``: see :mod:`odibi_dagster.api_read`. Nothing is written to an API.
+``read.options``: see :mod:`odibi_dagster.api_read` (a ``${VAR}`` in its path, params or
+request_body is kept as written and treated as a secret too). Nothing is written to an API.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ class HttpSettings:
         return f"HttpSettings(connection={self.connection!r}, base_url={self.base_url!r})"
 
     def url(self, path: str) -> str:
-        """``path`` under ``base_url`` (an absolute http(s) URL is used as it is)."""
-        if path.startswith(("http://", "https://")):
+        """``path`` under ``base_url`` (an absolute http(s) URL is used as it is; so is a
+        path that starts with a ``${VAR}``, joined once the variable is filled in)."""
+        if path.startswith(("http://", "https://")) or ENV_REF.match(path):
             return path
         return urljoin(self.base_url.rstrip("/") + "/", path.lstrip("/"))
 
