@@ -12,8 +12,9 @@ out downtime; rows are sorted by the first timestamp column.
 
 Incremental (``read.incremental.mode: stateful`` on the timestamp column): a run starts
 one timestep after the last successful run's largest timestamp, with the random
-generators advanced by the rows already made and each random walk continuing from its
-last value, so consecutive runs make one continuous series (see :func:`generate`).
+generators advanced by the rows already made, each random walk continuing from its
+last value and the derived expressions' ``prev()``/``ema()``/``pid()`` state carried
+over, so consecutive runs make one continuous series (see :func:`generate`).
 
 Types by ``data_type``: int (nullable Int64; a column an outlier made fractional stays
 float), float, string, boolean, timestamp (UTC, without zone), categorical (as the values
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -65,23 +67,36 @@ from odibi_dagster.simulation_expr import (
     column_order,
     evaluate,
     parse_expression,
+    state_keys,
 )
 
-__all__ = ["WALKS_KEY", "Generated", "generate", "read_simulation", "timestamp_columns"]
+__all__ = [
+    "STATE_KEY",
+    "WALKS_KEY",
+    "Generated",
+    "generate",
+    "read_simulation",
+    "timestamp_columns",
+]
 
 # the last value of each random walk per entity, after the run (an incremental simulation's
 # next run continues from it), next to the high-water mark in the materialization metadata
 WALKS_KEY = "odibi/simulation_random_walks"
+# the derived expressions' state per entity after the run: the values prev() reads, ema()'s
+# smoothed values and pid()'s integral and last error (see _saved_state)
+STATE_KEY = "odibi/simulation_expression_state"
 
 
 @dataclass
 class Generated:
-    """What one generation made: the rows, the largest timestamp, and each random walk's
-    last value per entity (what the next incremental run continues from)."""
+    """What one generation made: the rows, the largest timestamp, each random walk's
+    last value per entity and the expressions' state per entity (what the next
+    incremental run continues from; JSON)."""
 
     frame: pd.DataFrame
     last_timestamp: datetime | None
     walks: dict[str, dict[str, float]] = field(default_factory=dict)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def timestamp_columns(spec: SimulationSpec) -> list[str]:
@@ -99,9 +114,12 @@ def generate(
     where: str,
     after: datetime | None = None,
     walks: Mapping[str, Mapping[str, float]] | None = None,
+    state: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Generated:
     """The rows of ``spec``; with ``after`` (the last run's largest timestamp), those from
-    one timestep later on, random walks continuing from ``walks``."""
+    one timestep later on, random walks continuing from ``walks`` and the expressions'
+    prev()/ema()/pid() state from ``state`` (both as a previous :class:`Generated` has
+    them)."""
     found = spec_problems(spec)  # checked when a project loads; here for direct calls
     if found:
         path, message = found[0]
@@ -130,7 +148,10 @@ def generate(
     walk_now: dict[str, dict[str, float]] = {
         e: {k: float(v) for k, v in (walks or {}).get(e, {}).items()} for e in entities
     }
-    state: dict[str, dict[str, Any]] = {e: {} for e in entities}
+    kept = set().union(*(state_keys(c) for c in compiled.values())) if compiled else set()
+    state_now: dict[str, dict[str, Any]] = {
+        e: _restored((state or {}).get(e, {}), kept) for e in entities
+    }
     downtime = [
         (ev.entity, parse_time(ev.start_time), parse_time(ev.end_time))
         for ev in (spec.chaos.downtime_events if spec.chaos else [])
@@ -151,9 +172,10 @@ def generate(
                 continue
             rng = rngs[ent]
             row: dict[str, Any] = {}
-            ctx = EvalContext(row, ent, row_number, ts, state[ent], tick, _draw(rng))
+            ctx = EvalContext(row, ent, row_number, ts, state_now[ent], tick, _draw(rng))
             for name in cols:
                 col = by_name[name]
+                ctx.column = name
                 gen = col.entity_overrides.get(ent, col.generator)
                 try:
                     value = _value(
@@ -190,7 +212,7 @@ def generate(
                 row[name] = value
             for k, v in row.items():
                 if v is not None:
-                    state[ent][k] = v
+                    state_now[ent][k] = v
             tick[ent] = row
         rows.extend(tick[e] for e in ent_order if e in tick)
 
@@ -224,7 +246,48 @@ def generate(
             for c in spec.columns
         )
     }
-    return Generated(frame, last, walked)
+    saved = {e: _saved(v, kept) for e, v in state_now.items()}
+    return Generated(frame, last, walked, {e: v for e, v in saved.items() if v})
+
+
+def _saved(state: Mapping[str, Any], kept: set[str]) -> dict[str, Any]:
+    """An entity's expression state as JSON: the keys the expressions read (see
+    :func:`state_keys`; pid() keys start with ``_pid_``), timestamps as
+    ``{"timestamp": iso}``; values JSON cannot hold (a geo tuple, a non-finite number,
+    an integer over 1000 bits) are left out, so a prev() of them starts from its default
+    again."""
+    out: dict[str, Any] = {}
+    for k, v in state.items():
+        if k not in kept and not k.startswith("_pid_"):
+            continue
+        if isinstance(v, datetime):
+            out[k] = {"timestamp": v.isoformat()}
+        elif isinstance(v, (bool, str)) or v is None:
+            out[k] = v
+        elif isinstance(v, (int, np.integer)):
+            if int(v).bit_length() <= 1000:  # JSON text of a far larger one is refused
+                out[k] = int(v)
+        elif isinstance(v, (float, np.floating)):
+            if math.isfinite(v):
+                out[k] = float(v)
+        elif isinstance(v, dict) and k.startswith("_pid_"):
+            out[k] = {n: float(x) for n, x in v.items()}
+    return out
+
+
+def _restored(saved: Mapping[str, Any], kept: set[str]) -> dict[str, Any]:
+    """:func:`_saved`'s JSON back as an entity's state."""
+    out: dict[str, Any] = {}
+    for k, v in saved.items():
+        if k not in kept and not k.startswith("_pid_"):
+            continue  # the expressions changed since: nothing reads it
+        if isinstance(v, dict) and set(v) == {"timestamp"}:
+            out[k] = datetime.fromisoformat(str(v["timestamp"]))
+        elif isinstance(v, dict) and k.startswith("_pid_"):
+            out[k] = {n: float(x) for n, x in v.items() if isinstance(x, (int, float))}
+        elif isinstance(v, (bool, str, int, float)):
+            out[k] = v
+    return out
 
 
 def read_simulation(
@@ -242,12 +305,14 @@ def read_simulation(
     inc = sim.incremental
     before: incremental.Mark | None = None
     walks: dict[str, dict[str, float]] = {}
+    state: dict[str, dict[str, Any]] = {}
     if inc is not None:
         before = incremental.previous_mark(instance, key)
         if before is not None and before.column != inc.column:
             before = None  # the mark of another column: start again
         if before is not None:
             walks = _previous_walks(instance, key)
+            state = _previous_state(instance, key)
     after = None
     if before is not None:
         try:
@@ -258,7 +323,7 @@ def read_simulation(
                 f"{before.shown()!r}, not a timestamp; wipe the asset's materializations to "
                 "start the simulation again"
             ) from None
-    made = generate(spec, where=where, after=after, walks=walks)
+    made = generate(spec, where=where, after=after, walks=walks, state=state)
     rows = len(made.frame)
     meta: dict[str, Any] = {"odibi/rows_generated": rows}
     label = f"simulation: {rows} rows"
@@ -276,9 +341,23 @@ def read_simulation(
         if mark_after is not None:
             meta[incremental.MARK_KEY] = dg.MetadataValue.json(mark_after.as_json())
         meta[WALKS_KEY] = dg.MetadataValue.json(made.walks if made.last_timestamp else walks)
+        meta[STATE_KEY] = dg.MetadataValue.json(made.state if made.last_timestamp else state)
         start = "scope.start_time" if before is None else f"after {before.shown()}"
         label += f" (incremental stateful: {start})"
     return engine.from_pandas(made.frame), meta, label
+
+
+def _previous_state(
+    instance: dg.DagsterInstance | None, key: dg.AssetKey | None
+) -> dict[str, dict[str, Any]]:
+    if instance is None or key is None:
+        return {}
+    event = instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event is not None else None
+    data = getattr(mat.metadata.get(STATE_KEY), "data", None) if mat is not None else None
+    if not isinstance(data, dict):
+        return {}
+    return {str(e): dict(v) for e, v in data.items() if isinstance(v, dict)}
 
 
 def _previous_walks(

@@ -12,17 +12,22 @@ another entity's column at the same timestamp (``Tank_A.level``), the operators
 attribute of a column, subscripts, lambdas, comprehensions, any other name or function)
 is refused when the project loads. The checked tree becomes nested closures, one per
 operator (:func:`_compile`), that :func:`evaluate` calls, so an expression can do nothing
-but compute a value. A power or repetition with an enormous result is refused as it runs.
+but compute a value. A power, product, sum or ``round()`` with an enormous result (an
+integer past :data:`_MAX_BITS`, a text past :data:`_MAX_LENGTH`) is refused as it runs, and
+an expression nested past :data:`_MAX_DEPTH` when it loads.
 
 Stateful functions, as in Odibi: ``prev('col', default)`` (the entity's previous value of
 a column), ``ema('col', alpha, default)`` (its exponential moving average) and
 ``pid(pv=..., sp=..., Kp=..., Ki=..., Kd=..., dt=..., output_min=..., output_max=...,
-anti_windup=...)`` (a PID controller's output, one state per call site).
+anti_windup=...)`` (a PID controller's output, one state per call site). Their state is
+kept per entity under plain keys (:func:`state_keys`), so an incremental simulation can
+store it and the next run continue from it.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +45,7 @@ __all__ = [
     "column_order",
     "evaluate",
     "parse_expression",
+    "state_keys",
 ]
 
 
@@ -123,15 +129,48 @@ class Compiled:
     guard: str | None  # `... if entity_id == 'X' else ...`: the body concerns X only
     guarded_refs: frozenset[tuple[str, str]]
     run: Callable[[EvalContext], Any]  # the value for one row (see _compile)
+    ema_columns: frozenset[str] = frozenset()  # columns named by ema(): the current row
+
+
+_MAX_DEPTH = 200  # operators nested deeper than this: a generated mistake, not a formula
+
+
+def _too_deep(text: str) -> ExpressionError:
+    return ExpressionError(
+        f"expression {text[:60]!r}{'...' if len(text) > 60 else ''} is nested too deeply "
+        f"(more than {_MAX_DEPTH} levels of operators or brackets); split it over several "
+        "derived columns"
+    )
+
+
+def _depth(tree: ast.AST) -> int:
+    """The deepest nesting of ``tree`` (without recursion)."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, d = todo.pop()
+        deepest = max(deepest, d)
+        if d > _MAX_DEPTH:
+            break
+        todo.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def parse_expression(text: str) -> Compiled:
     """``text`` checked against the grammar (the names are checked by :func:`column_order`,
     which knows the columns)."""
     try:
+        return _parse(text)
+    except (RecursionError, MemoryError):
+        raise _too_deep(text.strip()) from None
+
+
+def _parse(text: str) -> Compiled:
+    try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
         raise ExpressionError(f"expression {text.strip()!r} is not valid: {exc.msg}") from None
+    if _depth(tree) > _MAX_DEPTH:
+        raise _too_deep(text.strip())
     names: set[str] = set()
     stateful: set[str] = set()
     refs: set[tuple[str, str]] = set()
@@ -152,6 +191,14 @@ def parse_expression(text: str) -> Compiled:
             body: set[tuple[str, str]] = set()
             _check(tree.body, text, set(), set(), body)
             guarded = frozenset(body)
+    ema = {
+        n.args[0].value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id == "ema"
+        and isinstance(n.args[0], ast.Constant)
+    }
     return Compiled(
         text.strip(),
         tree,
@@ -161,6 +208,7 @@ def parse_expression(text: str) -> Compiled:
         guard,
         guarded,
         _compile(tree, text.strip()),
+        frozenset(str(c) for c in ema),
     )
 
 
@@ -298,6 +346,8 @@ def column_order(spec: SimulationSpec, entities: Iterable[str]) -> tuple[list[st
                         path=where,
                     )
                 deps[c.name].add(n)
+            # ema() reads the current row's value (prev() the previous row's): after it
+            deps[c.name] |= {n for n in comp.ema_columns if n in colset and n != c.name}
             for n in comp.stateful_columns:
                 if n not in colset:
                     raise ExpressionError(
@@ -375,6 +425,13 @@ class EvalContext:
     others: Mapping[str, Mapping[str, Any]]  # other entities' rows at this timestamp
     random: Callable[[], float]
     call_ids: dict[int, str] = field(default_factory=dict)
+    column: str = ""  # the column being computed (a pid() call's state is per column)
+
+
+def state_keys(comp: Compiled) -> set[str]:
+    """The keys of an entity's state that ``comp``'s stateful functions read: the columns
+    prev() names and ema()'s smoothed values (pid()'s keys start with ``_pid_``)."""
+    return set(comp.stateful_columns) | {f"_ema_{c}" for c in comp.ema_columns}
 
 
 def evaluate(comp: Compiled, ctx: EvalContext) -> Any:
@@ -407,13 +464,13 @@ def _compile(node: ast.expr, text: str) -> Run:
     if isinstance(node, ast.BinOp):
         f, op = _BINOPS[type(node.op)], node.op
         left, right = _compile(node.left, text), _compile(node.right, text)
-        if not isinstance(op, (ast.Pow, ast.Mult)):
+        if not isinstance(op, (ast.Pow, ast.Mult, ast.Add)):
             return lambda ctx: f(left(ctx), right(ctx))
 
         def bounded(ctx: EvalContext) -> Any:
             a, b = left(ctx), right(ctx)
             _bounded(op, a, b, text)
-            return f(a, b)
+            return _sized(f(a, b), text)
 
         return bounded
     if isinstance(node, ast.UnaryOp):
@@ -503,6 +560,23 @@ def _bounded(op: ast.operator, left: Any, right: Any, text: str) -> None:
                 raise ExpressionError(f"expression {text!r}: the result is too long")
 
 
+def _sized(result: Any, text: str) -> Any:
+    """``result``, unless it is an integer or a text (or list) grown past the bounds (a
+    column that doubles itself through prev() row after row)."""
+    if isinstance(result, int) and result.bit_length() > _MAX_BITS:
+        raise ExpressionError(
+            f"expression {text!r}: the result is too large (more than {_MAX_BITS} bits)"
+        )
+    if isinstance(result, (str, list, tuple)) and len(result) > _MAX_LENGTH:
+        raise ExpressionError(
+            f"expression {text!r}: the result is too long (more than {_MAX_LENGTH} items)"
+        )
+    return result
+
+
+_MAX_NDIGITS = 400  # beyond any float's digits; round(1, -10**9) would run for hours
+
+
 _BUILTINS: dict[str, Callable[[Any], Any]] = {
     "abs": abs,
     "int": int,
@@ -545,6 +619,9 @@ def _compile_call(node: ast.Call, fn: str, text: str) -> Run:
 
         return ema
     arg_fns = [_compile(a, text) for a in node.args]
+    # a pid() call's place in its expression: stable from run to run (its state is stored)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    site = f"{digest}:{node.lineno}:{node.col_offset}"
     if fn == "random":
         return lambda ctx: ctx.random()
     if fn in _BUILTINS:
@@ -561,11 +638,19 @@ def _compile_call(node: ast.Call, fn: str, text: str) -> Run:
             default = args[2] if len(args) > 2 else kw.get("default")
             if a is None or b is None or (fn == "safe_div" and b == 0):
                 return default
-            return a / b if fn == "safe_div" else a * b
+            if fn == "safe_div":
+                return a / b
+            _bounded(ast.Mult(), a, b, text)
+            return _sized(a * b, text)
         if fn == "pid":
-            return _pid(node, args, kw, ctx)
+            return _pid(site, args, kw, ctx)
         if fn == "round":
             nd = args[1] if len(args) > 1 else kw.get("ndigits")
+            if isinstance(nd, int) and abs(nd) > _MAX_NDIGITS:
+                raise ExpressionError(
+                    f"expression {text!r}: round() to {nd} digits; use at most "
+                    f"{_MAX_NDIGITS} either way"
+                )
             return round(args[0]) if nd is None else round(args[0], nd)
         values = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
         return min(values) if fn == "min" else max(values)
@@ -585,12 +670,12 @@ _PID_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _pid(node: ast.Call, args: list[Any], kwargs: dict[str, Any], ctx: EvalContext) -> Any:
+def _pid(site: str, args: list[Any], kwargs: dict[str, Any], ctx: EvalContext) -> Any:
     p = {**_PID_DEFAULTS, **dict(zip(_PID_ORDER, args, strict=False)), **kwargs}
     pv, sp = p.get("pv"), p.get("sp")
     if pv is None or sp is None:
         return None
-    key = f"_pid_{id(node)}"  # one state per call site
+    key = f"_pid_{ctx.column}:{site}"  # one state per call site
     st = ctx.state.get(key) or {"integral": 0.0, "prev_error": 0.0}
     error = sp - pv
     dt = p["dt"]

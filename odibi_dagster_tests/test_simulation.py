@@ -22,7 +22,7 @@ from odibi_dagster.config.simulation import SimulationRead, SimulationSpec
 from odibi_dagster.engines.pandas import PandasEngine
 from odibi_dagster.errors import OdibiRunError
 from odibi_dagster.incremental import MARK_KEY
-from odibi_dagster.simulation import WALKS_KEY, generate, read_simulation
+from odibi_dagster.simulation import STATE_KEY, WALKS_KEY, generate, read_simulation
 from odibi_dagster.simulation_expr import ExpressionError, parse_expression
 from odibi_dagster_tests.support.runs import failure_text, run_job
 
@@ -572,6 +572,8 @@ def test_derived_expressions_read_columns_state_and_other_entities() -> None:
         ("prev(c, 0)", "prev() takes a column name in quotes"),
         ("round(c, digits=2)", "round() has no argument 'digits'"),
         ("1 +", "is not valid"),
+        ("1" + "+1" * 3000, "is nested too deeply"),  # Python's parser gives up here
+        ("-" * 500 + "1", "is nested too deeply"),  # parses, but too deep to evaluate
     ],
 )
 def test_expressions_outside_the_grammar_are_refused(expression: str, refused: str) -> None:
@@ -581,7 +583,14 @@ def test_expressions_outside_the_grammar_are_refused(expression: str, refused: s
 
 
 @pytest.mark.parametrize(
-    "expression", ["((10 ** 1000) ** 1000) ** 1000", "'x' * 1000000000", "[0] * 10 ** 9"]
+    "expression",
+    [
+        "((10 ** 1000) ** 1000) ** 1000",
+        "'x' * 1000000000",
+        "[0] * 10 ** 9",
+        "str(round(1, -10 ** 9))",
+        "str(round(1.5, 10 ** 9))",
+    ],
 )
 def test_expressions_that_would_exhaust_time_or_memory_fail_fast(expression: str) -> None:
     bad = spec(
@@ -594,8 +603,114 @@ def test_expressions_that_would_exhaust_time_or_memory_fail_fast(expression: str
         ],
         row_count=1,
     )
-    with pytest.raises(OdibiRunError, match=r"is too large|is too long"):
+    with pytest.raises(OdibiRunError, match=r"is too large|is too long|use at most 400"):
         generate(bad, where="node 'gen'")
+
+
+@pytest.mark.parametrize(
+    ("data_type", "expression", "message"),
+    [
+        ("float", "prev('x', 3) * prev('x', 3)", "the result is too large (more than 100000 bits)"),
+        ("float", "safe_mul(prev('x', 3), prev('x', 3))", "the result is too large"),
+        ("string", "prev('x', 'a') + prev('x', 'a')", "the result is too long"),
+    ],
+)
+def test_a_value_growing_row_after_row_fails_once_too_large(
+    data_type: str, expression: str, message: str
+) -> None:
+    grows = spec(
+        [
+            {
+                "name": "x",
+                "data_type": data_type,
+                "generator": {"type": "derived", "expression": expression},
+            }
+        ],
+        row_count=40,
+    )
+    with pytest.raises(OdibiRunError) as exc:
+        generate(grows, where="node 'gen' (p.yaml:3)")
+    msg = str(exc.value)
+    # squaring passes 100000 bits at row 17 (3 ** 2 ** 16), doubling 100000 letters at row 18
+    assert msg.startswith(
+        "node 'gen' (p.yaml:3): simulation column 'x' (entity 'entity_01', 2026-01-01T00:1"
+    ), msg
+    assert message in msg, msg
+
+
+def test_ema_reads_the_current_row_whatever_the_column_order() -> None:
+    level = {
+        "name": "level",
+        "data_type": "float",
+        "generator": {"type": "derived", "expression": "_row_index * 10.0"},
+    }
+    smooth = {
+        "name": "smooth",
+        "data_type": "float",
+        "generator": {"type": "derived", "expression": "ema('level', 0.5, 0)"},
+    }
+    expected = [0.0, 5.0, 12.5, 21.25, 30.625]
+    for columns in ([level, smooth], [smooth, level]):
+        df = gen(columns, row_count=5)
+        assert list(df.columns) == [c["name"] for c in columns]  # the YAML's order
+        assert list(df["smooth"]) == expected
+
+
+STATEFUL_COLUMNS: list[dict[str, Any]] = [
+    {"name": "ts", "data_type": "timestamp", "generator": {"type": "timestamp"}},
+    {
+        "name": "level",
+        "data_type": "float",
+        "generator": {"type": "derived", "expression": "prev('level', 0) + 1.5"},
+    },
+    {
+        "name": "smooth",
+        "data_type": "float",
+        "generator": {"type": "derived", "expression": "ema('level', 0.3, 0)"},
+    },
+    {
+        "name": "before",
+        "data_type": "timestamp",
+        "generator": {"type": "derived", "expression": "prev('ts', None)"},
+    },
+    {
+        "name": "valve",
+        "data_type": "float",
+        "generator": {
+            "type": "derived",
+            "expression": "pid(pv=level, sp=20, Kp=0.2, Ki=0.4, Kd=0.1, output_max=1000)",
+        },
+    },
+    {
+        "name": "valve2",  # the same call in another column: a state of its own
+        "data_type": "float",
+        "generator": {
+            "type": "derived",
+            "expression": "pid(pv=level, sp=20, Kp=0.2, Ki=0.4, Kd=0.1, output_max=1000)",
+        },
+    },
+]
+
+
+def test_runs_one_after_another_continue_prev_ema_and_pid() -> None:
+    whole = generate(spec(STATEFUL_COLUMNS, row_count=8, entities={"count": 2}), where="t")
+    part = spec(STATEFUL_COLUMNS, row_count=4, entities={"count": 2})
+    first = generate(part, where="t")
+    second = generate(
+        part, where="t", after=first.last_timestamp, walks=first.walks, state=first.state
+    )
+    joined = pd.concat([first.frame, second.frame], ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole.frame)
+    assert list(whole.frame["valve"]) == list(whole.frame["valve2"])
+    # the state is JSON (it goes into the materialization metadata)
+    state = first.state["entity_01"]
+    assert state["level"] == 6.0 and state["ts"] == {"timestamp": "2026-01-01T00:03:00"}
+    pids = sorted(k.split(":")[0] for k in state if k.startswith("_pid_"))
+    assert pids == ["_pid_valve", "_pid_valve2"]  # one per column, named by it
+    assert set(state) == {"level", "ts", "_ema_level", *(k for k in state if "_pid_" in k)}
+    # without the state a run starts over: prev() from its default
+    fresh = generate(part, where="t", after=first.last_timestamp, walks=first.walks)
+    assert list(fresh.frame["level"][:2]) == [1.5, 1.5]
 
 
 def test_values_that_do_not_fit_the_data_type_name_the_column() -> None:
@@ -716,6 +831,12 @@ SIM = """\
             "calling 'eval' is not allowed",
         ),
         (
+            {"generator": "{type: derived, expression: '1" + "+1" * 3000 + "'}"},
+            17,
+            "read.options.simulation.columns[0].generator.expression",
+            "is nested too deeply (more than 200 levels of operators or brackets); split it",
+        ),
+        (
             {
                 "generator": "{type: random_walk, start: 1, min: 0, max: 2, volatility: 0.1, jitter: 1}"
             },
@@ -795,6 +916,7 @@ pipelines:
                 - {{name: sensor, data_type: string, generator: {{type: constant, value: "{{entity_id}}"}}}}
                 - {{name: timestamp, data_type: timestamp, generator: {{type: timestamp}}}}
                 - {{name: n, data_type: int, generator: {{type: sequential}}}}
+                - {{name: total, data_type: int, generator: {{type: derived, expression: "prev('total', 0) + 1"}}}}
                 - name: temp
                   data_type: float
                   generator: {{type: random_walk, start: 50, min: 0, max: 100, volatility: 2}}
@@ -820,6 +942,7 @@ def test_a_stateful_simulation_continues_after_the_last_run(
         mine = df[df.sensor == sensor].sort_values("timestamp")
         assert list(mine["timestamp"]) == first_day  # day two follows day one
         assert list(mine["n"]) == list(range(1, 49))  # row numbers continue
+        assert list(mine["total"]) == list(range(1, 49))  # and prev() with them
     instance = dg.DagsterInstance.get()
     mat = instance.get_latest_materialization_event(dg.AssetKey(["p", "sensors"]))
     assert mat is not None and mat.asset_materialization is not None
@@ -832,6 +955,7 @@ def test_a_stateful_simulation_continues_after_the_last_run(
     # each random walk's last value is kept for the next run to continue from
     last = df.sort_values("timestamp").groupby("sensor")["temp"].last().to_dict()
     assert meta[WALKS_KEY].data == {s: {"temp": v} for s, v in last.items()}
+    assert meta[STATE_KEY].data == {"s01": {"total": 48}, "s02": {"total": 48}}
 
 
 def test_a_continued_random_walk_starts_from_the_value_it_was_given() -> None:
