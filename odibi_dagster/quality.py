@@ -31,6 +31,7 @@ from odibi_dagster.errors import OdibiRunError
 SAMPLE_ROWS = 5
 _VIEW = "odibi_validated"
 _FLAG = "__odibi_t{}"
+_ROW = "__odibi_row"
 # metadata keys of the node's materialization
 ROWS_QUARANTINED = "odibi/rows_quarantined"
 QUARANTINE_PATH = "odibi/quarantine_path"
@@ -192,9 +193,17 @@ def _columns_of(p: PlannedTest, columns: list[str]) -> list[str]:
     return [t.column] if hasattr(t, "column") else []
 
 
-def _flagged(tests: list[PlannedTest], d: Dialect) -> str:
+def _flagged(tests: list[PlannedTest], d: Dialect, *, numbered: bool = False) -> str:
+    """The rows with a flag column per test; ``numbered``: also their position (_ROW)."""
     flags = ", ".join(f"{_fails(p, d)} AS {_FLAG.format(p.index)}" for p in tests)
-    return f"SELECT *{', ' + flags if flags else ''} FROM {_VIEW}"
+    source = f"(SELECT *, ROW_NUMBER() OVER () AS {_ROW} FROM {_VIEW}) n" if numbered else _VIEW
+    return f"SELECT *{', ' + flags if flags else ''} FROM {source}"
+
+
+def _in_order(tests: list[PlannedTest], d: Dialect) -> bool:
+    """Whether the rows kept or quarantined must be put back in the input's order: on
+    DuckDB, the window of a ``unique`` test reorders them (a Spark frame has no order)."""
+    return not d.spark and any(p.test.type == "unique" for p in tests)
 
 
 def _any(tests: list[PlannedTest]) -> str:
@@ -486,10 +495,12 @@ def evaluate(
             removed_rows = int(got["f_any"] or 0)
             result.metadata[ROWS_LEFT_OUT] = removed_rows
     if can_remove and remove and not blocking:
-        flagged = _flagged(remove, d)
+        numbered = _in_order(remove, d)
+        flagged = _flagged(remove, d, numbered=numbered)
+        order = f" ORDER BY {_ROW}" if numbered else ""
         keep_cols = ", ".join(d.ident(c) for c in columns)
-        result.keep = f"SELECT {keep_cols} FROM ({flagged}) q WHERE NOT ({_any(remove)})"
-        result.reject = _rejected(remove, columns, d, node, flagged)
+        result.keep = f"SELECT {keep_cols} FROM ({flagged}) q WHERE NOT ({_any(remove)}){order}"
+        result.reject = _rejected(remove, columns, d, node, flagged) + order
         result.removed_rows = removed_rows
     return result
 

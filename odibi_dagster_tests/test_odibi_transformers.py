@@ -88,6 +88,17 @@ REGIONS = pa.Table.from_pylist(
     [{"grp": "a", "region": "EU", "amount": 1.0}, {"grp": "c", "region": "US", "amount": 2.0}]
 )
 MORE = pa.Table.from_pylist([{"id": 4, "extra": "x"}])
+# dates as text (as a CSV read on pandas gives them), and a null to order by
+TEXTS = pa.Table.from_pylist(
+    [
+        {"id": 1, "d": "2024-01-31", "k": "a", "v": None},
+        {"id": 2, "d": "2024-03-01", "k": "a", "v": 2.0},
+        {"id": 3, "d": "2024-02-29", "k": "b", "v": 1.0},
+    ],
+    schema=pa.schema(
+        [("id", pa.int64()), ("d", pa.string()), ("k", pa.string()), ("v", pa.float64())]
+    ),
+)
 
 
 def frames(engine: Engine, root: Path) -> dict[str, Any]:
@@ -98,6 +109,7 @@ def frames(engine: Engine, root: Path) -> dict[str, Any]:
         ("src", pa.Table.from_pylist(ROWS, schema=SCHEMA)),
         ("regions", REGIONS),
         ("more", MORE),
+        ("texts", TEXTS),
     ):
         pq.write_table(table, root / f"{name}.parquet")
         out[name] = engine.read(storage.location(f"{name}.parquet"), "parquet")
@@ -137,6 +149,12 @@ CASES: dict[str, tuple[str, dict[str, Any], Check, Any]] = {
         {"derivations": {"twice": "amount * 2", "qty": "qty + 1"}},
         lambda c, r: (c[-1], by_id(r, "twice"), by_id(r, "qty")),
         ("twice", [20.0, None, 10.0], [2, 3, 4]),
+    ),
+    "derive_columns_case": (
+        "derive_columns",
+        {"derivations": {"QTY": "qty * 10"}},
+        lambda c, r: (c[3:6], by_id(r, "QTY")),
+        (["amount", "QTY", "email"], [10, 20, 30]),
     ),
     "cast_columns": (
         "cast_columns",
@@ -196,6 +214,12 @@ CASES: dict[str, tuple[str, dict[str, Any], Check, Any]] = {
         {"col": "day", "value": 1, "unit": "day"},
         lambda c, r: [v[:10] for v in by_id(r, "day_future")],
         ["2024-01-02", "2024-01-04", "2024-02-11"],
+    ),
+    "date_add_back": (
+        "date_add",
+        {"col": "day", "value": -1, "unit": "month"},
+        lambda c, r: [v[:10] for v in by_id(r, "day_future")],
+        ["2023-12-01", "2023-12-03", "2024-01-10"],
     ),
     "date_trunc": (
         "date_trunc",
@@ -382,7 +406,89 @@ SPARK_SUBSET = [
     "pivot",
     "unpivot",
     "deduplicate",
+    "date_add_back",
+    "derive_columns_case",
 ]
+
+# name -> (function, params, what to look at, expected); on TEXTS
+TEXT_CASES: dict[str, tuple[str, dict[str, Any], Check, Any]] = {
+    "extract_date_parts": (
+        "extract_date_parts",
+        {"source_col": "d", "parts": ["year", "month", "day"]},
+        lambda c, r: [(x["d_year"], x["d_month"], x["d_day"]) for x in r],
+        [(2024, 1, 31), (2024, 3, 1), (2024, 2, 29)],
+    ),
+    "date_add": (
+        "date_add",
+        {"col": "d", "value": -1, "unit": "month"},
+        lambda c, r: [x["d_future"] for x in r],
+        ["2023-12-31 00:00:00", "2024-02-01 00:00:00", "2024-01-29 00:00:00"],
+    ),
+    "date_trunc": (
+        "date_trunc",
+        {"col": "d", "unit": "month"},
+        lambda c, r: [x["d_trunc"] for x in r],
+        ["2024-01-01 00:00:00", "2024-03-01 00:00:00", "2024-02-01 00:00:00"],
+    ),
+    # nulls last (as sort), on both engines: Spark alone would put the null first
+    "deduplicate": (
+        "deduplicate",
+        {"keys": ["k"], "order_by": "v"},
+        lambda c, r: by_id(r, "id"),
+        [2, 3],
+    ),
+    "window_calculation": (
+        "window_calculation",
+        {"target_col": "n", "function": "row_number()", "partition_by": ["k"], "order_by": "v"},
+        lambda c, r: by_id(r, "n"),
+        [2, 1, 1],
+    ),
+    "window_nulls_first": (
+        "window_calculation",
+        {
+            "target_col": "n",
+            "function": "row_number()",
+            "partition_by": ["k"],
+            "order_by": "v ASC NULLS FIRST, id",
+        },
+        lambda c, r: by_id(r, "n"),
+        [1, 2, 1],
+    ),
+}
+
+
+def run_text_cases(engine: Engine, root: Path) -> dict[str, Any]:
+    texts = frames(engine, root)["texts"]
+    got = {}
+    for case, (name, params, check, _) in TEXT_CASES.items():
+        out = run_steps(
+            engine, [Step(function=name, params=params)], {"texts": texts}, node="n", where=WHERE
+        )
+        cols, rows = result(engine, out)
+        got[case] = check(cols, sorted(rows, key=lambda x: x["id"]))
+    return got
+
+
+def test_date_builtins_read_text_dates_and_order_by_puts_nulls_last(tmp_path: Path) -> None:
+    got = run_text_cases(get_engine("pandas"), tmp_path)
+    assert got == {case: want for case, (_, _, _, want) in TEXT_CASES.items()}
+
+
+def test_drop_columns_of_every_column_fails_naming_the_node(tmp_path: Path) -> None:
+    engine = get_engine("pandas")
+    texts = frames(engine, tmp_path)["texts"]
+    with pytest.raises(OdibiRunError) as err:
+        run_steps(
+            engine,
+            [Step(function="drop_columns", params={"columns": ["id", "d", "k", "v"]})],
+            {"texts": texts},
+            node="n",
+            where=WHERE,
+        )
+    assert str(err.value) == (
+        f"{WHERE}, step 1: drop_columns would drop every column (id, d, k, v); keep at least "
+        "one (or leave the node out)"
+    )
 
 
 def run_case(engine: Engine, inputs: dict[str, Any], case: str) -> Any:
@@ -416,6 +522,8 @@ def test_the_builtins_mean_the_same_on_spark(spark: Any, tmp_path: Path) -> None
     inputs = frames(engine, tmp_path)
     got = {case: run_case(engine, inputs, case) for case in SPARK_SUBSET}
     assert got == {case: CASES[case][3] for case in SPARK_SUBSET}
+    texts = run_text_cases(engine, tmp_path)
+    assert texts == {case: want for case, (_, _, _, want) in TEXT_CASES.items()}
 
 
 # --------------------------------------------------------------------------- df and current

@@ -506,3 +506,29 @@ def test_a_condition_that_cannot_run_names_the_test_and_the_columns(tmp_path: Pa
     assert "validation test 'positive' (custom_sql): condition 'amount > 0' cannot be" in text
     assert "columns: order_id, customer_id, status, total, email" in text
     assert not (tmp_path / "clean.parquet").exists()
+
+
+def test_range_takes_a_yaml_date_and_quarantine_keeps_the_row_order(tmp_path: Path) -> None:
+    defs = project(
+        tmp_path,
+        """          tests:
+            - {type: unique, columns: [k], on_fail: quarantine}
+            - {type: range, column: d, min: 2024-01-01, on_fail: quarantine}
+          quarantine: {connection: fs, path: quarantine/orders}""",
+        downstream=False,
+    )
+    keys = [5, 3, 9, 1, 3, 7, 2, 8, 6, 4, 11, 12]
+    days = ["2024-02-01"] * 12
+    days[6] = "2023-12-31"
+    lines = [f"{i},{k},{d}" for i, (k, d) in enumerate(zip(keys, days, strict=True), start=1)]
+    (tmp_path / "orders.csv").write_text("order_id,k,d\n" + "\n".join(lines) + "\n")
+    result = run_job(defs, "p")
+    assert result.success, failure_text(result)
+    assert not checks(result)["range"].passed
+    kept = pd.read_parquet(tmp_path / "clean.parquet")
+    assert list(kept["order_id"]) == [1, 3, 4, 6, 8, 9, 10, 11, 12]
+    quarantined = pd.read_parquet(tmp_path / "quarantine" / "orders")
+    assert list(quarantined["order_id"]) == [2, 5, 7]
+    assert quarantined["_rejection_reason"][2].startswith(
+        "Failed: range: d within [2024-01-01, None]"
+    )

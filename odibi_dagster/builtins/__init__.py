@@ -101,12 +101,17 @@ class BuiltinContext:
 
     def project(self, exprs: Mapping[str, str], drop: tuple[str, ...] = ()) -> Frame:
         """The current frame with the columns of ``exprs`` (name -> SQL expression) set:
-        in place where the frame has that column, appended otherwise; ``drop`` left out."""
+        in place (named as in ``exprs``) where the frame has that column, its name compared
+        without case as both engines' SQL does, appended otherwise; ``drop`` left out."""
         have = self.columns()
-        cols = [
-            f"{exprs[c]} AS {self.q(c)}" if c in exprs else self.q(c) for c in have if c not in drop
-        ]
-        cols += [f"{e} AS {self.q(c)}" for c, e in exprs.items() if c not in have]
+        given = {c.lower(): c for c in exprs}
+        cols = []
+        for c in have:
+            if c in drop:
+                continue
+            new = given.pop(c.lower(), None)
+            cols.append(self.q(c) if new is None else f"{exprs[new]} AS {self.q(new)}")
+        cols += [f"{exprs[c]} AS {self.q(c)}" for c in given.values()]
         return self.sql(f"SELECT {', '.join(cols)} FROM df")
 
     @staticmethod

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field
@@ -14,12 +15,38 @@ Frame = Any
 _RN = "__odibi_rn__"
 
 
+def nulls_last(order_by: str) -> str:
+    """``order_by`` (SQL) with NULLS LAST on each term that does not say where nulls go:
+    DuckDB puts nulls last and Spark first (ascending), so both engines then agree, and
+    agree with ``sort``."""
+    terms, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(order_by):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            terms.append(order_by[start:i])
+            start = i + 1
+    terms.append(order_by[start:])
+    out = []
+    for term in (t.strip() for t in terms):
+        if term and not re.search(r"\bnulls\s+(first|last)\s*$", term, re.IGNORECASE):
+            term += " NULLS LAST"
+        out.append(term)
+    return ", ".join(out)
+
+
 class DeduplicateParams(Params):
     keys: list[str] = Field(min_length=1, description="Columns that identify a row.")
     order_by: str | None = Field(
         default=None,
         description="SQL ORDER BY of the rows of one key; the first is kept, e.g. "
-        "`updated_at DESC`.",
+        "`updated_at DESC` (nulls last unless it says NULLS FIRST).",
     )
 
 
@@ -28,7 +55,7 @@ def deduplicate(ctx: BuiltinContext, p: DeduplicateParams) -> Frame:
     ctx.require(p.keys, "keys")
     q = ctx.q
     cols = ctx.columns()
-    order = p.order_by or ", ".join(q(k) for k in p.keys)
+    order = nulls_last(p.order_by) if p.order_by else ", ".join(q(k) for k in p.keys)
     return ctx.sql(
         f"SELECT {', '.join(q(c) for c in cols)} FROM (SELECT *, ROW_NUMBER() OVER "
         f"(PARTITION BY {', '.join(q(k) for k in p.keys)} ORDER BY {order}) AS {q(_RN)} "
@@ -105,7 +132,10 @@ class WindowCalculationParams(Params):
     target_col: str
     function: str = Field(description="A SQL window function, e.g. `sum(amount)`, `rank()`.")
     partition_by: list[str] = Field(default_factory=list)
-    order_by: str | None = Field(default=None, description="SQL ORDER BY, e.g. `day ASC`.")
+    order_by: str | None = Field(
+        default=None,
+        description="SQL ORDER BY, e.g. `day ASC` (nulls last unless it says NULLS FIRST).",
+    )
 
 
 def window_calculation(ctx: BuiltinContext, p: WindowCalculationParams) -> Frame:
@@ -115,7 +145,7 @@ def window_calculation(ctx: BuiltinContext, p: WindowCalculationParams) -> Frame
     if p.partition_by:
         over.append("PARTITION BY " + ", ".join(ctx.q(c) for c in p.partition_by))
     if p.order_by:
-        over.append(f"ORDER BY {p.order_by}")
+        over.append(f"ORDER BY {nulls_last(p.order_by)}")
     return ctx.project({p.target_col: f"{p.function} OVER ({' '.join(over)})"})
 
 

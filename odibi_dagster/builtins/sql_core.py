@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from odibi_dagster.builtins import BuiltinContext, Params, register
+from odibi_dagster.errors import OdibiRunError
 
 Frame = Any
 
@@ -94,9 +95,8 @@ def extract_date_parts(ctx: BuiltinContext, p: ExtractDateParams) -> Frame:
     """Add <prefix>_year, _month, _day, _hour columns of a date or timestamp column."""
     ctx.require([p.source_col], "source_col")
     prefix = p.prefix or p.source_col
-    return ctx.project(
-        {f"{prefix}_{part}": f"{part.upper()}({ctx.q(p.source_col)})" for part in p.parts}
-    )
+    col = _as_time(ctx, p.source_col)
+    return ctx.project({f"{prefix}_{part}": f"{part.upper()}({col})" for part in p.parts})
 
 
 class NormalizeSchemaParams(Params):
@@ -192,6 +192,15 @@ def split_part(ctx: BuiltinContext, p: SplitPartParams) -> Frame:
     return ctx.project({f"{p.col}_part_{p.index}": expr})
 
 
+def _as_time(ctx: BuiltinContext, column: str) -> str:
+    """``column`` for a date function: a text column (a CSV's, on pandas) read as a
+    timestamp, as Spark does; a date or timestamp column as it is."""
+    types = dict(ctx.engine.column_schema(ctx.df))
+    if ctx.engine.type_family(types.get(column, "")) == "string":
+        return f"CAST({ctx.q(column)} AS TIMESTAMP)"
+    return ctx.q(column)
+
+
 _UNITS = Literal["day", "month", "year", "hour", "minute", "second"]
 
 
@@ -204,7 +213,9 @@ class DateAddParams(Params):
 def date_add(ctx: BuiltinContext, p: DateAddParams) -> Frame:
     """Add <col>_future: col plus value units."""
     ctx.require([p.col], "col")
-    return ctx.project({f"{p.col}_future": f"{ctx.q(p.col)} + INTERVAL {p.value} {p.unit}"})
+    sign = "-" if p.value < 0 else "+"
+    expr = f"{_as_time(ctx, p.col)} {sign} INTERVAL {abs(p.value)} {p.unit}"
+    return ctx.project({f"{p.col}_future": expr})
 
 
 class DateTruncParams(Params):
@@ -215,7 +226,7 @@ class DateTruncParams(Params):
 def date_trunc(ctx: BuiltinContext, p: DateTruncParams) -> Frame:
     """Add <col>_trunc: col truncated to the unit (a timestamp)."""
     ctx.require([p.col], "col")
-    expr = f"CAST(date_trunc('{p.unit}', {ctx.q(p.col)}) AS TIMESTAMP)"
+    expr = f"CAST(date_trunc('{p.unit}', {_as_time(ctx, p.col)}) AS TIMESTAMP)"
     return ctx.project({f"{p.col}_trunc": expr})
 
 
@@ -339,6 +350,11 @@ def select_columns(ctx: BuiltinContext, p: ListParams) -> Frame:
 def drop_columns(ctx: BuiltinContext, p: ListParams) -> Frame:
     """Drop these columns (a column not there is ignored)."""
     keep = [ctx.q(c) for c in ctx.columns() if c not in p.columns]
+    if not keep:
+        raise OdibiRunError(
+            f"{ctx.where}: drop_columns would drop every column ({', '.join(ctx.columns())}); "
+            "keep at least one (or leave the node out)"
+        )
     return ctx.sql(f"SELECT {', '.join(keep)} FROM df")
 
 

@@ -8,6 +8,7 @@ Spellings follow Odibi 3 (its ``odibi/config.py``): each test has ``type:``, an 
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from typing import Annotated, Any, Literal
 
@@ -85,8 +86,12 @@ class CustomSqlTest(_Test):
 class RangeTest(_Test):
     type: Literal["range"]
     column: str = Field(description="Column to check (nulls pass).")
-    min: int | float | str | None = Field(default=None, description="Smallest value (inclusive).")
-    max: int | float | str | None = Field(default=None, description="Largest value (inclusive).")
+    min: int | float | _dt.datetime | _dt.date | str | None = Field(
+        default=None, description="Smallest value (inclusive): a number, date or text."
+    )
+    max: int | float | _dt.datetime | _dt.date | str | None = Field(
+        default=None, description="Largest value (inclusive): a number, date or text."
+    )
 
     @model_validator(mode="after")
     def _bound(self) -> RangeTest:
