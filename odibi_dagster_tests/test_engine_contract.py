@@ -782,6 +782,16 @@ def test_a_dimension_numbers_each_version_and_keeps_an_unknown_member(local_lake
     assert len({r["load_timestamp"] for r in rows}) == 1  # this run's time on every row
 
 
+def test_a_null_business_key_fails_scd2_and_writes_nothing(local_lake: Lake):
+    params = {"keys": ["id"], "track_cols": ["g"], "effective_time_col": "at"}
+    pattern_run(local_lake, "v1.parquet", "scd2", [{"id": 1, "g": "gold", "at": DAY1}], **params)
+    second = [{"id": 1, "g": "gold", "at": DAY2}, {"id": None, "g": "x", "at": DAY2}]
+    with pytest.raises(OdibiRunError, match=r"key column 'id' is null in 1 row\(s\)"):
+        pattern_run(local_lake, "v2.parquet", "scd2", second, **params)
+    rows = DeltaTable(str(local_lake.root / "dim")).to_pyarrow_table().to_pylist()
+    assert [(r["id"], r["g"], r["is_current"]) for r in rows] == [(1, "gold", True)]
+
+
 def test_a_date_dimension_has_the_same_calendar(local_lake: Lake):
     from odibi_dagster.config.models import NodeConfig
     from odibi_dagster.patterns import run_pattern

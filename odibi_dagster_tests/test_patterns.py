@@ -632,3 +632,45 @@ def test_a_transformer_naming_a_pattern_has_its_params_checked_at_load(tmp_path:
         ],
     ]
     assert all(p.strip().startswith(f"{path}:") for p in problems)
+
+
+NULL_KEY_PATTERNS = {
+    "dimension scd_type 0": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 0}",
+    "dimension scd_type 1": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 1, track_cols: [tier]}",
+    "dimension scd_type 2": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 2, track_cols: [tier]}",
+    "scd2": "type: scd2\nparams: {keys: [customer_id], track_cols: [tier], "
+    "effective_time_col: updated_at}",
+}
+
+
+@pytest.mark.parametrize("kind", list(NULL_KEY_PATTERNS))
+def test_a_null_business_key_fails_the_node_and_leaves_the_table_as_it_was(
+    tmp_path: Path, kind: str
+):
+    """A row without a key matches no row of the table: it would be added again by every
+    run. The node fails naming the key column and how many rows, and writes nothing."""
+    node = (
+        "- name: dim\n"
+        "  read: {connection: src, format: csv, path: customers.csv}\n"
+        "  pattern:\n"
+        + textwrap.indent(NULL_KEY_PATTERNS[kind], "    ")
+        + "\n  write: {connection: out, format: delta, path: dim, mode: overwrite}\n"
+    )
+    path = project(tmp_path, node)
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    run(path)
+    before = delta_rows(tmp_path / "out" / "dim")
+    (tmp_path / "src" / "customers.csv").write_text(
+        CUSTOMERS_V1 + ",Nobody,n@example.com,Gold,NYC,2025-01-01\n"
+    )
+    for _ in range(2):
+        result = run_job(odibi_dagster.load_definitions(path), "p")
+        assert not result.success
+        text = failure_text(result)
+        assert "node 'dim' (" in text
+        assert "key column 'customer_id' is null in 1 row(s) of the input" in text
+        assert "nothing was written" in text
+        assert delta_rows(tmp_path / "out" / "dim") == before

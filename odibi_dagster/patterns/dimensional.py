@@ -36,8 +36,24 @@ def _require(ctx: PatternContext, cols: list[str], needed: list[str], what: str,
 
 
 def _unique_keys(ctx: PatternContext, src: Frame, keys: list[str], what: str) -> None:
-    """Fail when two source rows share a key (they would open two current versions)."""
+    """Fail when a source row has a null key (it would match no row of the table, so each
+    run would add it again) or two source rows share a key (they would open two current
+    versions)."""
     s = ctx.dialect
+    counts = ", ".join(
+        f"COUNT(CASE WHEN {s.q(k)} IS NULL THEN 1 END) AS n{i}" for i, k in enumerate(keys)
+    )
+    (found,) = ctx.rows(f"SELECT {counts} FROM src", 1, src=src)
+    nulls = [(k, int(found[f"n{i}"] or 0)) for i, k in enumerate(keys)]
+    nulls = [(k, n) for k, n in nulls if n]
+    if nulls:
+        shown = ", ".join(f"'{k}' is null in {n} row(s)" for k, n in nulls)
+        fail(
+            ctx.where,
+            f"{what}: key column {shown} of the input; nothing was written. A row without "
+            "a key matches no row of the table and would be added again on every run: "
+            "filter those rows out or fill the key (e.g. in a SQL step) before the pattern",
+        )
     k = s.cols(keys)
     dups = ctx.rows(f"SELECT {k} FROM src GROUP BY {k} HAVING COUNT(*) > 1", 3, src=src)
     if dups:
