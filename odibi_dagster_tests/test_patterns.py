@@ -674,3 +674,30 @@ def test_a_null_business_key_fails_the_node_and_leaves_the_table_as_it_was(
         assert "key column 'customer_id' is null in 1 row(s) of the input" in text
         assert "nothing was written" in text
         assert delta_rows(tmp_path / "out" / "dim") == before
+
+
+def test_a_fact_picks_current_versions_by_the_dimensions_own_flag_column(tmp_path: Path):
+    """A dimension whose current flag is not called is_current: a scd2 lookup names it
+    with current_flag_col, and fails (writing nothing) when it names no column."""
+    dim = FACT_PIPELINE.replace(
+        "      unknown_member: true\n", "      unknown_member: true\n      is_current_col: active\n"
+    )
+    good = dim.replace("scd2: true", "scd2: true\n          current_flag_col: active")
+    path = project(tmp_path, good.replace("ORPHANS", "unknown"))
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    (tmp_path / "src" / "orders.csv").write_text(ORDERS)
+    run(path)
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V2)  # Alice gets version 3
+    run(path)
+    facts = delta_rows(tmp_path / "out" / "fact_orders")
+    assert sorted((r["order_id"], r["customer_sk"]) for r in facts) == [(10, 3), (11, 2), (12, 0)]
+
+    shutil.rmtree(tmp_path / "out")
+    path = project(tmp_path, dim.replace("ORPHANS", "unknown"))  # the flag left unnamed
+    result = run_job(odibi_dagster.load_definitions(path), "p")
+    assert not result.success
+    text = failure_text(result)
+    assert "node 'fact_orders' (" in text
+    assert "'dim_customer' has no column 'is_current'" in text
+    assert "current_flag_col" in text
+    assert not (tmp_path / "out" / "fact_orders").exists()

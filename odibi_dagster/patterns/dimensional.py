@@ -389,7 +389,18 @@ def fact(ctx: PatternContext, **params: Any) -> Frame:
         )
         cols = ctx.columns(df)
         _require(ctx, cols, [dim.source_column], "fact source_column", "the input")
-        current = " WHERE is_current = TRUE" if dim.scd2 and "is_current" in dcols else ""
+        current = ""
+        if dim.scd2:
+            flag = dim.current_flag_col
+            if flag not in dcols:
+                fail(
+                    ctx.where,
+                    f"fact lookup on {dim.dimension_table} has scd2: true, but "
+                    f"'{dim.dimension_table}' has no column '{flag}' to pick its current "
+                    f"versions (columns: {', '.join(dcols)}); nothing was written. Name the "
+                    "dimension's current flag with current_flag_col, or set scd2: false",
+                )
+            current = f" WHERE {s.q(flag)} = TRUE"
         keep = [c for c in cols if c != dim.surrogate_key]
         joined = ctx.sql(
             f"SELECT {s.cols(keep, 'f')}, d.__odibi_sk AS {s.q(dim.surrogate_key)} FROM f "
