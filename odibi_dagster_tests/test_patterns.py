@@ -701,3 +701,28 @@ def test_a_fact_picks_current_versions_by_the_dimensions_own_flag_column(tmp_pat
     assert "'dim_customer' has no column 'is_current'" in text
     assert "current_flag_col" in text
     assert not (tmp_path / "out" / "fact_orders").exists()
+
+
+def test_audit_text_is_stored_as_written(tmp_path: Path):
+    """Backslashes and quotes in audit.source_system reach the table unchanged."""
+    path = project(
+        tmp_path,
+        """\
+        - name: dim
+          read: {connection: src, format: csv, path: customers.csv}
+          pattern:
+            type: dimension
+            params:
+              natural_key: customer_id
+              surrogate_key: sk
+              scd_type: 0
+              unknown_member: true
+              audit: {source_system: 'CORP\\svc_etl ''eu'''}
+          write: {connection: out, format: delta, path: dim}
+        """,
+    )
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    run(path)
+    rows = delta_rows(tmp_path / "out" / "dim")
+    assert len(rows) == 3  # with the unknown member
+    assert {r["source_system"] for r in rows} == {"CORP\\svc_etl 'eu'"}
