@@ -786,7 +786,7 @@ def test_a_dimension_numbers_each_version_and_keeps_an_unknown_member(local_lake
         "scd_type": 2,
         "track_cols": ["g"],
         "unknown_member": True,
-        "audit": {"source_system": "crm"},
+        "audit": {"source_system": "CORP\\crm 'eu'"},  # stored as written on both engines
     }
     first = [{"id": 2, "g": "silver", "at": DAY1}, {"id": 1, "g": "gold", "at": DAY1}]
     pattern_run(local_lake, "v1.parquet", "dimension", first, **params)
@@ -804,8 +804,18 @@ def test_a_dimension_numbers_each_version_and_keeps_an_unknown_member(local_lake
     # Spark writes Delta timestamps with the UTC zone, pandas without: the same instant
     assert by_sk[0]["valid_from"].replace(tzinfo=None) == datetime(1900, 1, 1)
     assert by_sk[0]["valid_to"] is None
-    assert {r["source_system"] for r in rows} == {"crm"}
+    assert {r["source_system"] for r in rows} == {"CORP\\crm 'eu'"}
     assert len({r["load_timestamp"] for r in rows}) == 1  # this run's time on every row
+
+
+def test_a_null_business_key_fails_scd2_and_writes_nothing(local_lake: Lake):
+    params = {"keys": ["id"], "track_cols": ["g"], "effective_time_col": "at"}
+    pattern_run(local_lake, "v1.parquet", "scd2", [{"id": 1, "g": "gold", "at": DAY1}], **params)
+    second = [{"id": 1, "g": "gold", "at": DAY2}, {"id": None, "g": "x", "at": DAY2}]
+    with pytest.raises(OdibiRunError, match=r"key column 'id' is null in 1 row\(s\)"):
+        pattern_run(local_lake, "v2.parquet", "scd2", second, **params)
+    rows = DeltaTable(str(local_lake.root / "dim")).to_pyarrow_table().to_pylist()
+    assert [(r["id"], r["g"], r["is_current"]) for r in rows] == [(1, "gold", True)]
 
 
 def test_a_date_dimension_has_the_same_calendar(local_lake: Lake):

@@ -632,3 +632,97 @@ def test_a_transformer_naming_a_pattern_has_its_params_checked_at_load(tmp_path:
         ],
     ]
     assert all(p.strip().startswith(f"{path}:") for p in problems)
+
+
+NULL_KEY_PATTERNS = {
+    "dimension scd_type 0": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 0}",
+    "dimension scd_type 1": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 1, track_cols: [tier]}",
+    "dimension scd_type 2": "type: dimension\nparams: {natural_key: customer_id, "
+    "surrogate_key: sk, scd_type: 2, track_cols: [tier]}",
+    "scd2": "type: scd2\nparams: {keys: [customer_id], track_cols: [tier], "
+    "effective_time_col: updated_at}",
+}
+
+
+@pytest.mark.parametrize("kind", list(NULL_KEY_PATTERNS))
+def test_a_null_business_key_fails_the_node_and_leaves_the_table_as_it_was(
+    tmp_path: Path, kind: str
+):
+    """A row without a key matches no row of the table: it would be added again by every
+    run. The node fails naming the key column and how many rows, and writes nothing."""
+    node = (
+        "- name: dim\n"
+        "  read: {connection: src, format: csv, path: customers.csv}\n"
+        "  pattern:\n"
+        + textwrap.indent(NULL_KEY_PATTERNS[kind], "    ")
+        + "\n  write: {connection: out, format: delta, path: dim, mode: overwrite}\n"
+    )
+    path = project(tmp_path, node)
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    run(path)
+    before = delta_rows(tmp_path / "out" / "dim")
+    (tmp_path / "src" / "customers.csv").write_text(
+        CUSTOMERS_V1 + ",Nobody,n@example.com,Gold,NYC,2025-01-01\n"
+    )
+    for _ in range(2):
+        result = run_job(odibi_dagster.load_definitions(path), "p")
+        assert not result.success
+        text = failure_text(result)
+        assert "node 'dim' (" in text
+        assert "key column 'customer_id' is null in 1 row(s) of the input" in text
+        assert "nothing was written" in text
+        assert delta_rows(tmp_path / "out" / "dim") == before
+
+
+def test_a_fact_picks_current_versions_by_the_dimensions_own_flag_column(tmp_path: Path):
+    """A dimension whose current flag is not called is_current: a scd2 lookup names it
+    with current_flag_col, and fails (writing nothing) when it names no column."""
+    dim = FACT_PIPELINE.replace(
+        "      unknown_member: true\n", "      unknown_member: true\n      is_current_col: active\n"
+    )
+    good = dim.replace("scd2: true", "scd2: true\n          current_flag_col: active")
+    path = project(tmp_path, good.replace("ORPHANS", "unknown"))
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    (tmp_path / "src" / "orders.csv").write_text(ORDERS)
+    run(path)
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V2)  # Alice gets version 3
+    run(path)
+    facts = delta_rows(tmp_path / "out" / "fact_orders")
+    assert sorted((r["order_id"], r["customer_sk"]) for r in facts) == [(10, 3), (11, 2), (12, 0)]
+
+    shutil.rmtree(tmp_path / "out")
+    path = project(tmp_path, dim.replace("ORPHANS", "unknown"))  # the flag left unnamed
+    result = run_job(odibi_dagster.load_definitions(path), "p")
+    assert not result.success
+    text = failure_text(result)
+    assert "node 'fact_orders' (" in text
+    assert "'dim_customer' has no column 'is_current'" in text
+    assert "current_flag_col" in text
+    assert not (tmp_path / "out" / "fact_orders").exists()
+
+
+def test_audit_text_is_stored_as_written(tmp_path: Path):
+    """Backslashes and quotes in audit.source_system reach the table unchanged."""
+    path = project(
+        tmp_path,
+        """\
+        - name: dim
+          read: {connection: src, format: csv, path: customers.csv}
+          pattern:
+            type: dimension
+            params:
+              natural_key: customer_id
+              surrogate_key: sk
+              scd_type: 0
+              unknown_member: true
+              audit: {source_system: 'CORP\\svc_etl ''eu'''}
+          write: {connection: out, format: delta, path: dim}
+        """,
+    )
+    (tmp_path / "src" / "customers.csv").write_text(CUSTOMERS_V1)
+    run(path)
+    rows = delta_rows(tmp_path / "out" / "dim")
+    assert len(rows) == 3  # with the unknown member
+    assert {r["source_system"] for r in rows} == {"CORP\\svc_etl 'eu'"}

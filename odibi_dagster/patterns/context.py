@@ -51,9 +51,12 @@ class Sql:
     def ts(value: _dt.datetime) -> str:
         return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S.%f}'"
 
-    @staticmethod
-    def text(value: str) -> str:
-        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    def text(self, value: str) -> str:
+        """``value`` as a string literal that the engine reads back as written: Spark SQL
+        reads backslash escapes in literals, DuckDB does not."""
+        if self.spark:
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,24 @@ def _require(ctx: PatternContext, cols: list[str], needed: list[str], what: str,
 
 
 def _unique_keys(ctx: PatternContext, src: Frame, keys: list[str], what: str) -> None:
-    """Fail when two source rows share a key (they would open two current versions)."""
+    """Fail when a source row has a null key (it would match no row of the table, so each
+    run would add it again) or two source rows share a key (they would open two current
+    versions)."""
     s = ctx.dialect
+    counts = ", ".join(
+        f"COUNT(CASE WHEN {s.q(k)} IS NULL THEN 1 END) AS n{i}" for i, k in enumerate(keys)
+    )
+    (found,) = ctx.rows(f"SELECT {counts} FROM src", 1, src=src)
+    nulls = [(k, int(found[f"n{i}"] or 0)) for i, k in enumerate(keys)]
+    nulls = [(k, n) for k, n in nulls if n]
+    if nulls:
+        shown = ", ".join(f"'{k}' is null in {n} row(s)" for k, n in nulls)
+        fail(
+            ctx.where,
+            f"{what}: key column {shown} of the input; nothing was written. A row without "
+            "a key matches no row of the table and would be added again on every run: "
+            "filter those rows out or fill the key (e.g. in a SQL step) before the pattern",
+        )
     k = s.cols(keys)
     dups = ctx.rows(f"SELECT {k} FROM src GROUP BY {k} HAVING COUNT(*) > 1", 3, src=src)
     if dups:
@@ -373,7 +389,18 @@ def fact(ctx: PatternContext, **params: Any) -> Frame:
         )
         cols = ctx.columns(df)
         _require(ctx, cols, [dim.source_column], "fact source_column", "the input")
-        current = " WHERE is_current = TRUE" if dim.scd2 and "is_current" in dcols else ""
+        current = ""
+        if dim.scd2:
+            flag = dim.current_flag_col
+            if flag not in dcols:
+                fail(
+                    ctx.where,
+                    f"fact lookup on {dim.dimension_table} has scd2: true, but "
+                    f"'{dim.dimension_table}' has no column '{flag}' to pick its current "
+                    f"versions (columns: {', '.join(dcols)}); nothing was written. Name the "
+                    "dimension's current flag with current_flag_col, or set scd2: false",
+                )
+            current = f" WHERE {s.q(flag)} = TRUE"
         keep = [c for c in cols if c != dim.surrogate_key]
         joined = ctx.sql(
             f"SELECT {s.cols(keep, 'f')}, d.__odibi_sk AS {s.q(dim.surrogate_key)} FROM f "

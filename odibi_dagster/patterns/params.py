@@ -160,6 +160,10 @@ class DimensionLookup(Params):
     dimension_key: str = Field(description="The dimension's business key column.")
     surrogate_key: str = Field(description="The dimension's surrogate key column to add.")
     scd2: bool = Field(default=False, description="Match only the current versions.")
+    current_flag_col: str = Field(
+        default="is_current",
+        description="scd2: the dimension's column that is true on its current versions.",
+    )
 
 
 class QuarantineColumns(Params):
