@@ -26,6 +26,7 @@ from odibi_dagster.config.quality import (
     threshold_parts,
 )
 from odibi_dagster.engines.base import Engine
+from odibi_dagster.engines.sql_text import string_literal
 from odibi_dagster.errors import OdibiRunError
 
 SAMPLE_ROWS = 5
@@ -138,10 +139,7 @@ class Dialect:
             return repr(v)
         if isinstance(v, (_dt.date, _dt.datetime)):
             v = v.isoformat()
-        text = str(v)
-        if self.spark:  # Spark SQL reads backslash escapes in string literals
-            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        return "'" + text.replace("'", "''") + "'"
+        return string_literal(str(v), spark=self.spark)
 
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS {'STRING' if self.spark else 'VARCHAR'})"

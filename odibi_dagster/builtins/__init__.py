@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from odibi_dagster.engines.sql_text import string_literal
 from odibi_dagster.errors import OdibiRunError
 
 Frame = Any
@@ -131,10 +132,7 @@ class BuiltinContext:
             return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
         if isinstance(value, _dt.date):
             return f"DATE '{value.isoformat()}'"
-        text = str(value)
-        if self.dialect == "spark":  # Spark reads backslash escapes in literals
-            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        return "'" + text.replace("'", "''") + "'"
+        return string_literal(str(value), spark=self.dialect == "spark")
 
 
 _BUILTINS: dict[str, Builtin] = {}

@@ -16,6 +16,7 @@ from typing import Any
 from odibi_dagster.config.models import NodeConfig
 from odibi_dagster.engines.base import Engine, Frame
 from odibi_dagster.engines.messages import fail
+from odibi_dagster.engines.sql_text import string_literal
 from odibi_dagster.errors import storage_errors
 from odibi_dagster.resources.base import Location
 from odibi_dagster.resources.connection import ConnectionResource
@@ -54,9 +55,7 @@ class Sql:
     def text(self, value: str) -> str:
         """``value`` as a string literal that the engine reads back as written: Spark SQL
         reads backslash escapes in literals, DuckDB does not."""
-        if self.spark:
-            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        return "'" + value.replace("'", "''") + "'"
+        return string_literal(value, spark=self.spark)
 
 
 @dataclass(frozen=True)
